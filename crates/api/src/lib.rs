@@ -1,0 +1,1 @@
+//! Shared types and validation for podnet. No I/O lives here.

@@ -1,0 +1,1 @@
+//! The `Store` trait: a versioned key-value store in etcd's revision model.
