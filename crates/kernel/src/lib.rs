@@ -1,0 +1,23 @@
+//! Kernel plumbing for podnet.
+//!
+//! Everything here is synchronous so that the CNI plugin can use it without an
+//! async runtime; the agent calls it from blocking tasks. A netlink socket
+//! belongs to the network namespace of the thread that opened it, so
+//! [`Netlink::open_in`] opens its socket on a short-lived thread that has
+//! entered the target namespace, and the socket stays bound there.
+
+pub mod addr;
+pub mod error;
+pub mod link;
+pub mod neigh;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod route;
+pub mod sysctl;
+
+pub use error::{KernelError, Result};
+pub use link::Link;
+pub use netlink::Netlink;
+pub use netns::NetNs;
+pub use route::Route;

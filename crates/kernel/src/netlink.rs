@@ -1,0 +1,151 @@
+//! A small synchronous rtnetlink client: one request, its replies, its ack.
+
+use std::io;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::error::{KernelError, Result};
+use crate::netns::NetNs;
+
+/// A route netlink socket bound to one network namespace.
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    netns: String,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's namespace.
+    pub fn current() -> Result<Netlink> {
+        Self::open_here("current")
+    }
+
+    /// A socket in `ns`, whatever namespace the caller is in.
+    pub fn open_in(ns: &NetNs) -> Result<Netlink> {
+        let label = ns.label().to_string();
+        ns.run(move || Self::open_here(&label))?
+    }
+
+    fn open_here(label: &str) -> Result<Netlink> {
+        let wrap = |e: io::Error| KernelError::Netlink {
+            action: "open a route netlink socket".into(),
+            netns: label.to_string(),
+            source: e,
+        };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(wrap)?;
+        socket.bind_auto().map_err(wrap)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(wrap)?;
+        let _ = socket.set_ext_ack(true);
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            netns: label.to_string(),
+        })
+    }
+
+    /// The namespace label used in error messages.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Sends a request that changes state and waits for its ack.
+    pub(crate) fn change(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        action: impl FnOnce() -> String,
+    ) -> Result<()> {
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK | flags)
+            .map(|_| ())
+            .map_err(|e| self.error(action(), e))
+    }
+
+    /// Sends a dump request and collects every reply.
+    pub(crate) fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        action: impl FnOnce() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_DUMP)
+            .map_err(|e| self.error(action(), e))
+    }
+
+    /// Sends a get request for one object and returns its reply.
+    pub(crate) fn get(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        action: impl FnOnce() -> String,
+    ) -> Result<Option<RouteNetlinkMessage>> {
+        self.exchange(msg, NLM_F_REQUEST | NLM_F_ACK)
+            .map(|mut replies| replies.pop())
+            .map_err(|e| self.error(action(), e))
+    }
+
+    pub(crate) fn error(&self, action: String, source: io::Error) -> KernelError {
+        KernelError::Netlink {
+            action,
+            netns: self.netns.clone(),
+            source,
+        }
+    }
+
+    fn exchange(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+        self.collect_replies(seq, flags & NLM_F_DUMP == NLM_F_DUMP)
+    }
+
+    fn collect_replies(&mut self, seq: u32, is_dump: bool) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let mut replies = Vec::new();
+        loop {
+            let (datagram, _) = self.socket.recv_from_full()?;
+            let mut offset = 0;
+            while offset < datagram.len() {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let len = msg.header.length as usize;
+                if len == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink message of length 0",
+                    ));
+                }
+                offset += (len + 3) & !3;
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                    NetlinkPayload::Error(err) => match err.code {
+                        None => return Ok(replies),
+                        Some(code) => return Err(io::Error::from_raw_os_error(-code.get())),
+                    },
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Overrun(_) => {
+                        return Err(io::Error::other("netlink reply overrun"));
+                    }
+                    _ => {}
+                }
+            }
+            if is_dump && replies.is_empty() && datagram.is_empty() {
+                return Ok(replies);
+            }
+        }
+    }
+}

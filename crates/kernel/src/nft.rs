@@ -1,0 +1,102 @@
+//! nftables: a ruleset text applied as one atomic transaction by `nft -f -`
+//! (the whole batch commits or none of it does).
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::error::{KernelError, Result};
+use crate::netns::NetNs;
+
+/// The `nft` program; overridable for unusual installs.
+fn nft_program() -> String {
+    std::env::var("PODNET_NFT").unwrap_or_else(|_| "nft".to_string())
+}
+
+fn command_in(ns: Option<&NetNs>) -> Command {
+    let mut cmd = Command::new(nft_program());
+    if let Some(ns) = ns {
+        let fd = ns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; the fd stays open in the parent
+        // until the child has exec'd.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
+fn run(ns: Option<&NetNs>, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let where_ = ns
+        .map(|n| n.label().to_string())
+        .unwrap_or_else(|| "current".into());
+    let mut child = command_in(ns)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| KernelError::Nftables {
+            message: format!(
+                "cannot run {} in network namespace {where_}: {e} (install the nftables package)",
+                nft_program()
+            ),
+        })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| KernelError::Nftables {
+                message: format!("writing the ruleset to nft: {e}"),
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| KernelError::Nftables {
+            message: format!("waiting for nft: {e}"),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(KernelError::Nftables {
+            message: format!(
+                "nft {} in network namespace {where_}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Applies `ruleset` (nft syntax) in one transaction, in `ns` or here.
+pub fn apply(ns: Option<&NetNs>, ruleset: &str) -> Result<()> {
+    run(ns, &["-f", "-"], Some(ruleset)).map(|_| ())
+}
+
+/// The text of table `family name`, or `None` when it does not exist.
+pub fn list_table(ns: Option<&NetNs>, family: &str, name: &str) -> Result<Option<String>> {
+    match run(ns, &["list", "table", family, name], None) {
+        Ok(text) => Ok(Some(text)),
+        Err(KernelError::Nftables { message }) if message.contains("No such file or directory") => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes table `family name` if it exists.
+pub fn delete_table(ns: Option<&NetNs>, family: &str, name: &str) -> Result<()> {
+    // Declaring the table first makes the delete succeed when it was absent.
+    apply(
+        ns,
+        &format!("table {family} {name}\ndelete table {family} {name}\n"),
+    )
+}

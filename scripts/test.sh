@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what podnet's tests need on Debian 12 and runs them (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "podnet's tests create network namespaces: run this as root (sudo $0)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  iproute2 nftables iputils-ping containernetworking-plugins \
+  etcd-server protobuf-compiler ca-certificates >/dev/null
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+cargo build --workspace --all-targets
+cargo nextest run --workspace --no-fail-fast "$@"
