@@ -1,1 +1,6 @@
 //! Shared types and validation for podnet. No I/O lives here.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cni;
+pub mod net;
+pub mod subnet_env;
