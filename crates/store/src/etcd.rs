@@ -1,0 +1,1 @@
+//! The etcd backend (in progress; behind the `etcd` feature).

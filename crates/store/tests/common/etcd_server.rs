@@ -1,0 +1,1 @@
+//! Starts a private etcd for tests (in progress).
