@@ -4,3 +4,6 @@
 pub mod cni;
 pub mod net;
 pub mod subnet_env;
+
+/// Re-exported so that users of the address types need no direct dependency.
+pub use ipnet;

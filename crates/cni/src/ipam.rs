@@ -1,0 +1,339 @@
+//! The built-in IPAM: host-local's on-disk layout, so it is familiar to operators.
+//!
+//! `<dataDir>/<network>/` holds one file per allocated address, named by the address and
+//! containing `"<containerID>\r\n<ifname>"`, plus `last_reserved_ip.0` (the last address handed
+//! out, for round-robin) and `lock`. Every operation holds an exclusive `flock` on `lock` for
+//! its whole duration, so concurrent plugin processes (and threads) are serialised. Records
+//! are written to a temporary file (`.tmp-*`, never parsed as a record), fsynced and renamed
+//! into place, so a crash leaves either the whole record or none.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use podnet_api::cni::env::{validate_container_id, validate_ifname};
+use podnet_api::cni::{CniError, Pool};
+use podnet_api::ipnet::Ipv4Net;
+
+/// Where allocations live when the config sets no `ipam.dataDir`.
+pub const DEFAULT_DATA_DIR: &str = podnet_api::cni::DEFAULT_DATA_DIR;
+const LOCK_FILE: &str = "lock";
+const LAST_RESERVED_FILE: &str = "last_reserved_ip.0";
+const TMP_PREFIX: &str = ".tmp-";
+
+pub type Result<T> = std::result::Result<T, CniError>;
+
+/// An address handed out for one attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    pub ip: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+impl Allocation {
+    /// The address with the subnet's prefix length, e.g. `10.244.1.5/24`.
+    pub fn address(&self) -> Ipv4Net {
+        Ipv4Net::new(self.ip, self.subnet.prefix_len()).unwrap_or(self.subnet)
+    }
+}
+
+/// One allocation on disk. A record whose file could not be parsed has an empty
+/// `container_id`; one written by old host-local versions has an empty `ifname`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Record {
+    pub ip: Ipv4Addr,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl Record {
+    fn belongs_to(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && (self.ifname == ifname || self.ifname.is_empty())
+    }
+}
+
+struct Scan {
+    records: Vec<Record>,
+    tmp: Vec<String>,
+    occupied: Vec<Ipv4Addr>,
+}
+
+/// The allocation store of one network.
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    dir: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
+    CniError::io(format!("IPAM: {what} {}: {e}", path.display()))
+}
+
+impl Ipam {
+    /// Opens (creating it when needed) the store of `network` under `data_dir`.
+    pub fn open(data_dir: &Path, network: &str) -> Result<Ipam> {
+        if network.is_empty() || network == "." || network == ".." || network.contains(['/', '\0'])
+        {
+            return Err(CniError::invalid_config(format!(
+                "network name {network:?} cannot name an IPAM directory: use letters, digits, '_', '.' and '-'"
+            )));
+        }
+        let dir = data_dir.join(network);
+        fs::create_dir_all(&dir).map_err(|e| io_err("creating directory", &dir, e))?;
+        Ok(Ipam { dir })
+    }
+
+    /// The network's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> Result<Flock<File>> {
+        let path = self.dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err("opening lock file", &path, e))?;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(l) => return Ok(l),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, e)) => {
+                    return Err(io_err(
+                        "locking",
+                        &path,
+                        io::Error::from_raw_os_error(e as i32),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Hands out an address of `pool` to (`container_id`, `ifname`). An existing record of the
+    /// same attachment is returned as is (a repeated ADD neither leaks nor duplicates);
+    /// otherwise the next free address after the last one handed out, round-robin within the
+    /// range. Code 101 when the range is full.
+    pub fn allocate(&self, pool: &Pool, container_id: &str, ifname: &str) -> Result<Allocation> {
+        validate_container_id(container_id)?;
+        validate_ifname(ifname)?;
+        let _lock = self.lock()?;
+        let scan = self.scan()?;
+        for t in &scan.tmp {
+            let _ = fs::remove_file(self.dir.join(t));
+        }
+        let records = scan.records;
+        let alloc = |ip| Allocation {
+            ip,
+            subnet: pool.subnet,
+            gateway: pool.gateway,
+        };
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.belongs_to(container_id, ifname) && pool.subnet.contains(&r.ip))
+        {
+            return Ok(alloc(r.ip));
+        }
+        // names taken by something that is not a record (e.g. a directory) are skipped too
+        let used: HashSet<Ipv4Addr> = records
+            .iter()
+            .map(|r| r.ip)
+            .chain(scan.occupied.iter().copied())
+            .collect();
+        let start = u32::from(pool.range_start);
+        let end = u32::from(pool.range_end);
+        if start > end {
+            return Err(CniError::internal(format!(
+                "IPAM: range {}-{} is empty",
+                pool.range_start, pool.range_end
+            )));
+        }
+        let n = u64::from(end - start) + 1;
+        let first_offset = match self.last_reserved() {
+            Some(last) if (start..=end).contains(&u32::from(last)) => {
+                (u64::from(u32::from(last) - start) + 1) % n
+            }
+            _ => 0,
+        };
+        for k in 0..n {
+            // n ≤ 2^32 and the offset < n, so the sum fits and the result fits in u32
+            let off = (first_offset + k) % n;
+            let ip = Ipv4Addr::from(start + off as u32);
+            if !pool.is_allocatable(ip) || used.contains(&ip) {
+                continue;
+            }
+            self.write_atomic(
+                &ip.to_string(),
+                format!("{container_id}\r\n{ifname}").as_bytes(),
+            )?;
+            self.write_atomic(LAST_RESERVED_FILE, ip.to_string().as_bytes())?;
+            return Ok(alloc(ip));
+        }
+        let in_use = used.iter().filter(|ip| pool.is_allocatable(**ip)).count();
+        Err(CniError::pool_exhausted(format!(
+            "no free address in {} (range {}-{}, {in_use} in use): free addresses by deleting pods, or give the network a larger subnet",
+            pool.subnet, pool.range_start, pool.range_end
+        )))
+    }
+
+    /// Releases the addresses of (`container_id`, `ifname`); nothing to release is fine.
+    pub fn release(&self, container_id: &str, ifname: &str) -> Result<Vec<Ipv4Addr>> {
+        let _lock = self.lock()?;
+        let records = self.scan()?.records;
+        let mine: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.belongs_to(container_id, ifname))
+            .collect();
+        self.remove(&mine)?;
+        Ok(mine.into_iter().map(|r| r.ip).collect())
+    }
+
+    /// The address of (`container_id`, `ifname`), if it has one.
+    pub fn find(&self, container_id: &str, ifname: &str) -> Result<Option<Ipv4Addr>> {
+        let _lock = self.lock()?;
+        let records = self.scan()?.records;
+        Ok(records
+            .into_iter()
+            .find(|r| r.belongs_to(container_id, ifname))
+            .map(|r| r.ip))
+    }
+
+    /// Every allocation, sorted by address.
+    pub fn list(&self) -> Result<Vec<Record>> {
+        let _lock = self.lock()?;
+        Ok(self.scan()?.records)
+    }
+
+    /// Releases every allocation whose (container ID, ifname) is not in `valid` (GC), and
+    /// removes temporary files left by crashed writers. Returns what it released.
+    pub fn gc(&self, valid: &[(String, String)]) -> Result<Vec<Record>> {
+        let _lock = self.lock()?;
+        let scan = self.scan()?;
+        for t in &scan.tmp {
+            let _ = fs::remove_file(self.dir.join(t));
+        }
+        let records = scan.records;
+        let pairs: HashSet<(&str, &str)> = valid
+            .iter()
+            .map(|(c, i)| (c.as_str(), i.as_str()))
+            .collect();
+        let ids: HashSet<&str> = valid.iter().map(|(c, _)| c.as_str()).collect();
+        let stale: Vec<Record> = records
+            .into_iter()
+            .filter(|r| {
+                let keep = if r.ifname.is_empty() {
+                    ids.contains(r.container_id.as_str())
+                } else {
+                    pairs.contains(&(r.container_id.as_str(), r.ifname.as_str()))
+                };
+                !keep
+            })
+            .collect();
+        self.remove(&stale)?;
+        Ok(stale)
+    }
+
+    fn remove(&self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in records {
+            let path = self.dir.join(r.ip.to_string());
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &path, e)),
+            }
+        }
+        self.sync_dir()
+    }
+
+    fn last_reserved(&self) -> Option<Ipv4Addr> {
+        fs::read_to_string(self.dir.join(LAST_RESERVED_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Reads the directory: records (sorted by address), leftover temporary files, and
+    /// address names that are not regular files. Anything else is ignored.
+    fn scan(&self) -> Result<Scan> {
+        let rd = fs::read_dir(&self.dir).map_err(|e| io_err("reading", &self.dir, e))?;
+        let mut records = Vec::new();
+        let mut tmp = Vec::new();
+        let mut occupied = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| io_err("reading", &self.dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.starts_with(TMP_PREFIX) {
+                tmp.push(name);
+                continue;
+            }
+            let Ok(ip) = name.parse::<Ipv4Addr>() else {
+                continue;
+            };
+            if !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                occupied.push(ip);
+                continue;
+            }
+            let path = entry.path();
+            let content = match fs::read(&path) {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("reading", &path, e)),
+            };
+            let text = String::from_utf8_lossy(&content);
+            let mut lines = text.trim().splitn(2, '\n');
+            let container_id = lines.next().unwrap_or_default().trim().to_string();
+            let ifname = lines.next().unwrap_or_default().trim().to_string();
+            records.push(Record {
+                ip,
+                container_id,
+                ifname,
+            });
+        }
+        records.sort();
+        Ok(Scan {
+            records,
+            tmp,
+            occupied,
+        })
+    }
+
+    fn write_atomic(&self, name: &str, content: &[u8]) -> Result<()> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!("{TMP_PREFIX}{name}-{}-{n}", std::process::id()));
+        let target = self.dir.join(name);
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(content)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &target)
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("writing", &target, e));
+        }
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("syncing", &self.dir, e))
+    }
+}
