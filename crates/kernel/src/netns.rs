@@ -52,6 +52,43 @@ impl NetNs {
         Self::open_path(&path).map(|ns| ns.labelled(name))
     }
 
+    /// Gives the namespace of process `pid` the name `name` (bind-mounts
+    /// `/proc/PID/ns/net` under `/run/netns`), as `ip netns attach` does.
+    pub fn attach_pid(name: &str, pid: i32) -> Result<NetNs> {
+        validate_name(name)?;
+        let path = Self::path_of(name);
+        fs::create_dir_all(NETNS_RUN_DIR)
+            .map_err(|e| netns_err(format!("create directory {NETNS_RUN_DIR}"), e))?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                netns_err(
+                    format!(
+                        "name network namespace of pid {pid} {name} at {}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        let source = format!("/proc/{pid}/ns/net");
+        if let Err(e) = nix::mount::mount(
+            Some(source.as_str()),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            let _ = fs::remove_file(&path);
+            return Err(netns_err(
+                format!("bind-mount {source} on {}", path.display()),
+                e.into(),
+            ));
+        }
+        Self::open_path(&path).map(|ns| ns.labelled(name))
+    }
+
     /// Opens the named namespace, creating it if it does not exist.
     pub fn ensure(name: &str) -> Result<NetNs> {
         match Self::open(name) {

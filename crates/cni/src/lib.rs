@@ -1,0 +1,4 @@
+//! The podnet CNI plugin.
+
+pub mod ipam;
+pub mod plugin;

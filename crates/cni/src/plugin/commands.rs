@@ -1,0 +1,304 @@
+//! ADD, DEL, CHECK, GC and STATUS.
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
+use podnet_api::cni::{CniEnv, CniError, CniResult, IpConfig, NetConf, Resolved};
+use podnet_api::subnet_env::SubnetEnv;
+use podnet_kernel::{NetNs, Netlink};
+
+use super::masq;
+use super::naming::{host_veth_name, is_host_veth_name};
+use super::wiring::{self, Attachment, kernel};
+use crate::ipam::Ipam;
+
+/// Reads the node's `subnet.env` when the config gives no subnet.
+fn subnet_env(conf: &NetConf) -> Result<Option<SubnetEnv>, CniError> {
+    if !conf.ipam.needs_subnet_env() {
+        return Ok(None);
+    }
+    let path = conf.ipam.subnet_file();
+    let text = fs::read_to_string(&path).map_err(|e| {
+        CniError::try_again_later(format!(
+            "the config gives no subnet and {} cannot be read ({e}): start the node agent, which writes it, \
+             or give ipam.subnet",
+            path.display()
+        ))
+    })?;
+    SubnetEnv::parse(&text)
+        .map(Some)
+        .map_err(|e| CniError::invalid_config(format!("{}: {e}", path.display())))
+}
+
+fn resolve(conf: &NetConf) -> Result<Resolved, CniError> {
+    let env = subnet_env(conf)?;
+    conf.resolve(env.as_ref())
+}
+
+fn open_netns(env: &CniEnv) -> Result<NetNs, CniError> {
+    let path = env
+        .netns
+        .as_ref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS is required for this command"))?;
+    NetNs::open_path(path).map_err(|e| {
+        CniError::unknown_container(format!(
+            "{e}: CNI_NETNS must name the container's network namespace"
+        ))
+    })
+}
+
+fn host_netlink() -> Result<Netlink, CniError> {
+    Netlink::current().map_err(|e| kernel("open netlink on the node", e))
+}
+
+pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
+    let pod_ns = open_netns(env)?;
+    let resolved = resolve(conf)?;
+    let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
+    let allocation = ipam.allocate(&resolved.pool, &env.container_id, &env.ifname)?;
+    let host_veth = host_veth_name(&env.container_id, &env.ifname);
+    let address = resolved.pool.address(allocation.ip);
+    let attachment = Attachment {
+        bridge: &conf.bridge,
+        host_veth: &host_veth,
+        ifname: &env.ifname,
+        mtu: resolved.mtu,
+        address,
+        gateway: resolved.pool.gateway,
+        is_gateway: conf.is_gateway || conf.is_default_gateway,
+        hairpin: conf.hairpin_mode,
+        routes: &resolved.routes,
+    };
+    let mut host = host_netlink()?;
+    let built = build(
+        &mut host,
+        &pod_ns,
+        &attachment,
+        conf,
+        &resolved,
+        allocation.ip,
+    );
+    let wired = match built {
+        Ok(wired) => wired,
+        Err(e) => {
+            // Roll back so a failed ADD leaves neither an address nor links.
+            let _ = wiring::unwire(&mut host, Some(&pod_ns), &host_veth, &env.ifname);
+            let _ = ipam.release(&env.container_id, &env.ifname);
+            if resolved.ip_masq {
+                let _ = masq::remove(&conf.name, allocation.ip);
+            }
+            return Err(e);
+        }
+    };
+    let sandbox = env.netns.as_ref().map(|p| p.display().to_string());
+    let mut result = CniResult::new(conf.cni_version.clone());
+    result.interfaces = vec![
+        wiring::interface(&wired.bridge, None),
+        wiring::interface(&wired.host, None),
+        podnet_api::cni::Interface {
+            name: env.ifname.clone(),
+            mac: wired.pod_mac,
+            mtu: None,
+            sandbox,
+        },
+    ];
+    result.ips = vec![IpConfig {
+        address,
+        gateway: Some(resolved.pool.gateway),
+        interface: Some(2),
+    }];
+    result.routes = resolved.routes.clone();
+    result.dns = conf.dns.clone();
+    Ok(result.to_json())
+}
+
+fn build(
+    host: &mut Netlink,
+    pod_ns: &NetNs,
+    a: &Attachment,
+    conf: &NetConf,
+    resolved: &Resolved,
+    ip: Ipv4Addr,
+) -> Result<wiring::Wired, CniError> {
+    let bridge = wiring::ensure_bridge(host, a)?;
+    let wired = wiring::wire(host, pod_ns, &bridge, a)?;
+    if resolved.ip_masq {
+        masq::add(&conf.name, resolved.pool.subnet, ip)?;
+    }
+    Ok(wired)
+}
+
+pub fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
+    let released = ipam.release(&env.container_id, &env.ifname)?;
+    // The namespace may already be gone: then so is the pod's interface.
+    let pod_ns = env.netns.as_ref().and_then(|p| NetNs::open_path(p).ok());
+    let mut host = host_netlink()?;
+    let host_veth = host_veth_name(&env.container_id, &env.ifname);
+    wiring::unwire(&mut host, pod_ns.as_ref(), &host_veth, &env.ifname)?;
+    for ip in released {
+        masq::remove(&conf.name, ip)?;
+    }
+    Ok(())
+}
+
+pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let prev = conf.prev_result()?.ok_or_else(|| {
+        CniError::invalid_config(
+            "CHECK needs prevResult: pass the result of the ADD for this attachment",
+        )
+    })?;
+    let pod_ns = open_netns(env)?;
+    let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
+    let recorded = ipam.find(&env.container_id, &env.ifname)?.ok_or_else(|| {
+        CniError::unknown_container(format!(
+            "no address is allocated to container {} interface {} in network {}",
+            env.container_id, env.ifname, conf.name
+        ))
+    })?;
+    let expected: Vec<Ipv4Net> = prev.ips.iter().map(|ip| ip.address).collect();
+    if !expected.iter().any(|net| net.addr() == recorded) {
+        return Err(CniError::kernel(format!(
+            "prevResult lists {expected:?} but the allocation for this attachment is {recorded}"
+        )));
+    }
+    let mut pod =
+        Netlink::open_in(&pod_ns).map_err(|e| kernel("open the pod's network namespace", e))?;
+    let link = pod
+        .link_by_name(&env.ifname)
+        .map_err(|e| kernel("look up the pod interface", e))?
+        .ok_or_else(|| {
+            CniError::kernel(format!(
+                "interface {} is missing from the pod's network namespace {}: delete and re-add the attachment",
+                env.ifname,
+                pod_ns.label()
+            ))
+        })?;
+    if !link.up {
+        return Err(CniError::kernel(format!(
+            "interface {} in the pod is down",
+            env.ifname
+        )));
+    }
+    let present: HashSet<IpNet> = pod
+        .addresses(Some(link.index))
+        .map_err(|e| kernel("list the pod's addresses", e))?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    for net in &expected {
+        if !present.contains(&IpNet::V4(*net)) {
+            return Err(CniError::kernel(format!(
+                "address {net} is missing from {} in the pod",
+                env.ifname
+            )));
+        }
+    }
+    check_routes(&mut pod, &prev, &env.ifname)?;
+    check_host_end(env, conf)
+}
+
+fn check_routes(pod: &mut Netlink, prev: &CniResult, ifname: &str) -> Result<(), CniError> {
+    let routes = pod
+        .routes(podnet_kernel::route::MAIN_TABLE)
+        .map_err(|e| kernel("list the pod's routes", e))?;
+    for want in &prev.routes {
+        if !routes
+            .iter()
+            .any(|r| r.dst == want.dst && (want.gw.is_none() || r.gateway == want.gw))
+        {
+            return Err(CniError::kernel(format!(
+                "route to {} is missing in the pod (interface {ifname})",
+                want.dst
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_host_end(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let mut host = host_netlink()?;
+    let name = host_veth_name(&env.container_id, &env.ifname);
+    let veth = host
+        .link_by_name(&name)
+        .map_err(|e| kernel("look up the host end of the veth", e))?
+        .ok_or_else(|| {
+            CniError::kernel(format!(
+                "host veth {name} is missing: delete and re-add the attachment"
+            ))
+        })?;
+    let bridge = host
+        .link_by_name(&conf.bridge)
+        .map_err(|e| kernel("look up the bridge", e))?
+        .ok_or_else(|| {
+            CniError::kernel(format!("bridge {} is missing on the node", conf.bridge))
+        })?;
+    if veth.master != Some(bridge.index) {
+        return Err(CniError::kernel(format!(
+            "host veth {name} is not attached to bridge {}",
+            conf.bridge
+        )));
+    }
+    Ok(())
+}
+
+pub fn gc(conf: &NetConf) -> Result<(), CniError> {
+    let valid = conf.valid_attachment_pairs().ok_or_else(|| {
+        CniError::invalid_config(
+            "GC needs cni.dev/valid-attachments (an empty list releases everything)",
+        )
+    })?;
+    let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
+    let released = ipam.gc(&valid)?;
+    for record in &released {
+        masq::remove(&conf.name, record.ip)?;
+    }
+    let keep: HashSet<String> = valid.iter().map(|(c, i)| host_veth_name(c, i)).collect();
+    remove_stale_veths(conf, &keep)
+}
+
+/// Deletes host veths of ours on this network's bridge that belong to no
+/// valid attachment (an ADD interrupted after creating the pair).
+fn remove_stale_veths(conf: &NetConf, keep: &HashSet<String>) -> Result<(), CniError> {
+    let mut host = host_netlink()?;
+    let Some(bridge) = host
+        .link_by_name(&conf.bridge)
+        .map_err(|e| kernel("look up the bridge", e))?
+    else {
+        return Ok(());
+    };
+    let links = host.links().map_err(|e| kernel("list links", e))?;
+    for link in links {
+        if link.master == Some(bridge.index)
+            && is_host_veth_name(&link.name)
+            && !keep.contains(&link.name)
+        {
+            match host.delete_link(link.index) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(kernel(&format!("delete stale veth {}", link.name), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn status(conf: &NetConf) -> Result<(), CniError> {
+    let resolved = resolve(conf).map_err(|e| CniError::plugin_not_available(e.msg))?;
+    let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)
+        .map_err(|e| CniError::plugin_not_available(format!("IPAM store: {}", e.msg)))?;
+    let used = ipam
+        .list()
+        .map_err(|e| CniError::plugin_not_available(e.msg))?
+        .len() as u64;
+    let capacity = u64::from(resolved.pool.capacity());
+    if used >= capacity {
+        return Err(CniError::plugin_not_available(format!(
+            "all {capacity} addresses of {} are in use: delete pods or give the network a larger subnet",
+            resolved.pool.subnet
+        )));
+    }
+    Ok(())
+}

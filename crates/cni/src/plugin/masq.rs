@@ -1,0 +1,77 @@
+//! `ipMasq`: pod traffic leaving the pod subnet is masqueraded. One nftables
+//! table of podnet's, one set of masqueraded pod addresses per network, and
+//! one rule per network; ADD and DEL only add or remove a set element, each in
+//! one transaction.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use podnet_kernel::nft;
+
+use podnet_api::cni::CniError;
+
+pub const TABLE: &str = "podnet-cni";
+
+fn set_name(network: &str) -> String {
+    let safe: String = network
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    format!("masq_{safe}")
+}
+
+fn declarations(network: &str, subnet: Ipv4Net) -> String {
+    let set = set_name(network);
+    format!(
+        "table ip {TABLE} {{\n\
+         \x20 set {set} {{ type ipv4_addr; comment \"pods of CNI network {network} masqueraded outside {subnet}\"; }}\n\
+         \x20 chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         }}\n"
+    )
+}
+
+fn rule(network: &str, subnet: Ipv4Net) -> String {
+    format!(
+        "ip saddr @{} ip daddr != {subnet} ip daddr != 224.0.0.0/4 masquerade comment \"{network}\"",
+        set_name(network)
+    )
+}
+
+/// Adds `ip` to the masqueraded set of `network`, creating the table, set and
+/// rule the first time.
+pub fn add(network: &str, subnet: Ipv4Net, ip: Ipv4Addr) -> Result<(), CniError> {
+    let existing = nft::list_table(None, "ip", TABLE).map_err(kernel)?;
+    let mut batch = declarations(network, subnet);
+    let rule = rule(network, subnet);
+    if !existing.is_some_and(|text| text.contains(&format!("comment \"{network}\""))) {
+        batch.push_str(&format!("add rule ip {TABLE} postrouting {rule}\n"));
+    }
+    batch.push_str(&format!(
+        "add element ip {TABLE} {} {{ {ip} }}\n",
+        set_name(network)
+    ));
+    nft::apply(None, &batch).map_err(kernel)
+}
+
+/// Removes `ip` from the masqueraded set; succeeds when it is not there.
+pub fn remove(network: &str, ip: Ipv4Addr) -> Result<(), CniError> {
+    let Some(text) = nft::list_table(None, "ip", TABLE).map_err(kernel)? else {
+        return Ok(());
+    };
+    if !text.contains(&ip.to_string()) {
+        return Ok(());
+    }
+    nft::apply(
+        None,
+        &format!(
+            "delete element ip {TABLE} {} {{ {ip} }}\n",
+            set_name(network)
+        ),
+    )
+    .map_err(kernel)
+}
+
+fn kernel(e: podnet_kernel::KernelError) -> CniError {
+    CniError::kernel(format!("ipMasq: {e}"))
+}
