@@ -7,3 +7,6 @@ pub mod subnet_env;
 
 /// Re-exported so that users of the address types need no direct dependency.
 pub use ipnet;
+
+#[cfg(test)]
+mod proptests;
