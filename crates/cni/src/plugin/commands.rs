@@ -14,6 +14,18 @@ use super::naming::{host_veth_name, is_host_veth_name};
 use super::wiring::{self, Attachment, kernel};
 use crate::ipam::Ipam;
 
+/// Crash testing: with `PODNET_CNI_FAULT=<point>` the plugin stops dead at
+/// that point (as if killed there) so tests can check that a re-ADD or GC
+/// leaves nothing behind. Unset in normal operation.
+fn fault_point(point: &str) {
+    if std::env::var("PODNET_CNI_FAULT").is_ok_and(|p| p == point) {
+        println!("fault point {point} reached");
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 /// Reads the node's `subnet.env` when the config gives no subnet.
 fn subnet_env(conf: &NetConf) -> Result<Option<SubnetEnv>, CniError> {
     if !conf.ipam.needs_subnet_env() {
@@ -58,6 +70,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     let resolved = resolve(conf)?;
     let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
     let allocation = ipam.allocate(&resolved.pool, &env.container_id, &env.ifname)?;
+    fault_point("after-alloc");
     let host_veth = host_veth_name(&env.container_id, &env.ifname);
     let address = resolved.pool.address(allocation.ip);
     let attachment = Attachment {
@@ -124,6 +137,7 @@ fn build(
 ) -> Result<wiring::Wired, CniError> {
     let bridge = wiring::ensure_bridge(host, a)?;
     let wired = wiring::wire(host, pod_ns, &bridge, a)?;
+    fault_point("after-wire");
     if resolved.ip_masq {
         masq::add(&conf.name, resolved.pool.subnet, ip)?;
     }
