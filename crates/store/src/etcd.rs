@@ -196,27 +196,7 @@ impl EtcdStore {
     }
 
     fn convert(&self, op: Op, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
-        let raw = kv.key();
-        let key = std::str::from_utf8(raw).map_err(|e| StoreError::Corrupt {
-            op,
-            key: String::from_utf8_lossy(raw).into_owned(),
-            reason: format!("key is not UTF-8: {e}"),
-        })?;
-        let Some(key) = key.strip_prefix(self.prefix.as_str()) else {
-            return Err(StoreError::Corrupt {
-                op,
-                key: key.to_owned(),
-                reason: format!("key is outside the store prefix {:?}", self.prefix),
-            });
-        };
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value: kv.value().to_vec(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            version: kv.version(),
-            lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
-        })
+        convert_kv(&self.prefix, op, kv)
     }
 
     fn txn_revision(resp: &TxnResponse) -> i64 {
@@ -647,34 +627,37 @@ impl Store for EtcdStore {
     }
 }
 
+/// Converts an etcd key-value, stripping the store prefix.
+fn convert_kv(prefix: &str, op: Op, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    let raw = kv.key();
+    let key = std::str::from_utf8(raw).map_err(|e| StoreError::Corrupt {
+        op,
+        key: String::from_utf8_lossy(raw).into_owned(),
+        reason: format!("key is not UTF-8: {e}"),
+    })?;
+    let Some(key) = key.strip_prefix(prefix) else {
+        return Err(StoreError::Corrupt {
+            op,
+            key: key.to_owned(),
+            reason: format!("key is outside the store prefix {prefix:?}"),
+        });
+    };
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
+    })
+}
+
 /// Converts watch events (owned by the watch task, so no borrow of the store).
 struct Converter {
     prefix: String,
 }
 
 impl Converter {
-    fn kv(&self, watched: &str, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
-        let raw = kv.key();
-        let corrupt = |reason: String| StoreError::Corrupt {
-            op: Op::Watch,
-            key: watched.to_owned(),
-            reason,
-        };
-        let key =
-            std::str::from_utf8(raw).map_err(|e| corrupt(format!("key is not UTF-8: {e}")))?;
-        let key = key
-            .strip_prefix(self.prefix.as_str())
-            .ok_or_else(|| corrupt(format!("key {key:?} is outside the store prefix")))?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value: kv.value().to_vec(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            version: kv.version(),
-            lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
-        })
-    }
-
     fn event(&self, watched: &str, ev: &etcd_client::Event) -> Result<Event> {
         let Some(kv) = ev.kv() else {
             return Err(StoreError::backend(
@@ -683,8 +666,11 @@ impl Converter {
                 "etcd sent an event without a key",
             ));
         };
-        let kv = self.kv(watched, kv)?;
-        let prev_kv = ev.prev_kv().map(|p| self.kv(watched, p)).transpose()?;
+        let kv = convert_kv(&self.prefix, Op::Watch, kv)?;
+        let prev_kv = ev
+            .prev_kv()
+            .map(|p| convert_kv(&self.prefix, Op::Watch, p))
+            .transpose()?;
         match ev.event_type() {
             EventType::Put => Ok(Event::Put { kv, prev_kv }),
             EventType::Delete => {

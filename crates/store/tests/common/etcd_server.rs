@@ -36,13 +36,23 @@ fn free_port() -> u16 {
 
 impl EtcdServer {
     pub async fn start() -> EtcdServer {
+        Self::start_with("http", Vec::new(), etcd_client::ConnectOptions::new).await
+    }
+
+    /// Starts etcd with extra arguments (e.g. TLS files); `scheme` is the client URL scheme
+    /// and `connect` the client options used to wait for readiness.
+    pub async fn start_with(
+        scheme: &str,
+        extra_args: Vec<String>,
+        connect: impl Fn() -> etcd_client::ConnectOptions,
+    ) -> EtcdServer {
         let bin = etcd_binary();
         // A port picked here can be taken by someone else before etcd binds it; retry.
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir");
             let (client, peer) = (free_port(), free_port());
-            let client_url = format!("http://127.0.0.1:{client}");
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let log_path = dir.path().join("etcd.log");
             let log = std::fs::File::create(&log_path).expect("create etcd log");
@@ -56,6 +66,7 @@ impl EtcdServer {
                 .arg(format!("--initial-cluster=podnet-test={peer_url}"))
                 .arg("--initial-cluster-state=new")
                 .arg("--log-level=warn")
+                .args(&extra_args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("clone log file"))
                 .stderr(log)
@@ -66,7 +77,7 @@ impl EtcdServer {
                 client_url,
                 dir,
             };
-            match server.wait_ready().await {
+            match server.wait_ready(&connect).await {
                 Ok(()) => return server,
                 Err(e) => {
                     last_log = format!(
@@ -80,13 +91,16 @@ impl EtcdServer {
         panic!("etcd did not start: {last_log}");
     }
 
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    async fn wait_ready(
+        &mut self,
+        connect: &impl Fn() -> etcd_client::ConnectOptions,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("etcd exited: {status}"));
             }
-            let opts = etcd_client::ConnectOptions::new()
+            let opts = connect()
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_timeout(Duration::from_secs(2));
             if let Ok(mut c) = etcd_client::Client::connect([&self.client_url], Some(opts)).await
