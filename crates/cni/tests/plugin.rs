@@ -368,3 +368,86 @@ fn a_plugin_killed_half_way_leaks_nothing_after_gc_or_re_add() {
     assert_eq!(node.records(), vec![result_ip(&kept).to_string()]);
     assert!(ping(&node.ns.name, result_ip(&kept)));
 }
+
+#[test]
+fn without_a_subnet_it_uses_the_nodes_subnet_env() {
+    let node = Node::new();
+    let env_file = node.data.path().join("subnet.env");
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "testnet",
+        "type": "podnet-cni",
+        "bridge": "cni0",
+        "isDefaultGateway": true,
+        "ipam": { "type": "podnet-cni", "dataDir": node.data.path(), "subnetFile": env_file },
+    })
+    .to_string();
+    let pod = TestNs::new("senv");
+    // No subnet.env yet: the agent has not written it; the runtime should retry.
+    let msg = node
+        .plugin("ADD", "pod-env", Some(&pod.path()), "eth0")
+        .run(&conf)
+        .error(11);
+    assert!(msg.contains("subnet.env"), "{msg}");
+    std::fs::write(
+        &env_file,
+        "FLANNEL_NETWORK=10.67.0.0/16\nFLANNEL_SUBNET=10.67.3.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=true\n",
+    )
+    .expect("write subnet.env");
+    let r = add(&node, &pod, "pod-env", &conf);
+    assert_eq!(r["ips"][0]["address"], "10.67.3.2/24");
+    assert_eq!(r["ips"][0]["gateway"], "10.67.3.1");
+    let mut nl = podnet_kernel::Netlink::open_in(&pod.ns).expect("netlink");
+    assert_eq!(
+        nl.require_link("eth0").expect("eth0").mtu,
+        1400,
+        "FLANNEL_MTU reaches the pod"
+    );
+    let routes = Command::new("ip")
+        .args(["-n", &pod.name, "route"])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains("10.67.0.0/16 via 10.67.3.1 dev eth0"),
+        "{routes}"
+    );
+    // FLANNEL_IPMASQ=true: the node masquerades, so the plugin adds nothing.
+    assert!(
+        podnet_kernel::nft::list_table(Some(&node.ns.ns), "ip", "podnet-cni")
+            .expect("nft")
+            .is_none()
+    );
+}
+
+#[test]
+fn ip_masq_adds_and_removes_the_pod_in_one_nftables_set() {
+    let node = Node::new();
+    let conf = node.config("1.1.0", "10.66.9.0/24", json!({"ipMasq": true}));
+    let (pa, pb) = (TestNs::new("ma"), TestNs::new("mb"));
+    let ia = result_ip(&add(&node, &pa, "pod-ma", &conf));
+    let ib = result_ip(&add(&node, &pb, "pod-mb", &conf));
+    let table = podnet_kernel::nft::list_table(Some(&node.ns.ns), "ip", "podnet-cni")
+        .expect("nft")
+        .expect("table exists");
+    assert!(
+        table.contains(&ia.to_string()) && table.contains(&ib.to_string()),
+        "{table}"
+    );
+    assert!(table.contains("ip daddr != 10.66.9.0/24"), "{table}");
+    assert_eq!(
+        table.matches(" masquerade comment").count(),
+        1,
+        "one rule per network: {table}"
+    );
+    node.plugin("DEL", "pod-ma", Some(&pa.path()), "eth0")
+        .run(&conf)
+        .ok();
+    let table = podnet_kernel::nft::list_table(Some(&node.ns.ns), "ip", "podnet-cni")
+        .expect("nft")
+        .expect("table exists");
+    assert!(
+        !table.contains(&ia.to_string()) && table.contains(&ib.to_string()),
+        "{table}"
+    );
+}

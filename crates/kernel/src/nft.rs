@@ -9,9 +9,22 @@ use std::process::{Command, Stdio};
 use crate::error::{KernelError, Result};
 use crate::netns::NetNs;
 
-/// The `nft` program; overridable for unusual installs.
+/// The `nft` program: `$PODNET_NFT`, else the usual install paths (a CNI
+/// plugin may be run with no `PATH` at all), else `nft` on the `PATH`.
 fn nft_program() -> String {
-    std::env::var("PODNET_NFT").unwrap_or_else(|_| "nft".to_string())
+    if let Ok(path) = std::env::var("PODNET_NFT") {
+        return path;
+    }
+    [
+        "/usr/sbin/nft",
+        "/sbin/nft",
+        "/usr/bin/nft",
+        "/usr/local/sbin/nft",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .unwrap_or("nft")
+    .to_string()
 }
 
 fn command_in(ns: Option<&NetNs>) -> Command {

@@ -1,7 +1,8 @@
 //! `ipMasq`: pod traffic leaving the pod subnet is masqueraded. One nftables
-//! table of podnet's, one set of masqueraded pod addresses per network, and
-//! one rule per network; ADD and DEL only add or remove a set element, each in
-//! one transaction.
+//! table of podnet's; per network a set of masqueraded pod addresses and a
+//! postrouting chain with one rule. ADD re-declares the chain's rule (flush +
+//! add) and adds its element in one transaction, so concurrent ADDs converge
+//! on exactly one rule; DEL removes the element.
 
 use std::net::Ipv4Addr;
 
@@ -21,13 +22,19 @@ fn set_name(network: &str) -> String {
     format!("masq_{safe}")
 }
 
+fn chain_name(network: &str) -> String {
+    format!("post_{}", set_name(network))
+}
+
 fn declarations(network: &str, subnet: Ipv4Net) -> String {
     let set = set_name(network);
+    let chain = chain_name(network);
     format!(
         "table ip {TABLE} {{\n\
-         \x20 set {set} {{ type ipv4_addr; comment \"pods of CNI network {network} masqueraded outside {subnet}\"; }}\n\
-         \x20 chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
-         }}\n"
+         \x20 set {set} {{ type ipv4_addr; comment \"pods of CNI network {network}, masqueraded outside {subnet}\"; }}\n\
+         \x20 chain {chain} {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         }}\n\
+         flush chain ip {TABLE} {chain}\n"
     )
 }
 
@@ -41,12 +48,12 @@ fn rule(network: &str, subnet: Ipv4Net) -> String {
 /// Adds `ip` to the masqueraded set of `network`, creating the table, set and
 /// rule the first time.
 pub fn add(network: &str, subnet: Ipv4Net, ip: Ipv4Addr) -> Result<(), CniError> {
-    let existing = nft::list_table(None, "ip", TABLE).map_err(kernel)?;
     let mut batch = declarations(network, subnet);
-    let rule = rule(network, subnet);
-    if !existing.is_some_and(|text| text.contains(&format!("comment \"{network}\""))) {
-        batch.push_str(&format!("add rule ip {TABLE} postrouting {rule}\n"));
-    }
+    batch.push_str(&format!(
+        "add rule ip {TABLE} {} {}\n",
+        chain_name(network),
+        rule(network, subnet)
+    ));
     batch.push_str(&format!(
         "add element ip {TABLE} {} {{ {ip} }}\n",
         set_name(network)
