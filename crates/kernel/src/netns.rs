@@ -5,7 +5,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -32,19 +34,7 @@ impl NetNs {
     /// Creates a new named network namespace. Fails if the name is taken.
     pub fn create(name: &str) -> Result<NetNs> {
         validate_name(name)?;
-        let path = Self::path_of(name);
-        fs::create_dir_all(NETNS_RUN_DIR)
-            .map_err(|e| netns_err(format!("create directory {NETNS_RUN_DIR}"), e))?;
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                netns_err(
-                    format!("create network namespace {name} at {}", path.display()),
-                    e,
-                )
-            })?;
+        let path = mount_point(name)?;
         if let Err(e) = bind_new_netns(&path) {
             let _ = fs::remove_file(&path);
             return Err(netns_err(format!("create network namespace {name}"), e));
@@ -56,22 +46,7 @@ impl NetNs {
     /// `/proc/PID/ns/net` under `/run/netns`), as `ip netns attach` does.
     pub fn attach_pid(name: &str, pid: i32) -> Result<NetNs> {
         validate_name(name)?;
-        let path = Self::path_of(name);
-        fs::create_dir_all(NETNS_RUN_DIR)
-            .map_err(|e| netns_err(format!("create directory {NETNS_RUN_DIR}"), e))?;
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                netns_err(
-                    format!(
-                        "name network namespace of pid {pid} {name} at {}",
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
+        let path = mount_point(name)?;
         let source = format!("/proc/{pid}/ns/net");
         if let Err(e) = nix::mount::mount(
             Some(source.as_str()),
@@ -225,6 +200,28 @@ impl NetNs {
         })
     }
 
+    /// Makes `cmd` enter this namespace between fork and exec, so a program
+    /// runs inside it (a CNI plugin in the node's namespace, say).
+    pub fn enter_on_exec(&self, cmd: &mut Command) -> Result<()> {
+        let file = self.file.try_clone().map_err(|e| {
+            netns_err(
+                format!("duplicate handle of network namespace {}", self.label),
+                e,
+            )
+        })?;
+        // SAFETY: only setns, which is async-signal-safe, runs between fork
+        // and exec; the closure owns its own handle on the namespace.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(())
+    }
+
     fn labelled(mut self, label: &str) -> NetNs {
         self.label = label.to_string();
         self
@@ -241,6 +238,25 @@ impl AsRawFd for NetNs {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+}
+
+/// Creates the empty file `/run/netns/NAME` a namespace is mounted on;
+/// fails if the name is taken.
+fn mount_point(name: &str) -> Result<PathBuf> {
+    let path = NetNs::path_of(name);
+    fs::create_dir_all(NETNS_RUN_DIR)
+        .map_err(|e| netns_err(format!("create directory {NETNS_RUN_DIR}"), e))?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| {
+            netns_err(
+                format!("create network namespace {name} at {}", path.display()),
+                e,
+            )
+        })?;
+    Ok(path)
 }
 
 fn validate_name(name: &str) -> Result<()> {

@@ -2,8 +2,6 @@
 //! (the whole batch commits or none of it does).
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use crate::error::{KernelError, Result};
@@ -27,29 +25,19 @@ fn nft_program() -> String {
     .to_string()
 }
 
-fn command_in(ns: Option<&NetNs>) -> Command {
+fn command_in(ns: Option<&NetNs>) -> Result<Command> {
     let mut cmd = Command::new(nft_program());
     if let Some(ns) = ns {
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; the fd stays open in the parent
-        // until the child has exec'd.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        ns.enter_on_exec(&mut cmd)?;
     }
-    cmd
+    Ok(cmd)
 }
 
 fn run(ns: Option<&NetNs>, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let where_ = ns
         .map(|n| n.label().to_string())
         .unwrap_or_else(|| "current".into());
-    let mut child = command_in(ns)
+    let mut child = command_in(ns)?
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

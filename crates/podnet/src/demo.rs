@@ -5,8 +5,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -239,17 +237,7 @@ impl Demo {
     fn exec_in_node(&self, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let fd = self.node.as_raw_fd();
-        // SAFETY: only setns runs between fork and exec; the namespace handle
-        // outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        self.node.enter_on_exec(&mut cmd)?;
         output_text(cmd.spawn()?.wait_with_output()?, "the node")
     }
 

@@ -4,8 +4,6 @@
 //! JSON on stdout.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -134,13 +132,14 @@ impl CniNetwork {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(ns) = &self.host_ns {
-            enter_netns_on_exec(&mut cmd, ns);
-        }
         let spawn_err = |source| CniExecError::Spawn {
             plugin: plugin.clone(),
             source,
         };
+        if let Some(ns) = &self.host_ns {
+            ns.enter_on_exec(&mut cmd)
+                .map_err(|e| spawn_err(std::io::Error::other(e.to_string())))?;
+        }
         let mut child = cmd.spawn().map_err(spawn_err)?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&config).map_err(spawn_err)?;
@@ -167,19 +166,5 @@ impl CniNetwork {
         serde_json::from_slice(&out.stdout)
             .map(Some)
             .map_err(|e| self.output_err(i, command, e.to_string()))
-    }
-}
-
-fn enter_netns_on_exec(cmd: &mut Command, ns: &NetNs) {
-    let fd = ns.as_raw_fd();
-    // SAFETY: setns is async-signal-safe; `ns` outlives the spawn because
-    // the caller holds it in `self`.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
