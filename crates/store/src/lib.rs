@@ -41,6 +41,14 @@
 //!   prefix, TLS and user/password options.
 //!
 //! All backends are used as `Arc<dyn Store>` from tokio code.
+//!
+//! # Testing
+//!
+//! `tests/conformance.rs` is one suite instantiated for every backend. The etcd instance of
+//! it starts a private `/usr/bin/etcd` per test (Debian `etcd-server`; loopback ports, temp
+//! dir, killed by PID on drop) and fails, rather than skips, when etcd is missing. Building
+//! the `etcd` feature needs `protoc` (Debian `protobuf-compiler`); the TLS test needs the
+//! `openssl` command.
 
 use std::fmt;
 use std::pin::Pin;

@@ -15,7 +15,13 @@ pub struct EtcdServer {
 
 fn etcd_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("PODNET_TEST_ETCD") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.exists(),
+            "PODNET_TEST_ETCD={} does not exist; install etcd with `apt-get install -y etcd-server`",
+            p.display()
+        );
+        return p;
     }
     for p in ["/usr/bin/etcd", "/usr/local/bin/etcd"] {
         if Path::new(p).exists() {
