@@ -3,6 +3,7 @@
 //! panics).
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,7 +63,20 @@ impl EtcdServer {
             let peer_url = format!("http://127.0.0.1:{peer}");
             let log_path = dir.path().join("etcd.log");
             let log = std::fs::File::create(&log_path).expect("create etcd log");
-            let child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            // If the test process dies without running destructors (SIGKILL, abort), the
+            // kernel kills etcd too. The spawning thread is a runtime worker thread, which
+            // outlives the guard.
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd
                 .arg("--name=podnet-test")
                 .arg(format!("--data-dir={}", dir.path().join("data").display()))
                 .arg(format!("--listen-client-urls={client_url}"))
