@@ -4,8 +4,8 @@
 //! containing `"<containerID>\r\n<ifname>"`, plus `last_reserved_ip.0` (the last address handed
 //! out, for round-robin) and `lock`. Every operation holds an exclusive `flock` on `lock` for
 //! its whole duration, so concurrent plugin processes (and threads) are serialised. Records
-//! are written to a temporary file (`.tmp-*`, never parsed as a record), fsynced and renamed
-//! into place, so a crash leaves either the whole record or none.
+//! are written to a temporary file (`.tmp-*`, never parsed as a record) and renamed into
+//! place, then the directory is fsynced; a record left empty by a crash counts as in use.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -27,6 +27,13 @@ const LAST_RESERVED_FILE: &str = "last_reserved_ip.0";
 const TMP_PREFIX: &str = ".tmp-";
 
 pub type Result<T> = std::result::Result<T, CniError>;
+
+/// How much a write must survive a crash.
+#[derive(Clone, Copy)]
+enum Durability {
+    Durable,
+    Hint,
+}
 
 /// An address handed out for one attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +181,13 @@ impl Ipam {
             self.write_atomic(
                 &ip.to_string(),
                 format!("{container_id}\r\n{ifname}").as_bytes(),
+                Durability::Durable,
             )?;
-            self.write_atomic(LAST_RESERVED_FILE, ip.to_string().as_bytes())?;
+            self.write_atomic(
+                LAST_RESERVED_FILE,
+                ip.to_string().as_bytes(),
+                Durability::Hint,
+            )?;
             return Ok(alloc(ip));
         }
         let in_use = used.iter().filter(|ip| pool.is_allocatable(**ip)).count();
@@ -254,7 +266,9 @@ impl Ipam {
                 Err(e) => return Err(io_err("removing", &path, e)),
             }
         }
-        self.sync_dir()
+        // Not synced: a release lost in a crash leaves the address reserved
+        // for a container that is gone, which GC reclaims; never a duplicate.
+        Ok(())
     }
 
     fn last_reserved(&self) -> Option<Ipv4Addr> {
@@ -312,7 +326,12 @@ impl Ipam {
         })
     }
 
-    fn write_atomic(&self, name: &str, content: &[u8]) -> Result<()> {
+    /// Writes `name` by rename, so readers see the whole content or none.
+    /// `Durable` makes the new name survive a crash: one fsync of the
+    /// directory. The file's data is not fsynced: after a crash a record may
+    /// be empty, and an empty record counts as in use (GC frees it), so an
+    /// address is never handed out twice. A `Hint` is not synced at all.
+    fn write_atomic(&self, name: &str, content: &[u8], durability: Durability) -> Result<()> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .dir
@@ -321,14 +340,16 @@ impl Ipam {
         let write = || -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(content)?;
-            f.sync_all()?;
             fs::rename(&tmp, &target)
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("writing", &target, e));
         }
-        self.sync_dir()
+        match durability {
+            Durability::Durable => self.sync_dir(),
+            Durability::Hint => Ok(()),
+        }
     }
 
     fn sync_dir(&self) -> Result<()> {

@@ -49,6 +49,15 @@ fn resolve(conf: &NetConf) -> Result<Resolved, CniError> {
     conf.resolve(env.as_ref())
 }
 
+/// Whether ADD installs masquerading for this network, so DEL and GC know
+/// whether there is anything to remove without running nft.
+fn masq_enabled(conf: &NetConf) -> bool {
+    match conf.ip_masq {
+        Some(on) => on,
+        None => resolve(conf).map(|r| r.ip_masq).unwrap_or(false),
+    }
+}
+
 fn open_netns(env: &CniEnv) -> Result<NetNs, CniError> {
     let path = env
         .netns
@@ -152,8 +161,10 @@ pub fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let mut host = host_netlink()?;
     let host_veth = host_veth_name(&env.container_id, &env.ifname);
     wiring::unwire(&mut host, pod_ns.as_ref(), &host_veth, &env.ifname)?;
-    for ip in released {
-        masq::remove(&conf.name, ip)?;
+    if masq_enabled(conf) {
+        for ip in released {
+            masq::remove(&conf.name, ip)?;
+        }
     }
     Ok(())
 }
@@ -266,8 +277,10 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
     })?;
     let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
     let released = ipam.gc(&valid)?;
-    for record in &released {
-        masq::remove(&conf.name, record.ip)?;
+    if masq_enabled(conf) {
+        for record in &released {
+            masq::remove(&conf.name, record.ip)?;
+        }
     }
     let keep: HashSet<String> = valid.iter().map(|(c, i)| host_veth_name(c, i)).collect();
     remove_stale_veths(conf, &keep)

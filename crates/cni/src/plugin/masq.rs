@@ -61,22 +61,21 @@ pub fn add(network: &str, subnet: Ipv4Net, ip: Ipv4Addr) -> Result<(), CniError>
     nft::apply(None, &batch).map_err(kernel)
 }
 
-/// Removes `ip` from the masqueraded set; succeeds when it is not there.
+/// Removes `ip` from the masqueraded set; succeeds when it (or the set) is
+/// not there. One nft run.
 pub fn remove(network: &str, ip: Ipv4Addr) -> Result<(), CniError> {
-    let Some(text) = nft::list_table(None, "ip", TABLE).map_err(kernel)? else {
-        return Ok(());
-    };
-    if !text.contains(&ip.to_string()) {
-        return Ok(());
+    let batch = format!(
+        "delete element ip {TABLE} {} {{ {ip} }}\n",
+        set_name(network)
+    );
+    match nft::apply(None, &batch) {
+        Err(podnet_kernel::KernelError::Nftables { message })
+            if message.contains("No such file or directory") =>
+        {
+            Ok(())
+        }
+        other => other.map_err(kernel),
     }
-    nft::apply(
-        None,
-        &format!(
-            "delete element ip {TABLE} {} {{ {ip} }}\n",
-            set_name(network)
-        ),
-    )
-    .map_err(kernel)
 }
 
 fn kernel(e: podnet_kernel::KernelError) -> CniError {
