@@ -11,6 +11,10 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use crate::error::{KernelError, Result};
 use crate::netns::NetNs;
 
+/// Large enough for any one netlink datagram (the kernel sends dumps in
+/// pieces of at most a few pages).
+const RECV_BUFFER: usize = 64 * 1024;
+
 /// A route netlink socket bound to one network namespace.
 pub struct Netlink {
     socket: Socket,
@@ -24,10 +28,21 @@ impl Netlink {
         Self::open_here("current")
     }
 
-    /// A socket in `ns`, whatever namespace the caller is in.
+    /// A socket in `ns`, whatever namespace the caller is in. The calling
+    /// thread enters `ns` just long enough to open the socket, then returns
+    /// to its own namespace (cheaper than a thread of its own, which matters
+    /// for the CNI plugin's latency).
     pub fn open_in(ns: &NetNs) -> Result<Netlink> {
-        let label = ns.label().to_string();
-        ns.run(move || Self::open_here(&label))?
+        let home = NetNs::current()?;
+        ns.enter()?;
+        let opened = Self::open_here(ns.label());
+        if let Err(e) = home.enter() {
+            // Carrying on in the wrong namespace would touch the wrong
+            // kernel objects; there is no safe way forward.
+            eprintln!("podnet: cannot return to the original network namespace: {e}");
+            std::process::abort();
+        }
+        opened
     }
 
     fn open_here(label: &str) -> Result<Netlink> {
@@ -113,8 +128,16 @@ impl Netlink {
 
     fn collect_replies(&mut self, seq: u32, is_dump: bool) -> io::Result<Vec<RouteNetlinkMessage>> {
         let mut replies = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUFFER);
         loop {
-            let (datagram, _) = self.socket.recv_from_full()?;
+            buf.clear();
+            let n = self.socket.recv(&mut buf, libc::MSG_TRUNC)?;
+            if n > buf.len() {
+                return Err(io::Error::other(format!(
+                    "netlink reply of {n} bytes exceeds the {RECV_BUFFER}-byte buffer"
+                )));
+            }
+            let datagram = &buf[..];
             let mut offset = 0;
             while offset < datagram.len() {
                 let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
