@@ -20,3 +20,6 @@ fi
 
 cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast "$@"
+
+# A quick smoke run of the CNI benchmark (the real run is in BENCHMARKS.md).
+PODNET_BENCH_PODS=5 cargo bench -p podnet-cni --bench add_del
