@@ -390,6 +390,10 @@ fn remove_lab(lab: &str, paths: &Paths) {
     }
     for dir in [&paths.state, &paths.run] {
         let _ = remove_dir(dir);
+        // The shared parents go too once no lab is left in them.
+        if let Some(parent) = dir.parent() {
+            let _ = fs::remove_dir(parent);
+        }
     }
 }
 
