@@ -192,14 +192,7 @@ fn parse_ipv4(field: &str, text: &str) -> Result<Ipv4Addr, CniError> {
 
 /// Checks the spec's network-name rule; the name also names the IPAM's directory.
 fn validate_name(name: &str) -> Result<(), CniError> {
-    let mut chars = name.chars();
-    let ok = match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {
-            chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        }
-        _ => false,
-    };
-    if ok {
+    if super::env::is_cni_identifier(name) {
         Ok(())
     } else if name.is_empty() {
         Err(invalid(
@@ -279,27 +272,20 @@ impl Pool {
         if self.range_start > self.range_end {
             return 0;
         }
-        let n = u64::from(u32::from(self.range_end) - u32::from(self.range_start)) + 1;
-        let excluded = [self.gateway, self.subnet.network(), self.subnet.broadcast()]
+        let span = u64::from(u32::from(self.range_end) - u32::from(self.range_start)) + 1;
+        let mut reserved = vec![self.gateway, self.subnet.network(), self.subnet.broadcast()];
+        reserved.sort();
+        reserved.dedup();
+        let excluded = reserved
             .iter()
-            .enumerate()
-            .filter(|(i, ip)| {
-                (self.range_start..=self.range_end).contains(*ip)
-                    && !(*i == 2 && **ip == self.subnet.network())
-                    && !(*i > 0 && **ip == self.gateway)
-            })
+            .filter(|ip| (self.range_start..=self.range_end).contains(*ip))
             .count() as u64;
-        u32::try_from(n.saturating_sub(excluded)).unwrap_or(u32::MAX)
+        u32::try_from(span - excluded).unwrap_or(u32::MAX)
     }
 
     /// `ip` with the subnet's prefix length (the address to put on the interface).
     pub fn address(&self, ip: Ipv4Addr) -> Ipv4Net {
         Ipv4Net::new(ip, self.subnet.prefix_len()).unwrap_or(self.subnet)
-    }
-
-    /// The gateway with the subnet's prefix length (the bridge address).
-    pub fn gateway_address(&self) -> Ipv4Net {
-        self.address(self.gateway)
     }
 }
 
@@ -451,24 +437,34 @@ fn range_pool(
         .map_err(|e| invalid(format!("{base}: {}", e.msg)))
 }
 
+/// Decodes a config document and checks it is an object with a supported `cniVersion`:
+/// bad JSON → code 6, unsupported or missing version → code 1.
+fn decode_versioned(bytes: &[u8], what: &str) -> Result<Value, CniError> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| CniError::decode(format!("the {what} is not valid JSON: {e}")))?;
+    check_versioned_object(&v, what)?;
+    Ok(v)
+}
+
+fn check_versioned_object(v: &Value, what: &str) -> Result<(), CniError> {
+    let Value::Object(obj) = v else {
+        return Err(CniError::decode(format!(
+            "the {what} must be a JSON object"
+        )));
+    };
+    version::check(obj.get("cniVersion").and_then(Value::as_str)).map(|_| ())
+}
+
 impl NetConf {
     /// Parses and validates a plugin's stdin: bad JSON → code 6, unsupported or missing
     /// `cniVersion` → code 1, wrong field types or invalid values → code 7.
     pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::decode(format!("the network configuration is not valid JSON: {e}"))
-        })?;
-        Self::from_value(v)
+        Self::from_value(decode_versioned(bytes, "network configuration")?)
     }
 
     /// [`NetConf::parse`] from an already decoded value.
     pub fn from_value(v: Value) -> Result<NetConf, CniError> {
-        let Value::Object(obj) = &v else {
-            return Err(CniError::decode(
-                "the network configuration must be a JSON object",
-            ));
-        };
-        version::check(obj.get("cniVersion").and_then(Value::as_str))?;
+        check_versioned_object(&v, "network configuration")?;
         let mut conf: NetConf = serde_json::from_value(v)
             .map_err(|e| invalid(format!("invalid network configuration: {e}")))?;
         conf.validate()?;
@@ -588,17 +584,7 @@ pub struct NetConfList {
 impl NetConfList {
     /// Parses and checks a conflist: JSON (6), version (1), name and plugins (7).
     pub fn parse(bytes: &[u8]) -> Result<NetConfList, CniError> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-            CniError::decode(format!(
-                "the network configuration list is not valid JSON: {e}"
-            ))
-        })?;
-        let Value::Object(obj) = &v else {
-            return Err(CniError::decode(
-                "the network configuration list must be a JSON object",
-            ));
-        };
-        version::check(obj.get("cniVersion").and_then(Value::as_str))?;
+        let v = decode_versioned(bytes, "network configuration list")?;
         let list: NetConfList = serde_json::from_value(v)
             .map_err(|e| invalid(format!("invalid network configuration list: {e}")))?;
         validate_name(&list.name)?;

@@ -158,17 +158,18 @@ pub fn parse_args(s: &str) -> Result<Vec<(String, String)>, CniError> {
     Ok(out)
 }
 
+/// The spec's rule for container IDs and network names: not empty, an ASCII letter or digit
+/// first, then letters, digits, `_`, `.` or `-`.
+pub fn is_cni_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// Checks a container ID per the spec: not empty, starts with an alphanumeric character,
 /// then alphanumerics, `_`, `.` or `-`.
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
-    let mut chars = id.chars();
-    let ok = match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() => {
-            chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        }
-        _ => false,
-    };
-    if ok {
+    if is_cni_identifier(id) {
         Ok(())
     } else {
         Err(CniError::invalid_env(format!(

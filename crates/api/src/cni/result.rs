@@ -169,14 +169,7 @@ impl CniResult {
                     ip.address
                 ))
             })?;
-            let gateway = match ip.gateway {
-                Some(g) if !g.is_empty() => Some(g.parse().map_err(|_| {
-                    CniError::decode(format!(
-                        "result ips[{i}].gateway {g:?} is not an IPv4 address"
-                    ))
-                })?),
-                _ => None,
-            };
+            let gateway = optional_ipv4(&format!("ips[{i}].gateway"), ip.gateway)?;
             ips.push(IpConfig {
                 address,
                 gateway,
@@ -191,14 +184,7 @@ impl CniResult {
                     r.dst
                 ))
             })?;
-            let gw = match r.gw {
-                Some(g) if !g.is_empty() => Some(g.parse().map_err(|_| {
-                    CniError::decode(format!(
-                        "result routes[{i}].gw {g:?} is not an IPv4 address"
-                    ))
-                })?),
-                _ => None,
-            };
+            let gw = optional_ipv4(&format!("routes[{i}].gw"), r.gw)?;
             routes.push(Route { dst, gw });
         }
         Ok(CniResult {
@@ -214,6 +200,17 @@ impl CniResult {
     pub fn with_version(mut self, cni_version: impl Into<String>) -> Self {
         self.cni_version = cni_version.into();
         self
+    }
+}
+
+/// An optional address field of a result; empty text counts as absent.
+fn optional_ipv4(field: &str, text: Option<String>) -> Result<Option<Ipv4Addr>, CniError> {
+    match text {
+        Some(g) if !g.is_empty() => g
+            .parse()
+            .map(Some)
+            .map_err(|_| CniError::decode(format!("result {field} {g:?} is not an IPv4 address"))),
+        _ => Ok(None),
     }
 }
 
