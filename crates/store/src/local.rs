@@ -252,20 +252,7 @@ impl<B: Backend> Local<B> {
         check_size(Op::Update, key, &value)?;
         let k = key.to_owned();
         self.write(Op::Update, key, move |t| {
-            let Some(prev) = t.get(&k)? else {
-                return Err(StoreError::NotFound {
-                    op: Op::Update,
-                    key: k,
-                });
-            };
-            if prev.mod_revision != expected {
-                return Err(StoreError::Conflict {
-                    op: Op::Update,
-                    key: k,
-                    expected,
-                    current: prev.mod_revision,
-                });
-            }
+            let prev = current_at(t, Op::Update, &k, Some(expected))?;
             let rev = t.revision()? + 1;
             let kv = KeyValue {
                 key: k,
@@ -292,22 +279,7 @@ impl<B: Backend> Local<B> {
         }
         let k = key.to_owned();
         self.write(Op::Delete, key, move |t| {
-            let Some(prev) = t.get(&k)? else {
-                return Err(StoreError::NotFound {
-                    op: Op::Delete,
-                    key: k,
-                });
-            };
-            if let Some(expected) = expected
-                && prev.mod_revision != expected
-            {
-                return Err(StoreError::Conflict {
-                    op: Op::Delete,
-                    key: k,
-                    expected,
-                    current: prev.mod_revision,
-                });
-            }
+            let prev = current_at(t, Op::Delete, &k, expected)?;
             let rev = t.revision()? + 1;
             t.remove(&k)?;
             if let Some(id) = prev.lease {
@@ -363,16 +335,7 @@ impl<B: Backend> Local<B> {
         let rx = self.inner.hub.subscribe();
         let p = prefix.to_owned();
         self.read(Op::Watch, prefix, move |t| {
-            let compacted = t.compacted()?;
-            if from < compacted {
-                return Err(StoreError::Compacted {
-                    op: Op::Watch,
-                    key: p,
-                    requested: from,
-                    compacted_revision: compacted,
-                });
-            }
-            Ok(())
+            check_compacted(t, Op::Watch, &p, from)
         })
         .await?;
         let (tx, out) = mpsc::channel(self.inner.opts.watch_channel_capacity.max(1));
@@ -414,20 +377,14 @@ impl<B: Backend> Local<B> {
 
     pub(crate) async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
         self.write(Op::KeepAlive, "", move |t| {
-            let Some(mut rec) = t.lease(lease)? else {
+            let now = now_ms();
+            // An expired lease is gone, even if the lease task has not revoked it yet.
+            let Some(mut rec) = t.lease(lease)?.filter(|r| r.expires_at_ms > now) else {
                 return Err(StoreError::LeaseNotFound {
                     op: Op::KeepAlive,
                     lease,
                 });
             };
-            let now = now_ms();
-            if rec.expires_at_ms <= now {
-                // Expired; the lease task is about to revoke it.
-                return Err(StoreError::LeaseNotFound {
-                    op: Op::KeepAlive,
-                    lease,
-                });
-            }
             rec.expires_at_ms = now.saturating_add(rec.ttl_ms);
             t.put_lease(lease, &rec)?;
             Ok(((), None))
@@ -516,6 +473,47 @@ fn check_size(op: Op, key: &str, value: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The key as it is now, if its `mod_revision` is `expected` (when given): the precondition
+/// of update and delete.
+fn current_at<T: ReadTxn + ?Sized>(
+    t: &T,
+    op: Op,
+    key: &str,
+    expected: Option<i64>,
+) -> Result<KeyValue> {
+    let Some(cur) = t.get(key)? else {
+        return Err(StoreError::NotFound {
+            op,
+            key: key.to_owned(),
+        });
+    };
+    if let Some(expected) = expected
+        && cur.mod_revision != expected
+    {
+        return Err(StoreError::Conflict {
+            op,
+            key: key.to_owned(),
+            expected,
+            current: cur.mod_revision,
+        });
+    }
+    Ok(cur)
+}
+
+/// Fails with [`StoreError::Compacted`] if the state at `requested` is no longer readable.
+fn check_compacted<T: ReadTxn + ?Sized>(t: &T, op: Op, key: &str, requested: i64) -> Result<()> {
+    let compacted = t.compacted()?;
+    if requested < compacted {
+        return Err(StoreError::Compacted {
+            op,
+            key: key.to_owned(),
+            requested,
+            compacted_revision: compacted,
+        });
+    }
+    Ok(())
+}
+
 /// Records revision `rev` with its events.
 fn commit_revision(t: &mut dyn WriteTxn, rev: i64, events: Vec<Event>) -> Result<Batch> {
     t.set_revision(rev)?;
@@ -569,15 +567,7 @@ fn list_at(t: &dyn ReadTxn, prefix: &str, at: Option<i64>) -> Result<ListResult>
             current: cur,
         });
     }
-    let compacted = t.compacted()?;
-    if at < compacted {
-        return Err(StoreError::Compacted {
-            op: Op::List,
-            key: prefix.to_owned(),
-            requested: at,
-            compacted_revision: compacted,
-        });
-    }
+    check_compacted(t, Op::List, prefix, at)?;
     let items = t.range(prefix)?;
     if at == cur {
         return Ok(ListResult {
@@ -662,15 +652,7 @@ async fn watch_task<B: Backend>(
             let p = prefix.clone();
             let res = tokio::task::spawn_blocking(move || {
                 inner.backend.read(Op::Watch, &p, |t| {
-                    let compacted = t.compacted()?;
-                    if last < compacted {
-                        return Err(StoreError::Compacted {
-                            op: Op::Watch,
-                            key: p.clone(),
-                            requested: last,
-                            compacted_revision: compacted,
-                        });
-                    }
+                    check_compacted(t, Op::Watch, &p, last)?;
                     t.history(last, chunk)
                 })
             })
