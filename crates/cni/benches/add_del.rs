@@ -18,8 +18,6 @@
 //! namespace per pod); guards remove them all, also when the bench panics.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,17 +122,8 @@ fn exec(node: &NetNs, plugin: &Path, cni_path: &str, call: Call, conf: &Value) -
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let fd = node.as_raw_fd();
-    // SAFETY: only setns(2) between fork and exec; the node namespace handle
-    // outlives the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    node.enter_on_exec(&mut cmd)
+        .expect("enter the node namespace on exec");
     let stdin = conf.to_string();
     let cpu0 = children_cpu();
     let start = Instant::now();

@@ -86,21 +86,38 @@ fn two_pods_exchange_tcp_and_udp_and_the_node_reaches_both() {
     assert_eq!(fwd, "1");
 }
 
+/// The hairpin flag of the pod's bridge port, as `bridge -d link` shows it.
+fn hairpin_flag(node: &Node) -> String {
+    let out = Command::new("bridge")
+        .args(["-n", &node.ns.name, "-d", "link", "show"])
+        .output()
+        .expect("bridge link");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for flag in ["hairpin on", "hairpin off"] {
+        if text.contains(flag) {
+            return flag.to_string();
+        }
+    }
+    panic!("no hairpin flag in {text}")
+}
+
 #[test]
-fn hairpin_mode_lets_a_pod_reach_itself_through_the_node() {
+fn hairpin_mode_is_set_only_when_asked() {
+    let node = Node::new();
+    let pod = TestNs::new("nohp");
+    add(
+        &node,
+        &pod,
+        "pod-nohp",
+        &node.config("1.0.0", "10.66.2.0/24", json!({})),
+    );
+    assert_eq!(hairpin_flag(&node), "hairpin off");
+
     let node = Node::new();
     let conf = node.config("1.0.0", "10.66.2.0/24", json!({"hairpinMode": true}));
     let pod = TestNs::new("hp");
     let ip = result_ip(&add(&node, &pod, "pod-hp", &conf));
-    let port = Command::new("bridge")
-        .args(["-n", &node.ns.name, "-d", "link", "show"])
-        .output()
-        .expect("bridge link");
-    let port = String::from_utf8_lossy(&port.stdout);
-    assert!(
-        port.contains("hairpin on"),
-        "hairpin flag on the bridge port: {port}"
-    );
+    assert_eq!(hairpin_flag(&node), "hairpin on");
     // A virtual IP on the node that leads back to the pod itself, as a
     // Service does: DNAT plus masquerade of the hairpin traffic.
     let rules = format!(
@@ -136,6 +153,13 @@ fn add_result_follows_the_spec_and_check_del_behave() {
             assert!(podnet_kernel::link::parse_mac(mac).is_some(), "mac {mac}");
         }
         assert!(ifaces[0].get("sandbox").is_none() && ifaces[1].get("sandbox").is_none());
+        // Interface MTUs are part of the result from 1.1.0 on.
+        for iface in ifaces {
+            assert_eq!(iface.get("mtu").is_some(), version == "1.1.0", "{r}");
+        }
+        if version == "1.1.0" {
+            assert_eq!(ifaces[2]["mtu"], 1500, "{r}");
+        }
         let ip = &r["ips"][0];
         assert_eq!(ip["interface"], 2);
         assert_eq!(ip["gateway"], "10.66.3.1");

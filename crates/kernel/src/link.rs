@@ -110,13 +110,7 @@ fn by_index(index: u32) -> LinkMessage {
 impl Netlink {
     /// The link called `name`, if there is one.
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
-        let request = RouteNetlinkMessage::GetLink(by_name_request(name));
-        match self.get(request, || format!("look up link {name}")) {
-            Ok(Some(RouteNetlinkMessage::NewLink(msg))) => Ok(Link::from_message(&msg)),
-            Ok(_) => Ok(None),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.get_link(by_name_request(name), || format!("look up link {name}"))
     }
 
     /// The link called `name`, or a NotFound error.
@@ -129,8 +123,15 @@ impl Netlink {
     }
 
     pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
-        let request = RouteNetlinkMessage::GetLink(by_index(index));
-        match self.get(request, || format!("look up link #{index}")) {
+        self.get_link(by_index(index), || format!("look up link #{index}"))
+    }
+
+    fn get_link(
+        &mut self,
+        request: LinkMessage,
+        action: impl FnOnce() -> String,
+    ) -> Result<Option<Link>> {
+        match self.get(RouteNetlinkMessage::GetLink(request), action) {
             Ok(Some(RouteNetlinkMessage::NewLink(msg))) => Ok(Link::from_message(&msg)),
             Ok(_) => Ok(None),
             Err(e) if e.is_not_found() => Ok(None),

@@ -212,8 +212,7 @@ fn neighbours_and_fdb_append() {
         .expect("delete neigh");
     assert!(nl.neighbours(a.index).expect("list").is_empty());
 
-    // A vxlan-less check of FDB append: the all-zero MAC on a bridge port
-    // carries no dst, so use a plain entry and append on a vxlan instead.
+    // A plain FDB entry on a bridge port: set, listed, deleted.
     nl.replace_fdb(a.index, mac, None).expect("fdb");
     let fdb = Command::new("bridge")
         .args(["-n", &t.name, "fdb", "show", "dev", "tva"])

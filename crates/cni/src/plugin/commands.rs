@@ -89,7 +89,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         mtu: resolved.mtu,
         address,
         gateway: resolved.pool.gateway,
-        is_gateway: conf.is_gateway || conf.is_default_gateway,
+        is_gateway: conf.is_gateway,
         hairpin: conf.hairpin_mode,
         routes: &resolved.routes,
     };
@@ -119,12 +119,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     result.interfaces = vec![
         wiring::interface(&wired.bridge, None),
         wiring::interface(&wired.host, None),
-        podnet_api::cni::Interface {
-            name: env.ifname.clone(),
-            mac: wired.pod_mac,
-            mtu: None,
-            sandbox,
-        },
+        wiring::interface(&wired.pod, sandbox),
     ];
     result.ips = vec![IpConfig {
         address,

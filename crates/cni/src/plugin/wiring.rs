@@ -25,7 +25,7 @@ pub struct Attachment<'a> {
 pub struct Wired {
     pub bridge: Link,
     pub host: Link,
-    pub pod_mac: String,
+    pub pod: Link,
 }
 
 pub fn kernel(action: &str, e: podnet_kernel::KernelError) -> CniError {
@@ -77,14 +77,11 @@ pub fn wire(
     }
     host.set_up(host_end.index)
         .map_err(|e| kernel(&format!("{} up", a.host_veth), e))?;
-    let pod_mac = configure_pod(&mut pod, a)?;
-    let host_end = host
-        .require_link(a.host_veth)
-        .map_err(|e| kernel("read the host end of the veth", e))?;
+    let pod_end = configure_pod(&mut pod, a)?;
     Ok(Wired {
         bridge: bridge.clone(),
         host: host_end,
-        pod_mac,
+        pod: pod_end,
     })
 }
 
@@ -108,7 +105,7 @@ fn remove_leftovers(host: &mut Netlink, pod: &mut Netlink, a: &Attachment) -> Re
     Ok(())
 }
 
-fn configure_pod(pod: &mut Netlink, a: &Attachment) -> Result<String, CniError> {
+fn configure_pod(pod: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
     let lo = pod
         .require_link("lo")
         .map_err(|e| kernel("find lo in the pod", e))?;
@@ -127,7 +124,7 @@ fn configure_pod(pod: &mut Netlink, a: &Attachment) -> Result<String, CniError> 
         pod.replace_route(&route)
             .map_err(|e| kernel(&format!("route {} via {gw} in the pod", r.dst), e))?;
     }
-    Ok(link.mac_string())
+    Ok(link)
 }
 
 /// Removes the pod's interface (if the namespace is still there) and the host
@@ -153,7 +150,7 @@ pub fn interface(link: &Link, sandbox: Option<String>) -> Interface {
     Interface {
         name: link.name.clone(),
         mac: link.mac_string(),
-        mtu: None,
+        mtu: Some(link.mtu),
         sandbox,
     }
 }
