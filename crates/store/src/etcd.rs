@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions,
-    EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchOptions,
+    EventType, GetOptions, Identity, PutOptions, ResponseHeader, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -95,6 +95,21 @@ fn classify(e: &etcd_client::Error) -> Kind {
     } else {
         Kind::Other
     }
+}
+
+/// etcd's "lease not found" as [`StoreError::LeaseNotFound`], anything else as a backend error.
+fn lease_error(op: Op, key: &str, lease: LeaseId, e: etcd_client::Error) -> StoreError {
+    match classify(&e) {
+        Kind::LeaseNotFound => StoreError::LeaseNotFound { op, lease },
+        _ => StoreError::backend(op, key, e),
+    }
+}
+
+/// The revision a response was served at.
+fn header_revision(op: Op, key: &str, header: Option<&ResponseHeader>) -> Result<i64> {
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| StoreError::backend(op, key, "etcd response without a header"))
 }
 
 impl EtcdStore {
@@ -199,10 +214,6 @@ impl EtcdStore {
         convert_kv(&self.prefix, op, kv)
     }
 
-    fn txn_revision(resp: &TxnResponse) -> i64 {
-        resp.header().map(|h| h.revision()).unwrap_or(0)
-    }
-
     /// The `kv` of the `get` in a failed transaction's else branch.
     fn else_get(&self, op: Op, resp: &TxnResponse) -> Result<Option<KeyValue>> {
         for r in resp.op_responses() {
@@ -288,7 +299,7 @@ impl Store for EtcdStore {
             .collect::<Result<Vec<_>>>()?;
         let revision = match at_revision {
             Some(at) => at,
-            None => resp.header().map(|h| h.revision()).unwrap_or(0),
+            None => header_revision(Op::List, prefix, resp.header())?,
         };
         Ok(ListResult { items, revision })
     }
@@ -303,25 +314,22 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value.clone(), Some(put))]);
-        let resp = match self.client.kv_client().txn(txn).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(match (classify(&e), lease) {
-                    (Kind::LeaseNotFound, Some(lease)) => StoreError::LeaseNotFound {
-                        op: Op::Create,
-                        lease,
-                    },
-                    _ => self.err(Op::Create, key, e),
-                });
-            }
-        };
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| match lease {
+                Some(l) => lease_error(Op::Create, key, l, e),
+                None => self.err(Op::Create, key, e),
+            })?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists {
                 op: Op::Create,
                 key: key.to_owned(),
             });
         }
-        let rev = Self::txn_revision(&resp);
+        let rev = header_revision(Op::Create, key, resp.header())?;
         Ok(KeyValue {
             key: key.to_owned(),
             value,
@@ -367,7 +375,7 @@ impl Store for EtcdStore {
                 &resp,
             ));
         }
-        let rev = Self::txn_revision(&resp);
+        let rev = header_revision(Op::Update, key, resp.header())?;
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Put(p) => p.prev_key().cloned(),
             _ => None,
@@ -416,7 +424,7 @@ impl Store for EtcdStore {
         if !resp.succeeded() {
             return Err(self.precondition_failed(Op::Delete, key, expected_mod_revision, &resp));
         }
-        let rev = Self::txn_revision(&resp);
+        let rev = header_revision(Op::Delete, key, resp.header())?;
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
             _ => None,
@@ -444,9 +452,7 @@ impl Store for EtcdStore {
             )
             .await
             .map_err(|e| self.err(Op::CurrentRevision, "", e))?;
-        resp.header().map(|h| h.revision()).ok_or_else(|| {
-            StoreError::backend(Op::CurrentRevision, "", "etcd response without a header")
-        })
+        header_revision(Op::CurrentRevision, "", resp.header())
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
@@ -601,29 +607,21 @@ impl Store for EtcdStore {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
-        match self.client.lease_client().keep_alive(lease.0).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match classify(&e) {
-                Kind::LeaseNotFound => StoreError::LeaseNotFound {
-                    op: Op::KeepAlive,
-                    lease,
-                },
-                _ => self.err(Op::KeepAlive, "", e),
-            }),
-        }
+        self.client
+            .lease_client()
+            .keep_alive(lease.0)
+            .await
+            .map(drop)
+            .map_err(|e| lease_error(Op::KeepAlive, "", lease, e))
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        match self.client.lease_client().revoke(lease.0).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match classify(&e) {
-                Kind::LeaseNotFound => StoreError::LeaseNotFound {
-                    op: Op::RevokeLease,
-                    lease,
-                },
-                _ => self.err(Op::RevokeLease, "", e),
-            }),
-        }
+        self.client
+            .lease_client()
+            .revoke(lease.0)
+            .await
+            .map(drop)
+            .map_err(|e| lease_error(Op::RevokeLease, "", lease, e))
     }
 }
 
