@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     Deleted, Event, KeyValue, LeaseId, ListResult, Op, Result, Store, StoreError, WatchStream,
-    check_expected, check_key,
+    check_expected, check_key, check_list_revision, check_watch_revision,
 };
 
 /// TLS settings for the connection to etcd (PEM contents, not paths).
@@ -265,15 +265,9 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str, at_revision: Option<i64>) -> Result<ListResult> {
+        check_list_revision(prefix, at_revision)?;
         let mut opts = GetOptions::new().with_prefix();
         if let Some(at) = at_revision {
-            if at < 1 {
-                return Err(StoreError::InvalidArgument {
-                    op: Op::List,
-                    key: prefix.to_owned(),
-                    reason: format!("revision {at} is not a revision (must be >= 1)"),
-                });
-            }
             opts = opts.with_revision(at);
         }
         let resp = match self
@@ -476,13 +470,7 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
-        if from_revision < 0 {
-            return Err(StoreError::InvalidArgument {
-                op: Op::Watch,
-                key: prefix.to_owned(),
-                reason: format!("from_revision {from_revision} is negative"),
-            });
-        }
+        check_watch_revision(prefix, from_revision)?;
         let full = self.full(prefix);
         // Same rule as the other backends: the state at `from_revision` must still be
         // readable. (etcd itself would accept `compacted - 1`.)

@@ -221,6 +221,30 @@ pub(crate) fn check_key(op: Op, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the revision argument of a list: revisions start at 1.
+pub(crate) fn check_list_revision(prefix: &str, at: Option<i64>) -> Result<()> {
+    match at {
+        Some(at) if at < 1 => Err(StoreError::InvalidArgument {
+            op: Op::List,
+            key: prefix.to_owned(),
+            reason: format!("revision {at} is not a revision (must be >= 1)"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the revision a watch starts after (0 watches everything).
+pub(crate) fn check_watch_revision(prefix: &str, from: i64) -> Result<()> {
+    if from < 0 {
+        return Err(StoreError::InvalidArgument {
+            op: Op::Watch,
+            key: prefix.to_owned(),
+            reason: format!("from_revision {from} is negative"),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a mod_revision precondition: revisions start at 1.
 pub(crate) fn check_expected(op: Op, key: &str, expected: i64) -> Result<()> {
     if expected < 1 {

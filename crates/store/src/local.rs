@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::codec::LeaseRecord;
 use crate::{
     Deleted, Event, KeyValue, LeaseId, ListResult, Op, Result, StoreError, WatchStream,
-    check_expected, check_key,
+    check_expected, check_key, check_list_revision, check_watch_revision,
 };
 
 /// Tuning of the in-process backends.
@@ -190,6 +190,7 @@ impl<B: Backend> Local<B> {
     }
 
     pub(crate) async fn list(&self, prefix: &str, at: Option<i64>) -> Result<ListResult> {
+        check_list_revision(prefix, at)?;
         let p = prefix.to_owned();
         self.read(Op::List, prefix, move |t| list_at(t, &p, at))
             .await
@@ -323,13 +324,7 @@ impl<B: Backend> Local<B> {
     }
 
     pub(crate) async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream> {
-        if from < 0 {
-            return Err(StoreError::InvalidArgument {
-                op: Op::Watch,
-                key: prefix.to_owned(),
-                reason: format!("from_revision {from} is negative"),
-            });
-        }
+        check_watch_revision(prefix, from)?;
         // Subscribe first: every revision committed after this point reaches `rx`, every
         // revision before it is in the history the task reads first.
         let rx = self.inner.hub.subscribe();
@@ -552,13 +547,6 @@ fn revoke(t: &mut dyn WriteTxn, id: LeaseId) -> Result<Option<Batch>> {
 fn list_at(t: &dyn ReadTxn, prefix: &str, at: Option<i64>) -> Result<ListResult> {
     let cur = t.revision()?;
     let at = at.unwrap_or(cur);
-    if at < 1 {
-        return Err(StoreError::InvalidArgument {
-            op: Op::List,
-            key: prefix.to_owned(),
-            reason: format!("revision {at} is not a revision (must be >= 1)"),
-        });
-    }
     if at > cur {
         return Err(StoreError::FutureRevision {
             op: Op::List,

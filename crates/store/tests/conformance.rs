@@ -87,6 +87,10 @@ async fn get_list_and_list_at_revision(h: Harness) {
         s.list("/a/", Some(future)).await,
         Err(StoreError::FutureRevision { .. })
     ));
+    assert!(matches!(
+        s.list("/a/", Some(0)).await,
+        Err(StoreError::InvalidArgument { .. })
+    ));
 }
 
 async fn create_only_if_absent(h: Harness) {
@@ -245,6 +249,10 @@ async fn watch_replays_history_then_live(h: Harness) {
     let c = s.create("/w/c", b"c".to_vec(), None).await.unwrap();
     assert_eq!(next_event(&mut w2).await.revision(), c.mod_revision);
     assert_eq!(next_event(&mut w).await.revision(), c.mod_revision);
+    assert!(matches!(
+        s.watch("/w/", -1).await,
+        Err(StoreError::InvalidArgument { .. })
+    ));
 }
 
 async fn watch_concurrent_writers_exactly_once_in_order(h: Harness) {
