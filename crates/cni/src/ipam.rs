@@ -6,6 +6,9 @@
 //! its whole duration, so concurrent plugin processes (and threads) are serialised. Records
 //! are written to a temporary file (`.tmp-*`, never parsed as a record) and renamed into
 //! place, then the directory is fsynced; a record left empty by a crash counts as in use.
+//! Beside each record, `attachment-<containerID>@<ifname>` holds its address (written
+//! first), so ADD finds an earlier allocation of the same attachment without reading every
+//! record; DEL and GC still read them all, so nothing depends on the index alone.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +28,7 @@ pub const DEFAULT_DATA_DIR: &str = podnet_api::cni::DEFAULT_DATA_DIR;
 const LOCK_FILE: &str = "lock";
 const LAST_RESERVED_FILE: &str = "last_reserved_ip.0";
 const TMP_PREFIX: &str = ".tmp-";
+const INDEX_PREFIX: &str = "attachment-";
 
 pub type Result<T> = std::result::Result<T, CniError>;
 
@@ -65,10 +69,28 @@ impl Record {
     }
 }
 
+/// What a directory listing tells without reading files.
+#[derive(Default)]
+struct Names {
+    /// Addresses that may not be handed out: records, and anything else named like one.
+    taken: HashSet<Ipv4Addr>,
+    /// Addresses whose name is a regular file (a record).
+    records: Vec<Ipv4Addr>,
+    tmp: Vec<String>,
+    /// (container ID, ifname) of each index entry.
+    indexed: Vec<(String, String)>,
+}
+
 struct Scan {
     records: Vec<Record>,
-    tmp: Vec<String>,
-    occupied: Vec<Ipv4Addr>,
+    names: Names,
+}
+
+/// The index entry of an attachment: `attachment-<containerID>@<ifname>`, holding its
+/// address, so ADD finds an earlier allocation without reading every record. A container
+/// ID cannot contain `@`, so the name splits unambiguously.
+fn index_name(container_id: &str, ifname: &str) -> String {
+    format!("{INDEX_PREFIX}{container_id}@{ifname}")
 }
 
 /// The allocation store of one network.
@@ -134,28 +156,19 @@ impl Ipam {
         validate_container_id(container_id)?;
         validate_ifname(ifname)?;
         let _lock = self.lock()?;
-        let scan = self.scan()?;
-        for t in &scan.tmp {
-            let _ = fs::remove_file(self.dir.join(t));
-        }
-        let records = scan.records;
+        let names = self.names()?;
+        self.remove_tmp(&names.tmp);
         let alloc = |ip| Allocation {
             ip,
             subnet: pool.subnet,
             gateway: pool.gateway,
         };
-        if let Some(r) = records
-            .iter()
-            .find(|r| r.belongs_to(container_id, ifname) && pool.subnet.contains(&r.ip))
+        if let Some(ip) = self.indexed(container_id, ifname, &names)?
+            && pool.subnet.contains(&ip)
         {
-            return Ok(alloc(r.ip));
+            return Ok(alloc(ip));
         }
-        // names taken by something that is not a record (e.g. a directory) are skipped too
-        let used: HashSet<Ipv4Addr> = records
-            .iter()
-            .map(|r| r.ip)
-            .chain(scan.occupied.iter().copied())
-            .collect();
+        let used = &names.taken;
         let start = u32::from(pool.range_start);
         let end = u32::from(pool.range_end);
         if start > end {
@@ -178,6 +191,13 @@ impl Ipam {
             if !pool.is_allocatable(ip) || used.contains(&ip) {
                 continue;
             }
+            // The index first: a record on disk always has its index, so a
+            // missing index means this attachment has no address.
+            self.write_atomic(
+                &index_name(container_id, ifname),
+                ip.to_string().as_bytes(),
+                Durability::Hint,
+            )?;
             self.write_atomic(
                 &ip.to_string(),
                 format!("{container_id}\r\n{ifname}").as_bytes(),
@@ -206,6 +226,7 @@ impl Ipam {
             .filter(|r| r.belongs_to(container_id, ifname))
             .collect();
         self.remove(&mine)?;
+        self.remove_index(container_id, ifname)?;
         Ok(mine.into_iter().map(|r| r.ip).collect())
     }
 
@@ -230,9 +251,7 @@ impl Ipam {
     pub fn gc(&self, valid: &[(String, String)]) -> Result<Vec<Record>> {
         let _lock = self.lock()?;
         let scan = self.scan()?;
-        for t in &scan.tmp {
-            let _ = fs::remove_file(self.dir.join(t));
-        }
+        self.remove_tmp(&scan.names.tmp);
         let records = scan.records;
         let pairs: HashSet<(&str, &str)> = valid
             .iter()
@@ -251,6 +270,11 @@ impl Ipam {
             })
             .collect();
         self.remove(&stale)?;
+        for (container_id, ifname) in &scan.names.indexed {
+            if !pairs.contains(&(container_id.as_str(), ifname.as_str())) {
+                self.remove_index(container_id, ifname)?;
+            }
+        }
         Ok(stale)
     }
 
@@ -279,51 +303,92 @@ impl Ipam {
             .ok()
     }
 
-    /// Reads the directory: records (sorted by address), leftover temporary files, and
-    /// address names that are not regular files. Anything else is ignored.
-    fn scan(&self) -> Result<Scan> {
+    /// Lists the directory without reading any file: the addresses taken (by records, or by
+    /// anything else named like an address), leftover temporary files, and indexed
+    /// attachments.
+    fn names(&self) -> Result<Names> {
         let rd = fs::read_dir(&self.dir).map_err(|e| io_err("reading", &self.dir, e))?;
-        let mut records = Vec::new();
-        let mut tmp = Vec::new();
-        let mut occupied = Vec::new();
+        let mut names = Names::default();
         for entry in rd {
             let entry = entry.map_err(|e| io_err("reading", &self.dir, e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
             if name.starts_with(TMP_PREFIX) {
-                tmp.push(name);
-                continue;
+                names.tmp.push(name);
+            } else if let Some(key) = name.strip_prefix(INDEX_PREFIX) {
+                if let Some((c, i)) = key.split_once('@') {
+                    names.indexed.push((c.to_string(), i.to_string()));
+                }
+            } else if let Ok(ip) = name.parse::<Ipv4Addr>() {
+                if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    names.records.push(ip);
+                }
+                names.taken.insert(ip);
             }
-            let Ok(ip) = name.parse::<Ipv4Addr>() else {
-                continue;
-            };
-            if !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                occupied.push(ip);
-                continue;
-            }
-            let path = entry.path();
-            let content = match fs::read(&path) {
-                Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("reading", &path, e)),
-            };
-            let text = String::from_utf8_lossy(&content);
-            let mut lines = text.trim().splitn(2, '\n');
-            let container_id = lines.next().unwrap_or_default().trim().to_string();
-            let ifname = lines.next().unwrap_or_default().trim().to_string();
-            records.push(Record {
-                ip,
-                container_id,
-                ifname,
-            });
+        }
+        Ok(names)
+    }
+
+    /// The address the index gives (`container_id`, `ifname`), if its record is there and
+    /// still says so.
+    fn indexed(&self, container_id: &str, ifname: &str, names: &Names) -> Result<Option<Ipv4Addr>> {
+        let path = self.dir.join(index_name(container_id, ifname));
+        let ip = match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<Ipv4Addr>().ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("reading", &path, e)),
+        };
+        let Some(ip) = ip.filter(|ip| names.records.contains(ip)) else {
+            return Ok(None);
+        };
+        let record = self.read_record(ip)?;
+        Ok(record
+            .filter(|r| r.belongs_to(container_id, ifname))
+            .map(|r| r.ip))
+    }
+
+    fn remove_index(&self, container_id: &str, ifname: &str) -> Result<()> {
+        let path = self.dir.join(index_name(container_id, ifname));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn remove_tmp(&self, tmp: &[String]) {
+        for t in tmp {
+            let _ = fs::remove_file(self.dir.join(t));
+        }
+    }
+
+    fn read_record(&self, ip: Ipv4Addr) -> Result<Option<Record>> {
+        let path = self.dir.join(ip.to_string());
+        let content = match fs::read(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading", &path, e)),
+        };
+        let text = String::from_utf8_lossy(&content);
+        let mut lines = text.trim().splitn(2, '\n');
+        let container_id = lines.next().unwrap_or_default().trim().to_string();
+        let ifname = lines.next().unwrap_or_default().trim().to_string();
+        Ok(Some(Record {
+            ip,
+            container_id,
+            ifname,
+        }))
+    }
+
+    /// Every record, read (sorted by address), with the directory listing.
+    fn scan(&self) -> Result<Scan> {
+        let names = self.names()?;
+        let mut records = Vec::with_capacity(names.records.len());
+        for ip in &names.records {
+            records.extend(self.read_record(*ip)?);
         }
         records.sort();
-        Ok(Scan {
-            records,
-            tmp,
-            occupied,
-        })
+        Ok(Scan { records, names })
     }
 
     /// Writes `name` by rename, so readers see the whole content or none.

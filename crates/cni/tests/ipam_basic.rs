@@ -233,3 +233,43 @@ fn records_survive_reopen() {
     assert_eq!(ipam.allocate(&p, "c1", "eth0").unwrap(), a);
     assert_eq!(ipam.allocate(&p, "c2", "eth0").unwrap().ip, ip("10.0.0.3"));
 }
+
+#[test]
+fn the_attachment_index_is_kept_with_the_records_and_never_trusted_blindly() {
+    let (d, ipam) = open();
+    let dir = d.path().join("podnet");
+    let p = pool("10.244.1.0/24");
+    let a = ipam.allocate(&p, "c1", "eth0").unwrap();
+    let index = dir.join("attachment-c1@eth0");
+    assert_eq!(fs::read_to_string(&index).unwrap(), a.ip.to_string());
+
+    // An index that points at another attachment's record is ignored.
+    let b = ipam.allocate(&p, "c2", "eth0").unwrap();
+    fs::write(dir.join("attachment-c3@eth0"), b.ip.to_string()).unwrap();
+    let c = ipam.allocate(&p, "c3", "eth0").unwrap();
+    assert_ne!(c.ip, b.ip, "never the same address twice");
+    assert_eq!(
+        fs::read_to_string(dir.join("attachment-c3@eth0")).unwrap(),
+        c.ip.to_string(),
+        "the index is rewritten"
+    );
+
+    // A crash after the index but before the record: the re-ADD allocates
+    // and the index follows the record.
+    fs::write(dir.join("attachment-c4@eth0"), "10.244.1.77").unwrap();
+    let d4 = ipam.allocate(&p, "c4", "eth0").unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join(d4.ip.to_string())).unwrap(),
+        "c4\r\neth0"
+    );
+
+    assert_eq!(ipam.release("c1", "eth0").unwrap(), vec![a.ip]);
+    assert!(!index.exists(), "release removes the index entry");
+    ipam.gc(&[("c2".into(), "eth0".into())]).unwrap();
+    let left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("attachment-"))
+        .collect();
+    assert_eq!(left, vec!["attachment-c2@eth0".to_string()]);
+}
