@@ -514,9 +514,6 @@ impl Store for EtcdStore {
         let store_prefix = self.prefix.clone();
         let watched = prefix.to_owned();
         tokio::spawn(async move {
-            let conv = Converter {
-                prefix: store_prefix,
-            };
             loop {
                 let msg = tokio::select! {
                     _ = tx.closed() => return,
@@ -542,7 +539,7 @@ impl Store for EtcdStore {
                     }
                 };
                 for ev in resp.events() {
-                    let item = conv.event(&watched, ev);
+                    let item = convert_event(&store_prefix, &watched, ev);
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         return;
@@ -638,44 +635,38 @@ fn convert_kv(prefix: &str, op: Op, kv: &etcd_client::KeyValue) -> Result<KeyVal
     })
 }
 
-/// Converts watch events (owned by the watch task, so no borrow of the store).
-struct Converter {
-    prefix: String,
-}
-
-impl Converter {
-    fn event(&self, watched: &str, ev: &etcd_client::Event) -> Result<Event> {
-        let Some(kv) = ev.kv() else {
-            return Err(StoreError::backend(
-                Op::Watch,
-                watched,
-                "etcd sent an event without a key",
-            ));
-        };
-        let kv = convert_kv(&self.prefix, Op::Watch, kv)?;
-        let prev_kv = ev
-            .prev_kv()
-            .map(|p| convert_kv(&self.prefix, Op::Watch, p))
-            .transpose()?;
-        match ev.event_type() {
-            EventType::Put => Ok(Event::Put { kv, prev_kv }),
-            EventType::Delete => {
-                let Some(prev_kv) = prev_kv else {
-                    return Err(StoreError::WatchLagged {
-                        op: Op::Watch,
-                        key: watched.to_owned(),
-                        reason: format!(
-                            "etcd sent the delete of {:?} without its previous value (compacted meanwhile); re-list",
-                            kv.key
-                        ),
-                    });
-                };
-                Ok(Event::Delete {
-                    key: kv.key,
-                    prev_kv,
-                    revision: kv.mod_revision,
-                })
-            }
+/// Converts a watch event, stripping the store prefix.
+fn convert_event(prefix: &str, watched: &str, ev: &etcd_client::Event) -> Result<Event> {
+    let Some(kv) = ev.kv() else {
+        return Err(StoreError::backend(
+            Op::Watch,
+            watched,
+            "etcd sent an event without a key",
+        ));
+    };
+    let kv = convert_kv(prefix, Op::Watch, kv)?;
+    let prev_kv = ev
+        .prev_kv()
+        .map(|p| convert_kv(prefix, Op::Watch, p))
+        .transpose()?;
+    match ev.event_type() {
+        EventType::Put => Ok(Event::Put { kv, prev_kv }),
+        EventType::Delete => {
+            let Some(prev_kv) = prev_kv else {
+                return Err(StoreError::WatchLagged {
+                    op: Op::Watch,
+                    key: watched.to_owned(),
+                    reason: format!(
+                        "etcd sent the delete of {:?} without its previous value (compacted meanwhile); re-list",
+                        kv.key
+                    ),
+                });
+            };
+            Ok(Event::Delete {
+                key: kv.key,
+                prev_kv,
+                revision: kv.mod_revision,
+            })
         }
     }
 }
