@@ -224,6 +224,34 @@ impl EtcdStore {
         Ok(None)
     }
 
+    /// Runs `then` on `key` if `cmp` holds; if not, reads the key to tell
+    /// [`StoreError::NotFound`] from [`StoreError::Conflict`]. Returns the response and its
+    /// revision.
+    async fn conditional(
+        &self,
+        op: Op,
+        key: &str,
+        expected: Option<i64>,
+        cmp: Compare,
+        then: TxnOp,
+    ) -> Result<(TxnResponse, i64)> {
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([then])
+            .or_else([TxnOp::get(self.full(key), None)]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| self.err(op, key, e))?;
+        if !resp.succeeded() {
+            return Err(self.precondition_failed(op, key, expected, &resp));
+        }
+        let rev = header_revision(op, key, resp.header())?;
+        Ok((resp, rev))
+    }
+
     /// A failed compare: the key is absent, or at another revision.
     fn precondition_failed(
         &self,
@@ -343,33 +371,19 @@ impl Store for EtcdStore {
         check_key(Op::Update, key)?;
         check_expected(Op::Update, key, expected_mod_revision)?;
         let full = self.full(key);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                expected_mod_revision,
-            )])
-            .and_then([TxnOp::put(
-                full.clone(),
-                value.clone(),
-                Some(PutOptions::new().with_ignore_lease().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(full, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(Op::Update, key, e))?;
-        if !resp.succeeded() {
-            return Err(self.precondition_failed(
+        let (resp, rev) = self
+            .conditional(
                 Op::Update,
                 key,
                 Some(expected_mod_revision),
-                &resp,
-            ));
-        }
-        let rev = header_revision(Op::Update, key, resp.header())?;
+                Compare::mod_revision(full.clone(), CompareOp::Equal, expected_mod_revision),
+                TxnOp::put(
+                    full,
+                    value.clone(),
+                    Some(PutOptions::new().with_ignore_lease().with_prev_key()),
+                ),
+            )
+            .await?;
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Put(p) => p.prev_key().cloned(),
             _ => None,
@@ -402,23 +416,15 @@ impl Store for EtcdStore {
             Some(e) => Compare::mod_revision(full.clone(), CompareOp::Equal, e),
             None => Compare::version(full.clone(), CompareOp::Greater, 0),
         };
-        let txn = Txn::new()
-            .when([cmp])
-            .and_then([TxnOp::delete(
-                full.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(full, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.err(Op::Delete, key, e))?;
-        if !resp.succeeded() {
-            return Err(self.precondition_failed(Op::Delete, key, expected_mod_revision, &resp));
-        }
-        let rev = header_revision(Op::Delete, key, resp.header())?;
+        let (resp, rev) = self
+            .conditional(
+                Op::Delete,
+                key,
+                expected_mod_revision,
+                cmp,
+                TxnOp::delete(full, Some(DeleteOptions::new().with_prev_key())),
+            )
+            .await?;
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
             _ => None,
