@@ -185,7 +185,7 @@ impl Demo {
 
     fn start_pod(&mut self, name: &str) -> Result<usize> {
         let ns_name = format!("{}-node1-{name}", self.lab);
-        let sandbox = Sandbox::start(&self.exe, &["pause"], &ns_name, name)?;
+        let sandbox = Sandbox::start(&self.exe, &ns_name, name)?;
         self.pods.push(Pod {
             name: name.to_string(),
             sandbox,
@@ -217,20 +217,25 @@ impl Demo {
     }
 
     fn start_container(&self, pod: usize, args: &[&str]) -> Result<Child> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut child = self.pods[pod].sandbox.spawn(&mut cmd)?;
+        let mut child = self.pods[pod]
+            .sandbox
+            .command(&self.exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
         wait_serving(&mut child)?;
         Ok(child)
     }
 
     fn exec_in_pod(&self, pod: usize, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(args);
         let out = self.pods[pod]
             .sandbox
-            .spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))?
-            .wait_with_output()?;
+            .command(&self.exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()?;
         output_text(out, &self.pods[pod].name)
     }
 
@@ -298,8 +303,7 @@ impl Demo {
     fn teardown(mut self) {
         for mut pod in std::mem::take(&mut self.pods) {
             for c in &mut pod.containers {
-                let _ = c.kill();
-                let _ = c.wait();
+                let _ = podnet_agent::runtime::exec::stop(c, Duration::from_secs(2));
             }
             if pod.ip.is_some() {
                 let netns = pod.sandbox.netns_path();

@@ -63,13 +63,13 @@ enum LabCmd {
 
 #[derive(Subcommand)]
 enum SandboxCmd {
-    /// Runs CMD in the network and UTS namespaces of the sandbox PID; exits
-    /// with CMD's exit code.
+    /// Runs CMD as a process of the pod whose PID 1 is PID (its network, UTS
+    /// and PID namespaces); exits with CMD's exit code.
     Exec {
         #[arg(long)]
         pid: i32,
         #[arg(trailing_var_arg = true, required = true)]
-        command: Vec<String>,
+        command: Vec<std::ffi::OsString>,
     },
 }
 
@@ -99,25 +99,16 @@ fn report(result: anyhow::Result<()>) -> i32 {
     }
 }
 
-fn sandbox_exec(pid: i32, command: &[String]) -> i32 {
+fn sandbox_exec(pid: i32, command: &[std::ffi::OsString]) -> i32 {
     let Some((program, args)) = command.split_first() else {
         eprintln!("podnet sandbox exec: give a command after --");
         return 2;
     };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
-    let spawned =
-        podnet_agent::runtime::sandbox::join_namespaces(&mut cmd, pid).and_then(|c| c.status());
-    match spawned {
-        Ok(status) => status.code().unwrap_or(128 + nix_signal(&status)),
+    match podnet_agent::runtime::exec::run_in_pod(pid, program, args) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("podnet sandbox exec: run {program} in sandbox {pid}: {e}");
+            eprintln!("podnet sandbox exec: {e}");
             127
         }
     }
-}
-
-fn nix_signal(status: &std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal().unwrap_or(0)
 }

@@ -17,7 +17,7 @@ impl TestSandbox {
     fn start(tag: &str, hostname: &str) -> TestSandbox {
         let name = format!("pnt-{tag}-{}", std::process::id());
         TestSandbox(Some(
-            Sandbox::start(Path::new(PODNET), &["pause"], &name, hostname).expect("start sandbox"),
+            Sandbox::start(Path::new(PODNET), &name, hostname).expect("start sandbox"),
         ))
     }
 
@@ -25,14 +25,13 @@ impl TestSandbox {
         self.0.as_ref().expect("sandbox")
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(PODNET);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    /// Runs `program args…` in the pod and waits for it.
+    fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
         self.get()
-            .spawn(&mut cmd)
-            .expect("spawn in pod")
-            .wait_with_output()
-            .expect("wait")
+            .command(program)
+            .args(args)
+            .output()
+            .expect("run in pod")
     }
 }
 
@@ -48,10 +47,13 @@ impl Drop for TestSandbox {
 fn containers_of_one_pod_share_localhost_and_other_pods_do_not() {
     let a = TestSandbox::start("a", "pod-a");
     let b = TestSandbox::start("b", "pod-b");
-    let mut cmd = Command::new(PODNET);
-    cmd.args(["probe", "serve", "--tcp", "127.0.0.1:8080", "--count", "1"])
-        .stdout(Stdio::piped());
-    let mut server = a.get().spawn(&mut cmd).expect("server in pod-a");
+    let mut server = a
+        .get()
+        .command(PODNET)
+        .args(["probe", "serve", "--tcp", "127.0.0.1:8080", "--count", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server in pod-a");
     let mut line = String::new();
     BufReader::new(server.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -59,23 +61,29 @@ fn containers_of_one_pod_share_localhost_and_other_pods_do_not() {
     assert_eq!(line.trim(), "serving");
 
     // Another pod has its own localhost: nothing listens there.
-    let from_b = b.run(&[
-        "probe",
-        "send",
-        "--tcp",
-        "127.0.0.1:8080",
-        "--data",
-        "x",
-        "--timeout",
-        "1",
-    ]);
+    let from_b = b.run(
+        PODNET,
+        &[
+            "probe",
+            "send",
+            "--tcp",
+            "127.0.0.1:8080",
+            "--data",
+            "x",
+            "--timeout",
+            "1",
+        ],
+    );
     assert!(!from_b.status.success());
     assert!(
         String::from_utf8_lossy(&from_b.stderr).contains("refused"),
         "{from_b:?}"
     );
 
-    let out = a.run(&["probe", "send", "--tcp", "127.0.0.1:8080", "--data", "hi"]);
+    let out = a.run(
+        PODNET,
+        &["probe", "send", "--tcp", "127.0.0.1:8080", "--data", "hi"],
+    );
     assert!(out.status.success(), "{out:?}");
     let reply = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -135,14 +143,15 @@ fn pause_exits_zero_on_sigterm() {
     BufReader::new(pause.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("ready");
-    assert_eq!(line.trim(), "ready");
-    let pid = pause.id() as i32;
+    let (word, init) = line.trim().split_once(' ').expect("ready <pid>");
+    assert_eq!(word, "ready");
+    let init: i32 = init.parse().expect("pid");
     let hostname = Command::new(PODNET)
         .args([
             "sandbox",
             "exec",
             "--pid",
-            &pid.to_string(),
+            &init.to_string(),
             "--",
             "hostname",
         ])
@@ -150,12 +159,121 @@ fn pause_exits_zero_on_sigterm() {
         .expect("exec");
     assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "pod-r");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
+        nix::unistd::Pid::from_raw(pause.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("kill");
     let status = pause.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+    assert!(
+        !Path::new(&format!("/proc/{init}")).exists(),
+        "the pod's PID 1 is gone too"
+    );
+}
+
+/// The pids of the children of `pid` (zombies included), from /proc.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn processes_of_a_pod_share_its_pid_namespace_and_orphans_are_reaped() {
+    let s = TestSandbox::start("reap", "pod-reap");
+    // The sandbox is PID 1 of the pod, as with shareProcessNamespace.
+    let init = s.get().pid();
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).expect("status");
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .expect("NSpid");
+    assert_eq!(
+        nspid.split_whitespace().last(),
+        Some("1"),
+        "PID 1 of the pod is the sandbox: {nspid}"
+    );
+    let out = s.run("sh", &["-c", "echo $$"]);
+    let own: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        own > 1 && own < 100,
+        "a pod process has a pod-local pid: {own}"
+    );
+
+    // A shell backgrounds a sleep and exits: the sleep is orphaned, so it
+    // becomes a child of the pod's PID 1, which must reap it when it ends.
+    // (The sleep must not hold the test's stdout pipe, or waiting for the
+    // shell's output would wait for the sleep too.)
+    let status = s
+        .get()
+        .command("sh")
+        .args(["-c", "sleep 1 & exit 0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh in pod");
+    assert!(status.success());
+    let orphans = children(init);
+    assert_eq!(
+        orphans.len(),
+        1,
+        "the orphan was re-parented to the pod's PID 1"
+    );
+    let orphan = orphans[0];
+    // (It may still be the shell's fork, not yet the sleep: what matters is
+    // that it lives in the pod's PID namespace.)
+    let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).expect("pid ns");
+    assert_eq!(ns_of(orphan), ns_of(init));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{orphan}")).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !Path::new(&format!("/proc/{orphan}")).exists(),
+        "the orphan was reaped, not left a zombie (state {:?})",
+        state(orphan)
+    );
+    assert!(children(init).is_empty());
+}
+
+#[test]
+fn a_pods_processes_die_with_its_sandbox() {
+    let s = TestSandbox::start("die", "pod-die");
+    let mut long = s
+        .get()
+        .command("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep in pod");
+    let wrapper = long.id() as i32;
+    // The pod process is the wrapper's child.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while children(wrapper).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let inner = children(wrapper)[0];
+    let mut s = s;
+    s.0.take()
+        .expect("sandbox")
+        .stop(Duration::from_secs(2))
+        .expect("stop");
+    let status = long.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "killed with the pod: {status:?}"
+    );
+    assert!(!Path::new(&format!("/proc/{inner}")).exists());
 }
 
 #[test]
@@ -189,4 +307,27 @@ fn lab_demo_shows_both_paths_and_cleans_up() {
     assert!(left.is_empty(), "namespaces left: {left:?}");
     assert!(!Path::new(&format!("/var/lib/podnet/{lab}")).exists());
     assert!(!Path::new(&format!("/run/podnet/{lab}")).exists());
+}
+
+#[test]
+fn a_pod_process_gets_sigterm_through_its_supervisor() {
+    let s = TestSandbox::start("term", "pod-term");
+    let mut sleeper = s
+        .get()
+        .command("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep in pod");
+    let started = std::time::Instant::now();
+    let status =
+        podnet_agent::runtime::exec::stop(&mut sleeper, Duration::from_secs(10)).expect("stop");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "ended by the forwarded SIGTERM: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "before the grace period ran out"
+    );
 }

@@ -1,6 +1,7 @@
 //! The pod runtime: what kubelet and a container runtime do, for processes.
 
 pub mod cni;
+pub mod exec;
 pub mod pause;
 pub mod sandbox;
 

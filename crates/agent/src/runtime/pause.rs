@@ -1,35 +1,56 @@
-//! The pod sandbox process ("pause"): it creates the pod's network and UTS
-//! namespaces, holds them for as long as the pod lives, reaps orphaned
-//! children, and exits cleanly on SIGTERM.
+//! The pod sandbox process ("pause"): it creates the pod's network, UTS and
+//! PID namespaces and holds them for as long as the pod lives. Its second
+//! process is PID 1 of the pod, so every process of the pod whose parent
+//! exits is re-parented to it and reaped there (Kubernetes'
+//! `shareProcessNamespace`); when it exits, the kernel kills what is left of
+//! the pod.
+//!
+//! Two processes, because the process that unshares a PID namespace stays
+//! outside it: the first (the one the runtime started) creates the
+//! namespaces, forks PID 1, prints `ready <PID 1's pid>` and forwards
+//! SIGTERM/SIGINT to it until it exits.
 
 use std::io::Write;
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
 use podnet_kernel::Netlink;
 
-/// What the sandbox prints on stdout once its namespaces are ready.
-pub const READY_LINE: &str = "ready";
+/// What the sandbox prints on stdout, followed by the pid of the pod's PID 1,
+/// once its namespaces are ready.
+pub const READY_WORD: &str = "ready";
 
 /// Runs the sandbox in this process; returns the exit code. Must be called
 /// before the process starts other threads.
 pub fn run(hostname: &str) -> i32 {
-    match setup(hostname) {
-        Ok(signals) => {
-            println!("{READY_LINE}");
-            let _ = std::io::stdout().flush();
-            wait_for_termination(&signals)
-        }
+    let signals = match setup(hostname) {
+        Ok(signals) => signals,
         Err(e) => {
             eprintln!("podnet pause: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: the process is single-threaded here (see above), so the child
+    // may run arbitrary code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => pod_init(&signals),
+        Ok(ForkResult::Parent { child }) => {
+            println!("{READY_WORD} {child}");
+            let _ = std::io::stdout().flush();
+            supervise(child, &signals)
+        }
+        Err(e) => {
+            eprintln!("podnet pause: start the pod's PID 1: {e}");
             1
         }
     }
 }
 
-fn setup(hostname: &str) -> Result<SigSet, String> {
-    // Block the signals first so none is lost between setup and the wait.
+/// The signals pause handles, blocked so that none is lost and each is taken
+/// with `sigwait` (an init process would otherwise ignore them).
+fn handled_signals() -> SigSet {
     let mut signals = SigSet::empty();
     for sig in [
         Signal::SIGTERM,
@@ -40,23 +61,21 @@ fn setup(hostname: &str) -> Result<SigSet, String> {
         signals.add(sig);
     }
     signals
+}
+
+fn setup(hostname: &str) -> Result<SigSet, String> {
+    let signals = handled_signals();
+    signals
         .thread_block()
         .map_err(|e| format!("block signals: {e}"))?;
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS)
-        .map_err(|e| format!("create the pod's network and UTS namespaces: {e}"))?;
+    nix::sched::unshare(
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID,
+    )
+    .map_err(|e| format!("create the pod's network, UTS and PID namespaces: {e}"))?;
     if !hostname.is_empty() {
         nix::unistd::sethostname(hostname).map_err(|e| format!("set hostname {hostname}: {e}"))?;
     }
     bring_loopback_up()?;
-    // Orphans of processes started in the pod are re-parented to us.
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc != 0 {
-        return Err(format!(
-            "become child subreaper: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
     Ok(signals)
 }
 
@@ -67,17 +86,37 @@ fn bring_loopback_up() -> Result<(), String> {
     nl.set_up(lo.index).map_err(|e| e.to_string())
 }
 
-fn wait_for_termination(signals: &SigSet) -> i32 {
+/// PID 1 of the pod: reaps every orphan until told to stop.
+fn pod_init(signals: &SigSet) -> ! {
     loop {
         match signals.wait() {
             Ok(Signal::SIGCHLD) => reap_children(),
-            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
-                reap_children();
-                return 0;
+            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => std::process::exit(0),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("podnet pause: waiting for signals: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// The first process: passes stop signals to PID 1 and exits with it.
+fn supervise(init: Pid, signals: &SigSet) -> i32 {
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                _ => {}
+            },
+            Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                let _ = kill(init, sig);
             }
             Ok(_) => {}
             Err(e) => {
                 eprintln!("podnet pause: waiting for signals: {e}");
+                let _ = kill(init, Signal::SIGKILL);
                 return 1;
             }
         }
@@ -85,10 +124,9 @@ fn wait_for_termination(signals: &SigSet) -> i32 {
 }
 
 fn reap_children() {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => {}
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            return;
         }
     }
 }

@@ -1,18 +1,16 @@
 //! Starting, joining and stopping pod sandboxes.
 
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use podnet_kernel::NetNs;
 
-use super::pause::READY_LINE;
+use super::pause::READY_WORD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -28,54 +26,40 @@ pub enum SandboxError {
     },
 }
 
-/// A running pod sandbox: the process holding the pod's namespaces, and the
-/// name under which its network namespace is mounted in `/run/netns`.
+/// A running pod sandbox: the processes holding the pod's namespaces, and the
+/// name under which its network namespace is mounted in `/run/netns`. Both
+/// the sandbox and the processes run in it are driven through the `podnet`
+/// binary (`podnet pause`, `podnet sandbox exec`).
 #[derive(Debug)]
 pub struct Sandbox {
     name: String,
+    /// The pod's PID 1, as the host sees it: holds every namespace of the pod.
     pid: i32,
+    podnet: PathBuf,
     child: Option<Child>,
 }
 
 impl Sandbox {
-    /// Starts `program args… --hostname HOSTNAME` (the `podnet pause`
-    /// command), waits until it reports its namespaces ready, and names its
-    /// network namespace `name`.
-    pub fn start(
-        program: &Path,
-        args: &[&str],
-        name: &str,
-        hostname: &str,
-    ) -> Result<Sandbox, SandboxError> {
+    /// Starts `podnet pause --hostname HOSTNAME`, waits until it reports its
+    /// namespaces ready, and names its network namespace `name`.
+    pub fn start(podnet: &Path, name: &str, hostname: &str) -> Result<Sandbox, SandboxError> {
         let start_err = |why: String| SandboxError::Start {
             pod: name.to_string(),
             why,
         };
-        let mut child = Command::new(program)
-            .args(args)
-            .arg("--hostname")
-            .arg(hostname)
+        let mut child = Command::new(podnet)
+            .args(["pause", "--hostname", hostname])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| start_err(format!("run {}: {e}", program.display())))?;
-        let pid = child.id() as i32;
-        let ready = child
-            .stdout
-            .take()
-            .map(|out| {
-                let mut line = String::new();
-                let _ = BufReader::new(out).read_line(&mut line);
-                line.trim() == READY_LINE
-            })
-            .unwrap_or(false);
-        if !ready {
+            .map_err(|e| start_err(format!("run {}: {e}", podnet.display())))?;
+        let Some(pid) = child.stdout.take().and_then(read_ready) else {
             let _ = child.kill();
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             return Err(start_err(format!(
                 "the sandbox process exited before it was ready ({status})"
             )));
-        }
+        };
         if let Err(source) = NetNs::attach_pid(name, pid) {
             let _ = child.kill();
             let _ = child.wait();
@@ -87,13 +71,14 @@ impl Sandbox {
         Ok(Sandbox {
             name: name.to_string(),
             pid,
+            podnet: podnet.to_path_buf(),
             child: Some(child),
         })
     }
 
     /// Takes over a sandbox started earlier (by a previous agent), checking
     /// that `pid` still holds the namespace mounted as `name`.
-    pub fn adopt(name: &str, pid: i32) -> Result<Sandbox, SandboxError> {
+    pub fn adopt(podnet: &Path, name: &str, pid: i32) -> Result<Sandbox, SandboxError> {
         let err = |why: String| SandboxError::Process {
             pod: name.to_string(),
             pid,
@@ -109,6 +94,7 @@ impl Sandbox {
         Ok(Sandbox {
             name: name.to_string(),
             pid,
+            podnet: podnet.to_path_buf(),
             child: None,
         })
     }
@@ -117,6 +103,7 @@ impl Sandbox {
         &self.name
     }
 
+    /// The pod's PID 1 as the host sees it.
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -133,7 +120,7 @@ impl Sandbox {
         })
     }
 
-    /// Whether the sandbox process is still running.
+    /// Whether the sandbox is still running.
     pub fn is_alive(&mut self) -> bool {
         if let Some(child) = &mut self.child {
             return matches!(child.try_wait(), Ok(None));
@@ -141,14 +128,21 @@ impl Sandbox {
         kill(Pid::from_raw(self.pid), None).is_ok()
     }
 
-    /// Spawns `cmd` inside the pod: it joins the sandbox's network and UTS
-    /// namespaces before it execs, so it shares the pod's `localhost`.
-    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<Child> {
-        join_namespaces(cmd, self.pid)?.spawn()
+    /// A command that runs `program` as a process of the pod: in its network,
+    /// UTS and PID namespaces, so it shares the pod's `localhost` and its
+    /// orphans are reaped by the pod's PID 1. Add arguments, environment and
+    /// stdio as for any command.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(&self.podnet);
+        cmd.args(["sandbox", "exec", "--pid", &self.pid.to_string(), "--"])
+            .arg(program);
+        super::exec::block_supervised_signals_on_exec(&mut cmd);
+        cmd
     }
 
     /// Stops the sandbox: SIGTERM, then SIGKILL after `grace`; then removes
-    /// the namespace's name. Idempotent.
+    /// the namespace's name. Every process left in the pod dies with its PID
+    /// 1. Idempotent.
     pub fn stop(mut self, grace: Duration) -> Result<(), SandboxError> {
         let pid = Pid::from_raw(self.pid);
         let _ = kill(pid, Signal::SIGTERM);
@@ -169,23 +163,10 @@ impl Sandbox {
     }
 }
 
-/// Sets `cmd` up to enter the network and UTS namespaces of `pid` before
-/// exec. The namespace files are opened now and stay open in the returned
-/// closure's captures until the command is dropped.
-pub fn join_namespaces(cmd: &mut Command, pid: i32) -> std::io::Result<&mut Command> {
-    let net = File::open(format!("/proc/{pid}/ns/net"))?;
-    let uts = File::open(format!("/proc/{pid}/ns/uts"))?;
-    // SAFETY: only setns, which is async-signal-safe, runs between fork and
-    // exec; the files live in the closure, which the Command owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                || libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
+/// Reads `ready <pid>` from the sandbox's stdout.
+fn read_ready(out: ChildStdout) -> Option<i32> {
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).ok()?;
+    let (word, pid) = line.trim().split_once(' ')?;
+    (word == READY_WORD).then(|| pid.parse().ok()).flatten()
 }

@@ -1,0 +1,139 @@
+//! Running a program as a process of a pod: join the sandbox's network, UTS
+//! and PID namespaces, fork, and supervise the child. A process cannot move
+//! itself into another PID namespace, only its children, hence the fork; this
+//! process stays outside, passes stop signals on, and returns the child's
+//! exit status. Should it be killed, the child dies with it.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::Pid;
+
+/// Signals passed on to the pod process.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Runs `program args…` in the pod whose PID 1 is `pid` (as the host sees
+/// it) and returns its exit code (128 + N when killed by signal N). Must be
+/// called before the process starts other threads.
+pub fn run_in_pod(pid: i32, program: &OsString, args: &[OsString]) -> Result<i32, String> {
+    let signals = supervised_signals();
+    signals
+        .thread_block()
+        .map_err(|e| format!("block signals: {e}"))?;
+    join_pod(pid)?;
+    let child =
+        spawn(program, args).map_err(|e| format!("run {}: {e}", program.to_string_lossy()))?;
+    Ok(supervise(child, &signals))
+}
+
+/// The signals the supervisor takes with `sigwait`.
+fn supervised_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for sig in FORWARDED.iter().chain([Signal::SIGCHLD].iter()) {
+        signals.add(*sig);
+    }
+    signals
+}
+
+/// Makes `cmd` (a `podnet sandbox exec`) start with the supervised signals
+/// already blocked, so a stop signal sent right after the spawn is passed on
+/// to the pod process rather than ending the supervisor before it is ready.
+pub fn block_supervised_signals_on_exec(cmd: &mut Command) {
+    let signals = supervised_signals();
+    // SAFETY: pthread_sigmask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || signals.thread_block().map_err(std::io::Error::from));
+    }
+}
+
+fn join_pod(pid: i32) -> Result<(), String> {
+    for (kind, flag) in [
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("pid", CloneFlags::CLONE_NEWPID),
+    ] {
+        let path = format!("/proc/{pid}/ns/{kind}");
+        let file = File::open(&path)
+            .map_err(|e| format!("open {path} (is sandbox {pid} running?): {e}"))?;
+        nix::sched::setns(&file, flag)
+            .map_err(|e| format!("join the {kind} namespace of sandbox {pid}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn spawn(program: &OsString, args: &[OsString]) -> std::io::Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: sigprocmask and prctl are async-signal-safe. The child gets
+    // the signals this process blocks for sigwait, and dies with this
+    // process, as a container dies with its runtime's shim.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut none = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+fn supervise(mut child: Child, signals: &SigSet) -> i32 {
+    let pid = Pid::from_raw(child.id() as i32);
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => match child.try_wait() {
+                Ok(Some(status)) => {
+                    return status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                }
+                Ok(None) => {}
+                Err(_) => return 1,
+            },
+            Ok(sig) => {
+                let _ = kill(pid, sig);
+            }
+            Err(_) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                return 1;
+            }
+        }
+    }
+}
+
+/// Stops a pod process started through [`run_in_pod`] (`podnet sandbox
+/// exec`) as kubelet does: SIGTERM, which the supervisor passes on, then
+/// SIGKILL once `grace` has passed. Waits for it either way. A graceful stop
+/// lets the supervisor reap the pod process itself; a SIGKILLed supervisor
+/// leaves that to the host's init.
+pub fn stop(
+    child: &mut Child,
+    grace: std::time::Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill()?;
+    child.wait()
+}
