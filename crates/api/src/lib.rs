@@ -2,6 +2,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cni;
+pub mod k8s;
 pub mod net;
 pub mod subnet_env;
 

@@ -1,0 +1,1 @@
+//! podnet's Kubernetes-compatible API server.
