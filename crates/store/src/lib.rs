@@ -64,6 +64,8 @@ mod error;
 mod etcd;
 mod local;
 mod memory;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::{Op, StoreError};

@@ -11,7 +11,7 @@ use podnet_store::{
 };
 
 #[cfg(feature = "etcd")]
-pub mod etcd_server;
+pub use podnet_store::testing as etcd_server;
 
 /// Upper bound for waiting on something that should happen; only a failure guard.
 pub const WAIT: Duration = Duration::from_secs(20);

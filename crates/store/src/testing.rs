@@ -1,6 +1,8 @@
-//! Starts a private etcd (Debian `etcd-server`, `/usr/bin/etcd`) for one test: loopback-only
-//! ports, a temporary data dir, stopped by PID when the guard drops (also when the test
-//! panics).
+//! Test support (feature `testing`): starts a private etcd (Debian `etcd-server`,
+//! `/usr/bin/etcd`) for one test: loopback-only ports, a temporary data dir, stopped by PID
+//! when the guard drops (also when the test panics). Used by this crate's tests and by the
+//! apiserver's.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running etcd, killed when dropped.
 pub struct EtcdServer {
     child: Child,
     client_url: String,
