@@ -3,3 +3,4 @@
 //! (`serde_json::Value`) in the Kubernetes wire format; nothing here does I/O.
 
 pub mod kinds;
+pub mod patch;
