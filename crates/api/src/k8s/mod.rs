@@ -3,4 +3,6 @@
 //! (`serde_json::Value`) in the Kubernetes wire format; nothing here does I/O.
 
 pub mod kinds;
+pub mod openapi;
 pub mod patch;
+pub mod table;
