@@ -6,3 +6,4 @@ pub mod kinds;
 pub mod openapi;
 pub mod patch;
 pub mod table;
+pub mod validation;
