@@ -32,7 +32,7 @@ use serde_json::Value;
 
 pub use names::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name,
-    is_valid_label_value, is_valid_port_name,
+    is_valid_label_value, is_valid_port_name, validate_annotations, validate_labels,
 };
 pub use util::BadValue;
 
@@ -549,6 +549,20 @@ mod tests {
                 assert_eq!(put["spec"]["ports"][1]["nodePort"], 30090);
             }
         }
+    }
+
+    #[test]
+    fn name_rules_are_public() {
+        assert_eq!(
+            is_dns1123_label("My_Name"),
+            Err("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_owned())
+        );
+        assert!(is_dns1123_subdomain("node-1.lab").is_ok());
+        assert!(is_dns1035_label("1svc").is_err());
+        let errs = validate_labels(&json!({"app": "web", "a b": "c"}), "spec.selector");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.selector");
+        assert!(validate_annotations(&json!({"note": "x"}), "metadata.annotations").is_empty());
     }
 
     #[test]
