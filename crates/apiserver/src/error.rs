@@ -20,7 +20,13 @@ pub struct ApiError {
     /// The `metav1.StatusReason`, e.g. `NotFound`.
     pub reason: &'static str,
     pub message: String,
-    /// `details`: the object's name, group and kind, and field causes.
+    /// `details`: boxed, so that results carrying an error stay small.
+    pub details: Option<Box<Details>>,
+}
+
+/// The `details` of a `Status`: the object's name, group and kind, and field causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
     pub name: Option<String>,
     pub group: Option<String>,
     pub kind: Option<String>,
@@ -44,18 +50,24 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
+            details: None,
         }
     }
 
     fn with_details(mut self, resource: &str, group: &str, name: &str) -> Self {
-        self.name = Some(name.to_owned());
-        self.group = Some(group.to_owned());
-        self.kind = Some(resource.to_owned());
+        let details = self.details.get_or_insert_with(Default::default);
+        details.name = Some(name.to_owned());
+        details.group = Some(group.to_owned());
+        details.kind = Some(resource.to_owned());
         self
+    }
+
+    /// The field causes of an `Invalid` error.
+    pub fn causes(&self) -> &[Cause] {
+        self.details
+            .as_ref()
+            .map(|d| d.causes.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -116,7 +128,13 @@ impl ApiError {
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
         let joined = causes
             .iter()
-            .map(|c| c.message.clone())
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let summary = if causes.len() > 1 {
@@ -130,7 +148,9 @@ impl ApiError {
             format!("{kind} \"{name}\" is invalid: {summary}"),
         )
         .with_details(kind, group, name);
-        err.causes = causes;
+        if let Some(details) = err.details.as_mut() {
+            details.causes = causes;
+        }
         err
     }
 
@@ -143,7 +163,7 @@ impl ApiError {
             name,
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
-                message: format!("{field}: {message}"),
+                message,
                 field: field.to_owned(),
             }],
         )
@@ -204,19 +224,19 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if self.name.is_some() || !self.causes.is_empty() {
+        if let Some(d) = &self.details {
             let mut details = json!({});
-            if let Some(name) = &self.name {
+            if let Some(name) = &d.name {
                 details["name"] = json!(name);
             }
-            if let Some(group) = self.group.as_deref().filter(|g| !g.is_empty()) {
+            if let Some(group) = d.group.as_deref().filter(|g| !g.is_empty()) {
                 details["group"] = json!(group);
             }
-            if let Some(kind) = &self.kind {
+            if let Some(kind) = &d.kind {
                 details["kind"] = json!(kind);
             }
-            if !self.causes.is_empty() {
-                details["causes"] = self
+            if !d.causes.is_empty() {
+                details["causes"] = d
                     .causes
                     .iter()
                     .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))

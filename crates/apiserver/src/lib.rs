@@ -1,7 +1,13 @@
 //! podnet's Kubernetes-compatible API server.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod alloc;
+pub mod controllers;
 pub mod error;
+pub mod http;
 pub mod meta;
 pub mod registry;
+pub mod rest;
 pub mod selector;
+pub mod server;
+mod typed;

@@ -1,6 +1,7 @@
 //! `podnet`: Kubernetes pod networking. This binary carries the lab, the pod
 //! sandbox (`pause`) and small network probes used by the lab demo.
 
+mod apiserver;
 mod demo;
 mod probe;
 
@@ -35,6 +36,8 @@ enum Cmd {
         #[command(subcommand)]
         command: SandboxCmd,
     },
+    /// The Kubernetes-compatible API server (control plane).
+    Apiserver(apiserver::ApiserverArgs),
     /// Tiny TCP/UDP client and server used inside pods by the demo and tests.
     Probe {
         #[command(subcommand)]
@@ -81,12 +84,25 @@ fn main() {
             command: SandboxCmd::Exec { pid, command },
         } => sandbox_exec(pid, &command),
         Cmd::Probe { command } => probe::run(command),
+        Cmd::Apiserver(args) => {
+            init_logging();
+            report(apiserver::run(args))
+        }
         Cmd::Lab { command } => match command {
             LabCmd::Demo { name, keep } => report(demo::run(&name, keep)),
             LabCmd::Down { name } => report(demo::down(&name)),
         },
     };
     std::process::exit(code);
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn report(result: anyhow::Result<()>) -> i32 {

@@ -68,9 +68,22 @@ impl EmbeddedStore {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         let durable = opts.durable;
-        let backend = tokio::task::spawn_blocking(move || RedbBackend::open(&p, durable))
-            .await
-            .map_err(|e| StoreError::backend(Op::Open, &path.display().to_string(), e))??;
+        // A store of this process that was just dropped releases the file once its last
+        // in-flight blocking read finishes (milliseconds); wait for that, briefly, rather
+        // than fail a restart in the same process.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let backend = loop {
+            let p = p.clone();
+            let opened = tokio::task::spawn_blocking(move || RedbBackend::open(&p, durable))
+                .await
+                .map_err(|e| StoreError::backend(Op::Open, &path.display().to_string(), e))?;
+            match opened {
+                Err(e) if is_already_open(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
+        };
         Ok(EmbeddedStore {
             local: Local::start(backend, opts.local),
             path,
@@ -84,6 +97,18 @@ impl EmbeddedStore {
 }
 
 delegate_store!(EmbeddedStore);
+
+/// Whether opening failed because the file is open elsewhere (another store object in this
+/// process, or another process).
+fn is_already_open(err: &StoreError) -> bool {
+    match err {
+        StoreError::Backend { source, .. } => matches!(
+            source.downcast_ref::<redb::Error>(),
+            Some(redb::Error::DatabaseAlreadyOpen)
+        ),
+        _ => false,
+    }
+}
 
 struct RedbBackend {
     db: Database,

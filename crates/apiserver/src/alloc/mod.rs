@@ -203,7 +203,7 @@ fn forbidden(kind: &str, name: &str, field: &str, message: &str) -> ApiError {
         name,
         vec![Cause {
             reason: "FieldValueForbidden".into(),
-            message: format!("{field}: Forbidden: {message}"),
+            message: format!("Forbidden: {message}"),
             field: field.to_owned(),
         }],
     )

@@ -86,7 +86,7 @@ async fn requested_cluster_ip_honoured_taken_or_out_of_range() {
         err.message,
         "Service \"other\" is invalid: spec.clusterIPs: Invalid value: [\"10.96.0.10\"]: failed to allocate IP 10.96.0.10: provided IP is already allocated"
     );
-    assert_eq!(err.causes[0].field, "spec.clusterIPs");
+    assert_eq!(err.causes()[0].field, "spec.clusterIPs");
 
     let mut far = svc("far", json!({"clusterIPs": ["10.0.0.1"]}));
     let err = a.allocate_service(&mut far, None).await.unwrap_err();
@@ -106,7 +106,7 @@ async fn requested_cluster_ip_honoured_taken_or_out_of_range() {
     }
     let mut bad = svc("bad", json!({"clusterIP": "10.96.0.300"}));
     let err = a.allocate_service(&mut bad, None).await.unwrap_err();
-    assert_eq!(err.causes[0].field, "spec.clusterIPs[0]");
+    assert_eq!(err.causes()[0].field, "spec.clusterIPs[0]");
     assert!(err.message.contains("must be a valid IP address"), "{err}");
     let mut v6 = svc("v6", json!({"ipFamilies": ["IPv6"]}));
     let err = a.allocate_service(&mut v6, None).await.unwrap_err();

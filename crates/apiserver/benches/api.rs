@@ -1,0 +1,217 @@
+//! The apiserver benchmark: creates Services and Pods through the API (kube-rs, many
+//! requests in flight), lists them, and measures how long each Pod creation takes to
+//! reach 20 concurrent watchers; the embedded store and etcd side by side in one run.
+//!
+//! `cargo bench -p podnet-apiserver --bench api` (10,000 Services, 20,000 Pods);
+//! `PODNET_BENCH_SERVICES=200 PODNET_BENCH_PODS=400` for a quick run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Backend, TestServer};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+const WATCHERS: usize = 20;
+const IN_FLIGHT: usize = 64;
+const STAMP: &str = "bench.podnet.io/created-at-ns";
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+struct Figures {
+    services_per_s: f64,
+    pods_per_s: f64,
+    list_services_ms: f64,
+    list_pods_ms: f64,
+    watch_p50_ms: f64,
+    watch_p99_ms: f64,
+    deliveries: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn run(backend: Backend, services: usize, pods: usize) -> Figures {
+    let ts = TestServer::start(backend).await;
+    let client = ts.client();
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    let started = Instant::now();
+    stream::iter(0..services)
+        .map(|i| {
+            let api = svc_api.clone();
+            async move {
+                let svc: Service =
+                    serde_json::from_value(json!({"metadata": {"name": format!("svc-{i}")},
+                    "spec": {"selector": {"app": format!("a{i}")}, "ports": [{"port": 80}]}}))
+                    .unwrap();
+                api.create(&PostParams::default(), &svc).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("services created");
+    let services_per_s = services as f64 / started.elapsed().as_secs_f64();
+
+    // Watchers start before the pods exist; each records every pod's delivery delay.
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(pods * WATCHERS)));
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let latencies = latencies.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut seen = 0;
+            let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+            while seen < pods {
+                let Some(Ok(event)) = events.next().await else {
+                    break;
+                };
+                if let watcher::Event::Apply(pod) = event {
+                    let at = now_ns();
+                    if let Some(stamp) =
+                        pod.metadata.annotations.as_ref().and_then(|a| a.get(STAMP))
+                    {
+                        let sent: u128 = stamp.parse().unwrap();
+                        latencies
+                            .lock()
+                            .await
+                            .push((at.saturating_sub(sent)) as f64 / 1e6);
+                        seen += 1;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    stream::iter(0..pods)
+        .map(|i| {
+            let api = pod_api.clone();
+            async move {
+                let pod: Pod =
+                    serde_json::from_value(json!({"metadata": {"name": format!("pod-{i}"),
+                    "labels": {"app": format!("a{}", i % services.max(1))},
+                    "annotations": {STAMP: now_ns().to_string()}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+                    .unwrap();
+                api.create(&PostParams::default(), &pod).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("pods created");
+    let pods_per_s = pods as f64 / started.elapsed().as_secs_f64();
+    for w in watchers {
+        tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .expect("watchers saw every pod")
+            .unwrap();
+    }
+
+    let mut svc_times = Vec::new();
+    let mut pod_times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let l = svc_api.list(&ListParams::default()).await.unwrap();
+        svc_times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(l.items.len() >= services);
+        let t = Instant::now();
+        let l = pod_api.list(&ListParams::default()).await.unwrap();
+        pod_times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(l.items.len(), pods);
+    }
+    svc_times.sort_by(f64::total_cmp);
+    pod_times.sort_by(f64::total_cmp);
+    let mut lat = latencies.lock().await.clone();
+    lat.sort_by(f64::total_cmp);
+    ts.stop().await;
+    Figures {
+        services_per_s,
+        pods_per_s,
+        list_services_ms: percentile(&svc_times, 0.5),
+        list_pods_ms: percentile(&pod_times, 0.5),
+        watch_p50_ms: percentile(&lat, 0.5),
+        watch_p99_ms: percentile(&lat, 0.99),
+        deliveries: lat.len(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let services = env_count("PODNET_BENCH_SERVICES", 10_000);
+    let pods = env_count("PODNET_BENCH_PODS", 20_000);
+    println!(
+        "apiserver benchmark: {services} Services, {pods} Pods, {WATCHERS} watchers, {IN_FLIGHT} requests in flight"
+    );
+    let embedded = run(Backend::Embedded, services, pods).await;
+    let etcd = run(Backend::Etcd, services, pods).await;
+    println!("{:<34} {:>12} {:>12}", "", "embedded", "etcd");
+    let row = |name: &str, a: f64, b: f64| println!("{name:<34} {a:>12.1} {b:>12.1}");
+    row(
+        "service creates/s",
+        embedded.services_per_s,
+        etcd.services_per_s,
+    );
+    row("pod creates/s", embedded.pods_per_s, etcd.pods_per_s);
+    row(
+        "list all services, median ms",
+        embedded.list_services_ms,
+        etcd.list_services_ms,
+    );
+    row(
+        "list all pods, median ms",
+        embedded.list_pods_ms,
+        etcd.list_pods_ms,
+    );
+    row(
+        "watch delivery p50 ms",
+        embedded.watch_p50_ms,
+        etcd.watch_p50_ms,
+    );
+    row(
+        "watch delivery p99 ms",
+        embedded.watch_p99_ms,
+        etcd.watch_p99_ms,
+    );
+    println!(
+        "{:<34} {:>12} {:>12}",
+        "deliveries measured", embedded.deliveries, etcd.deliveries
+    );
+    println!(
+        "target: embedded watch delivery p99 < 10 ms: {}",
+        if embedded.watch_p99_ms < 10.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}

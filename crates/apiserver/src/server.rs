@@ -1,0 +1,339 @@
+//! Starting and stopping an apiserver: the store, bootstrap objects, allocator repair,
+//! controllers, the HTTP listener and the kubeconfig it writes for clients.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use podnet_api::k8s::kinds;
+use podnet_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, Store};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::alloc::{AllocatorConfig, Allocators};
+use crate::controllers::{self, ControllerConfig};
+use crate::error::ApiError;
+use crate::http::{self, AppState};
+use crate::registry::Registry;
+use crate::rest::Rest;
+
+/// Where objects are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// A redb file under the data directory (the default).
+    Embedded,
+    /// etcd v3 at these endpoints (`host:port` or `http://host:port`).
+    Etcd { endpoints: Vec<String> },
+    /// In memory, lost on exit (tests).
+    Memory,
+}
+
+impl StoreConfig {
+    /// Parses `embedded`, `memory` or `etcd://HOST:PORT[,HOST:PORT…]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(StoreConfig::Embedded),
+            "memory" => Ok(StoreConfig::Memory),
+            _ => {
+                let rest = s.strip_prefix("etcd://").ok_or_else(|| {
+                    format!("unknown store {s:?}: use embedded, memory or etcd://HOST:PORT[,HOST:PORT...]")
+                })?;
+                let endpoints: Vec<String> = rest
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(|e| format!("http://{e}"))
+                    .collect();
+                if endpoints.is_empty() {
+                    return Err(format!(
+                        "store {s:?} names no etcd endpoint: use etcd://HOST:PORT"
+                    ));
+                }
+                Ok(StoreConfig::Etcd { endpoints })
+            }
+        }
+    }
+}
+
+/// Everything `podnet apiserver` is told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub allocators: AllocatorConfig,
+    pub controllers: ControllerConfig,
+    pub bookmark_interval: Duration,
+}
+
+/// Why the apiserver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("opening the store: {0}")]
+    Store(#[from] podnet_store::StoreError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "listening on {addr}: {source} (is another apiserver running there? pick another --bind port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("bootstrapping the cluster objects: {0}")]
+    Bootstrap(ApiError),
+}
+
+/// A running apiserver.
+pub struct ApiServer {
+    addr: SocketAddr,
+    kubeconfig: PathBuf,
+    store: Arc<dyn Store>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Opens the store, bootstraps, starts controllers and begins serving.
+    pub async fn start(config: Config) -> Result<ApiServer, StartError> {
+        check_bind(&config.bind)?;
+        config.allocators.validate().map_err(StartError::Config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+            what: "creating the data directory",
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = open_store(&config).await?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let registry = Registry::new(store.clone());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let allocators = Arc::new(Allocators::new(store.clone(), config.allocators.clone()));
+        let rest = Rest::new(registry.clone(), allocators.clone());
+        let state = Arc::new(AppState {
+            rest: rest.clone(),
+            server_address: addr.to_string(),
+            token: None,
+            bookmark_interval: config.bookmark_interval,
+            ready: Default::default(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let mut tasks = vec![tokio::spawn(serve(
+            listener,
+            state.clone(),
+            shutdown_rx.clone(),
+        ))];
+        bootstrap(&rest, addr)
+            .await
+            .map_err(StartError::Bootstrap)?;
+        if let Err(e) = allocators.repair(&registry, Duration::from_secs(60)).await {
+            tracing::warn!(error = %e, "repairing allocations failed; will retry at the next start");
+        }
+        tasks.extend(controllers::spawn_all(
+            registry,
+            config.controllers.clone(),
+            shutdown_rx,
+        ));
+        state.ready.store(true, Ordering::Release);
+        let kubeconfig = config.data_dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &format!("http://{addr}")).map_err(|source| {
+            StartError::Io {
+                what: "writing the kubeconfig",
+                path: kubeconfig.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "apiserver serving");
+        Ok(ApiServer {
+            addr,
+            kubeconfig,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store objects are kept in (for maintenance such as compaction).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Stops serving and the controllers, and closes the store.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let mut tasks = self.tasks.into_iter();
+        // The listener first: it finishes open requests and closes idle connections, which
+        // hold the store through the handlers' state.
+        if let Some(listener) = tasks.next()
+            && tokio::time::timeout(Duration::from_secs(5), listener)
+                .await
+                .is_err()
+        {
+            tracing::warn!("open API connections did not finish within 5 s");
+        }
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        // Aborted tasks drop their handles to the store on the runtime's next turns; the
+        // embedded store's file is only closed (and can be reopened) once they all have.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.store) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.store) > 1 {
+            tracing::warn!("parts of the apiserver still hold the store after stopping");
+        }
+    }
+}
+
+/// Plain HTTP without authentication is only for loopback.
+fn check_bind(bind: &SocketAddr) -> Result<(), StartError> {
+    if bind.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(StartError::Config(format!(
+        "--bind {bind}: podnet serves plain HTTP without authentication, which is only safe on loopback; bind to 127.0.0.1 (TLS with a bearer token for other addresses is not available yet)"
+    )))
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match &config.store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Embedded => {
+            let path = config.data_dir.join("store.redb");
+            Arc::new(EmbeddedStore::open(&path, EmbeddedOptions::default()).await?)
+        }
+        StoreConfig::Etcd { endpoints } => {
+            let opts = podnet_store::EtcdOptions {
+                endpoints: endpoints.clone(),
+                ..Default::default()
+            };
+            Arc::new(podnet_store::EtcdStore::connect(opts).await?)
+        }
+    })
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = http::router(state);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "the API listener failed");
+    }
+}
+
+/// The namespaces every cluster has, and the `kubernetes` Service with its Endpoints.
+async fn bootstrap(rest: &Rest, addr: SocketAddr) -> Result<(), ApiError> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        create_if_absent(rest.create(&kinds::NAMESPACE, "", obj).await)?;
+    }
+    let ip = rest.allocators().kubernetes_service_ip();
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]},
+    });
+    create_if_absent(rest.create(&kinds::SERVICE, "default", svc).await)?;
+    let endpoints = http::kubernetes_endpoints(&endpoint_address(addr.ip()), addr.port());
+    let existing = rest
+        .registry()
+        .try_get(&kinds::ENDPOINTS, "default", "kubernetes")
+        .await?;
+    if existing.is_none() {
+        create_if_absent(rest.registry().create(&kinds::ENDPOINTS, endpoints).await)?;
+    }
+    Ok(())
+}
+
+fn endpoint_address(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+fn create_if_absent(result: Result<Value, ApiError>) -> Result<(), ApiError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a kubeconfig (mode 0600) that kubectl and podnet use to reach this server.
+pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: podnet\n  cluster:\n    server: {server}\nusers:\n- name: podnet-admin\n  user: {{}}\ncontexts:\n- name: podnet\n  context:\n    cluster: podnet\n    user: podnet-admin\n    namespace: default\ncurrent-context: podnet\npreferences: {{}}\n"
+    );
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_flags() {
+        assert_eq!(StoreConfig::parse("embedded"), Ok(StoreConfig::Embedded));
+        assert_eq!(
+            StoreConfig::parse("etcd://127.0.0.1:2379,127.0.0.2:2379"),
+            Ok(StoreConfig::Etcd {
+                endpoints: vec![
+                    "http://127.0.0.1:2379".into(),
+                    "http://127.0.0.2:2379".into()
+                ]
+            })
+        );
+        assert!(StoreConfig::parse("etcd://").is_err());
+        assert!(
+            StoreConfig::parse("mysql://x")
+                .unwrap_err()
+                .contains("use embedded")
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! `podnet apiserver`: runs the Kubernetes-compatible API server until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use podnet_apiserver::alloc::AllocatorConfig;
+use podnet_apiserver::controllers::ControllerConfig;
+use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
+
+#[derive(Args, Debug)]
+pub struct ApiserverArgs {
+    /// Address to listen on (plain HTTP: loopback only).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    bind: SocketAddr,
+    /// Directory for the embedded store and the kubeconfig written for clients.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// embedded | memory | etcd://HOST:PORT[,HOST:PORT...]
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// The range node pod subnets are allocated from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::IpNet,
+    /// Prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_size: u8,
+    /// The range ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: ipnet::IpNet,
+    /// NodePorts, as FIRST-LAST.
+    #[arg(long, default_value = "30000-32767")]
+    nodeport_range: String,
+    /// Addresses handed to LoadBalancer Services (none: they stay pending).
+    #[arg(long)]
+    lb_pool: Option<ipnet::IpNet>,
+    /// How long a node may miss Lease renewals before it is marked NotReady.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_seconds: u64,
+}
+
+pub fn run(args: ApiserverArgs) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = ApiServer::start(config).await?;
+        eprintln!(
+            "podnet apiserver: serving on http://{}; export KUBECONFIG={}",
+            server.local_addr(),
+            server.kubeconfig_path().display()
+        );
+        wait_for_stop_signal().await?;
+        server.stop().await;
+        Ok(())
+    })
+}
+
+fn config(args: &ApiserverArgs) -> anyhow::Result<Config> {
+    let store = StoreConfig::parse(&args.store).map_err(anyhow::Error::msg)?;
+    Ok(Config {
+        bind: args.bind,
+        data_dir: args.data_dir.clone(),
+        store,
+        allocators: AllocatorConfig {
+            service_cidr: args.service_cidr,
+            nodeport_range: parse_port_range(&args.nodeport_range)?,
+            cluster_cidr: args.cluster_cidr,
+            node_cidr_size: args.node_cidr_size,
+            lb_pool: args.lb_pool,
+        },
+        controllers: ControllerConfig {
+            node_monitor_grace: Duration::from_secs(args.node_monitor_grace_seconds),
+            ..ControllerConfig::default()
+        },
+        bookmark_interval: Duration::from_secs(60),
+    })
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let bad = || anyhow::anyhow!("--nodeport-range {s:?}: expected FIRST-LAST, e.g. 30000-32767");
+    let (first, last) = s.split_once('-').ok_or_else(bad)?;
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    Ok(first..=last)
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
