@@ -14,6 +14,11 @@ apt-get install -y -q --no-install-recommends \
   iproute2 nftables iputils-ping containernetworking-plugins \
   etcd-server protobuf-compiler openssl ca-certificates >/dev/null
 
+# The kubectl tests use the machine's kubectl; Debian's is the fallback.
+if ! command -v kubectl >/dev/null 2>&1; then
+  apt-get install -y -q --no-install-recommends kubernetes-client >/dev/null
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
@@ -23,5 +28,6 @@ cargo build --workspace --all-targets
 # A quick smoke run of the CNI benchmark (the real run is in BENCHMARKS.md);
 # it only reports, the figures are judged there.
 PODNET_BENCH_PODS=5 cargo bench -p podnet-cni --bench add_del
+PODNET_BENCH_SERVICES=50 PODNET_BENCH_PODS=100 cargo bench -p podnet-apiserver --bench api
 
 cargo nextest run --workspace --no-fail-fast "$@"
