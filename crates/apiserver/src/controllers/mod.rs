@@ -911,12 +911,25 @@ mod tests {
             panic!("no list first")
         };
         assert!(items.is_empty());
-        // Many writes without yielding: the watch falls behind the compaction.
-        for i in 0..200 {
-            r.create(&NODE, json!({"metadata": {"name": format!("n{i}")}}))
-                .await
+        // Many writes from another thread while this runtime (which runs the informer and
+        // its watch) is blocked: the watch falls behind the compaction.
+        let writer = r.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap();
-        }
+            rt.block_on(async {
+                for i in 0..200 {
+                    writer
+                        .create(&NODE, json!({"metadata": {"name": format!("n{i}")}}))
+                        .await
+                        .unwrap();
+                }
+            });
+        })
+        .join()
+        .unwrap();
         // The informer's view: re-listed at least once, and complete in the end.
         let mut names: HashSet<String> = HashSet::new();
         let mut relists = 0;
