@@ -3,6 +3,7 @@
 
 mod apiserver;
 mod demo;
+mod lab;
 mod probe;
 
 use clap::{Parser, Subcommand};
@@ -57,11 +58,17 @@ enum LabCmd {
         #[arg(long)]
         keep: bool,
     },
-    /// Removes what `lab demo --keep` left.
+    /// Builds a multi-node lab: an underlay switch, N node namespaces each
+    /// running `podnet agent`, and the apiserver.
+    Up(lab::UpArgs),
+    /// Removes a lab (or what `lab demo --keep` left): processes,
+    /// namespaces, mounts and files.
     Down {
         #[arg(long, default_value = "podnet")]
         name: String,
     },
+    /// Shows a lab's nodes, agents and apiserver, and their health.
+    Status(lab::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -90,7 +97,9 @@ fn main() {
         }
         Cmd::Lab { command } => match command {
             LabCmd::Demo { name, keep } => report(demo::run(&name, keep)),
-            LabCmd::Down { name } => report(demo::down(&name)),
+            LabCmd::Up(args) => report(lab::up::run(args)),
+            LabCmd::Down { name } => report(lab::down::run(&name)),
+            LabCmd::Status(args) => report(lab::status::run(args)),
         },
     };
     std::process::exit(code);

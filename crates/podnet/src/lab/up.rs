@@ -1,0 +1,697 @@
+//! `podnet lab up`: builds the lab (underlay, nodes, store, apiserver,
+//! agents), shows progress, and waits until every Node is Ready. On an
+//! existing healthy lab it changes nothing; on a broken one it says what is
+//! in the way.
+
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::Ipv4Net;
+use podnet_kernel::NetNs;
+
+use super::processes::{self, Started, is_alive, log_tail, spawn_daemon};
+use super::state::{ApiserverState, LabState, NodeState, ProcessRecord, Processes, UnderlayState};
+use super::status::{self, Observation, kubeconfig_token};
+use super::topology::{self, Underlay};
+use super::{
+    AGENT_API_PORT, Backend, LabPaths, MAX_NODES, ProxyMode, StoreKind, UNDERLAY_BRIDGE, UpArgs,
+    http, validate_name,
+};
+
+const DEFAULT_NODES: u32 = 2;
+const DEFAULT_UNDERLAY: &str = "172.30.0.0/24";
+const DEFAULT_CLUSTER: &str = "10.244.0.0/16";
+const DEFAULT_SERVICE: &str = "10.96.0.0/12";
+/// Where Debian's etcd-server installs etcd.
+const ETCD_BIN: &str = "/usr/bin/etcd";
+const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The lab asked for, with defaults filled in and checked.
+#[derive(Debug, Clone)]
+struct Plan {
+    nodes: u32,
+    backend: Backend,
+    proxy_mode: ProxyMode,
+    store: StoreKind,
+    underlay: Underlay,
+    cluster_cidr: Ipv4Net,
+    service_cidr: Ipv4Net,
+    ready_timeout: Duration,
+}
+
+fn parse_default(text: &str) -> Result<Ipv4Net> {
+    text.parse()
+        .with_context(|| format!("built-in default {text} is not a subnet"))
+}
+
+impl Plan {
+    fn from_args(args: &UpArgs) -> Result<Plan> {
+        let nodes = args.nodes.unwrap_or(DEFAULT_NODES);
+        if nodes == 0 || nodes > MAX_NODES {
+            bail!("--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes");
+        }
+        let underlay_cidr = match args.underlay_cidr {
+            Some(c) => c,
+            None => parse_default(DEFAULT_UNDERLAY)?,
+        };
+        let cluster_cidr = match args.cluster_cidr {
+            Some(c) => c.trunc(),
+            None => parse_default(DEFAULT_CLUSTER)?,
+        };
+        let service_cidr = match args.service_cidr {
+            Some(c) => c.trunc(),
+            None => parse_default(DEFAULT_SERVICE)?,
+        };
+        let underlay = Underlay::new(underlay_cidr, nodes)?;
+        let ranges = [
+            ("--underlay-cidr", underlay.cidr),
+            ("--cluster-cidr", cluster_cidr),
+            ("--service-cidr", service_cidr),
+        ];
+        for (i, (a_flag, a)) in ranges.iter().enumerate() {
+            for (b_flag, b) in &ranges[i + 1..] {
+                if a.contains(b) || b.contains(a) {
+                    bail!(
+                        "{a_flag} {a} overlaps {b_flag} {b}: the underlay, pod and service ranges must be disjoint"
+                    );
+                }
+            }
+        }
+        if args.timeout == 0 {
+            bail!("--timeout 0: give the nodes at least a second to become Ready");
+        }
+        Ok(Plan {
+            nodes,
+            backend: args.backend.unwrap_or(Backend::Vxlan),
+            proxy_mode: args.proxy_mode.unwrap_or(ProxyMode::Nftables),
+            store: args.store.unwrap_or(StoreKind::Embedded),
+            underlay,
+            cluster_cidr,
+            service_cidr,
+            ready_timeout: Duration::from_secs(args.timeout),
+        })
+    }
+}
+
+pub fn run(args: UpArgs) -> Result<()> {
+    validate_name(&args.name)?;
+    let plan = Plan::from_args(&args)?;
+    let paths = LabPaths::new(&args.name);
+    let obs = status::observe(&paths)?;
+    if !obs.is_absent() {
+        return adopt(&obs, &args);
+    }
+    let exe = std::env::current_exe().context("find the podnet binary")?;
+    let agent_flags = preflight(&exe, &plan)?;
+    let started = Instant::now();
+    println!(
+        "podnet lab up: lab {} with {} node{} (backend {}, proxy {}, store {})",
+        paths.name,
+        plan.nodes,
+        if plan.nodes == 1 { "" } else { "s" },
+        plan.backend.as_str(),
+        plan.proxy_mode.as_str(),
+        plan.store.as_str()
+    );
+    let mut lab = Builder {
+        paths: paths.clone(),
+        plan,
+        exe,
+        agent_flags,
+        processes: Processes::default(),
+    };
+    lab.build().map_err(|e| {
+        e.context(format!(
+            "lab {0} did not come up; what was made is left for inspection (logs under {1}); remove it with `podnet lab down --name {0}`",
+            paths.name,
+            paths.logs().display()
+        ))
+    })?;
+    println!(
+        "lab {} is up in {:.1} s. To use it:",
+        paths.name,
+        started.elapsed().as_secs_f64()
+    );
+    println!("  export KUBECONFIG={}", paths.kubeconfig().display());
+    println!("  podnet get nodes");
+    println!("  podnet lab status --name {}", paths.name);
+    println!("  podnet lab down --name {}", paths.name);
+    Ok(())
+}
+
+/// An existing lab: a healthy one is adopted as it is (unless the flags ask
+/// for something else); anything else is reported as in the way.
+fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
+    let name = &obs.paths.name;
+    let problems = obs.problems();
+    let Some(state) = obs.state.as_ref().filter(|_| problems.is_empty()) else {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        bail!(
+            "lab {name} is partly there and cannot be adopted:\n{}\nremove it with `podnet lab down --name {name}`, then run `podnet lab up` again",
+            list.join("\n")
+        );
+    };
+    let mut differences = Vec::new();
+    if let Some(n) = args.nodes
+        && n as usize != state.nodes.len()
+    {
+        differences.push(format!("--nodes {n} (it has {})", state.nodes.len()));
+    }
+    if let Some(b) = args.backend
+        && b != state.backend
+    {
+        differences.push(format!(
+            "--backend {} (it uses {})",
+            b.as_str(),
+            state.backend.as_str()
+        ));
+    }
+    if let Some(m) = args.proxy_mode
+        && m != state.proxy_mode
+    {
+        differences.push(format!(
+            "--proxy-mode {} (it uses {})",
+            m.as_str(),
+            state.proxy_mode.as_str()
+        ));
+    }
+    if let Some(s) = args.store
+        && !state.store.starts_with(s.as_str())
+    {
+        differences.push(format!("--store {} (it uses {})", s.as_str(), state.store));
+    }
+    for (flag, asked, has) in [
+        ("--underlay-cidr", args.underlay_cidr, state.underlay.cidr),
+        ("--cluster-cidr", args.cluster_cidr, state.cluster_cidr),
+        ("--service-cidr", args.service_cidr, state.service_cidr),
+    ] {
+        if let Some(c) = asked
+            && c.trunc() != has
+        {
+            differences.push(format!("{flag} {c} (it uses {has})"));
+        }
+    }
+    if !differences.is_empty() {
+        bail!(
+            "lab {name} is already up, differently from what you asked: {}; to rebuild it, run `podnet lab down --name {name}` first",
+            differences.join(", ")
+        );
+    }
+    println!("lab {name} is already up; adopting it as it is (nothing changed).");
+    print!("{}", status::render(obs));
+    println!(
+        "  export KUBECONFIG={}",
+        state.apiserver.kubeconfig.display()
+    );
+    Ok(())
+}
+
+/// What the agent binary accepts, beyond the flags every agent has.
+#[derive(Debug, Clone, Default)]
+struct AgentFlags {
+    backend: bool,
+    proxy_mode: bool,
+    service_cidr: bool,
+}
+
+/// Checks, before anything is made, that this podnet has what the lab needs.
+fn preflight(exe: &Path, plan: &Plan) -> Result<AgentFlags> {
+    let help = |cmd: &str| -> Result<String> {
+        let out = Command::new(exe)
+            .args([cmd, "--help"])
+            .output()
+            .with_context(|| format!("run {} {cmd} --help", exe.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} has no `{cmd}` command ({}); build a podnet that has it",
+                exe.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let apiserver = help("apiserver")?;
+    if !apiserver.contains("--listen-fd") {
+        bail!(
+            "`{} apiserver` cannot serve on an inherited socket (no --listen-fd), which the lab's agents reach it through; build a newer podnet",
+            exe.display()
+        );
+    }
+    let agent = help("agent")?;
+    for flag in ["--node-name", "--kubeconfig", "--node-ip", "--state-dir"] {
+        if !agent.contains(flag) {
+            bail!(
+                "`{} agent` does not take {flag}, which the lab passes; build a podnet whose agent matches this lab",
+                exe.display()
+            );
+        }
+    }
+    if plan.store == StoreKind::Etcd && !Path::new(ETCD_BIN).exists() {
+        bail!(
+            "--store etcd needs {ETCD_BIN}, which is not installed: `apt-get install -y etcd-server`"
+        );
+    }
+    Ok(AgentFlags {
+        backend: agent.contains("--backend"),
+        proxy_mode: agent.contains("--proxy-mode"),
+        service_cidr: agent.contains("--service-cidr"),
+    })
+}
+
+struct Builder {
+    paths: LabPaths,
+    plan: Plan,
+    exe: PathBuf,
+    agent_flags: AgentFlags,
+    processes: Processes,
+}
+
+/// Prints `label… ` and then `ok`, what `f` returns, or `failed`.
+fn step<T>(label: &str, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
+    print!("{label}… ");
+    let _ = std::io::stdout().flush();
+    match f() {
+        Ok((value, done)) => {
+            println!("{done}");
+            Ok(value)
+        }
+        Err(e) => {
+            println!("failed");
+            Err(e)
+        }
+    }
+}
+
+impl Builder {
+    fn build(&mut self) -> Result<()> {
+        let paths = self.paths.clone();
+        for dir in [&paths.run, &paths.lib, &paths.logs()] {
+            fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let underlay = self.plan.underlay;
+        let store = match self.plan.store {
+            StoreKind::Embedded => "embedded".to_string(),
+            StoreKind::Etcd => {
+                // The port is chosen when etcd starts; recorded below.
+                "etcd".to_string()
+            }
+        };
+        let mut state = LabState {
+            name: paths.name.clone(),
+            nodes: (1..=self.plan.nodes)
+                .map(|i| {
+                    let name = paths.node_name(i);
+                    NodeState {
+                        netns: name.clone(),
+                        node_ip: underlay.node_ip(i),
+                        state_dir: paths.node_state_dir(&name),
+                        log_dir: paths.node_log_dir(&name),
+                        name,
+                    }
+                })
+                .collect(),
+            apiserver: ApiserverState {
+                port: 0,
+                kubeconfig: paths.kubeconfig(),
+                agent_kubeconfig: paths.agent_kubeconfig(),
+                underlay_address: format!("{}:{AGENT_API_PORT}", underlay.bridge_ip()),
+            },
+            backend: self.plan.backend,
+            proxy_mode: self.plan.proxy_mode,
+            store,
+            underlay: UnderlayState {
+                netns: paths.underlay_ns(),
+                bridge: UNDERLAY_BRIDGE.to_string(),
+                cidr: underlay.cidr,
+                address: underlay.bridge_ip(),
+            },
+            cluster_cidr: self.plan.cluster_cidr,
+            service_cidr: self.plan.service_cidr,
+        };
+        // Recorded first, so that `lab down` finds everything even if the
+        // rest fails half-way.
+        state.save(&paths)?;
+        self.processes.save(&paths)?;
+
+        let underlay_ns = step(
+            &format!(
+                "creating underlay {} ({UNDERLAY_BRIDGE} {}/{})",
+                paths.underlay_ns(),
+                underlay.bridge_ip(),
+                underlay.cidr.prefix_len()
+            ),
+            || Ok((topology::create_underlay(&paths, &underlay)?, "ok".into())),
+        )?;
+        let mut node_ns = Vec::new();
+        for i in 1..=self.plan.nodes {
+            let ns = step(
+                &format!("node{i} ({}, {})", paths.node_name(i), underlay.node_ip(i)),
+                || {
+                    Ok((
+                        topology::create_node(&paths, &underlay_ns, &underlay, i)?,
+                        "ok".into(),
+                    ))
+                },
+            )?;
+            node_ns.push(ns);
+        }
+
+        if self.plan.store == StoreKind::Etcd {
+            let port = step("etcd", || {
+                let port = self.start_etcd()?;
+                Ok((port, format!("ready on 127.0.0.1:{port}")))
+            })?;
+            state.store = format!("etcd://127.0.0.1:{port}");
+            state.save(&paths)?;
+        }
+
+        let port = step("apiserver", || {
+            let port = self.start_apiserver(&state, &underlay_ns, &underlay)?;
+            Ok((port, format!("ready on 127.0.0.1:{port}")))
+        })?;
+        state.apiserver.port = port;
+        state.save(&paths)?;
+        drop(underlay_ns);
+
+        step(&format!("starting {} agents", state.nodes.len()), || {
+            for (node, ns) in state.nodes.iter().zip(&node_ns) {
+                self.start_agent(&state, node, ns)?;
+            }
+            Ok(((), "ok".into()))
+        })?;
+        drop(node_ns);
+        self.wait_nodes_ready(&state)
+    }
+
+    fn record(
+        &mut self,
+        component: &str,
+        node: Option<&str>,
+        started: &Started,
+        log: &Path,
+    ) -> Result<()> {
+        self.processes.processes.push(ProcessRecord {
+            component: component.to_string(),
+            node: node.map(str::to_string),
+            pid: started.pid,
+            start_time: started.start_time,
+            log: log.to_path_buf(),
+        });
+        self.processes.save(&self.paths)
+    }
+
+    fn start_etcd(&mut self) -> Result<u16> {
+        let client = processes::free_loopback_port()?;
+        let peer = processes::free_loopback_port()?;
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let data = self.paths.etcd_data();
+        fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+        let mut cmd = Command::new(ETCD_BIN);
+        cmd.arg(format!("--name={}", self.paths.name))
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster={}={peer_url}", self.paths.name))
+            .arg("--initial-cluster-state=new")
+            .arg("--log-level=warn");
+        let log = self.paths.log_of("etcd");
+        let started = spawn_daemon(cmd, &log, None)?;
+        self.record("etcd", None, &started, &log)?;
+        wait_until(ETCD_READY_TIMEOUT, || {
+            if !is_alive(started.pid, started.start_time) {
+                return Err(anyhow!(
+                    "etcd (pid {}) exited; the end of {}:\n{}",
+                    started.pid,
+                    log.display(),
+                    log_tail(&log, 15)
+                ));
+            }
+            Ok(http::get(client, "/health", None, Duration::from_secs(2))
+                .is_ok_and(|r| r.status == 200))
+        })
+        .with_context(|| {
+            format!(
+                "etcd on 127.0.0.1:{client} was not healthy within {} s; see {}",
+                ETCD_READY_TIMEOUT.as_secs(),
+                log.display()
+            )
+        })?;
+        Ok(client)
+    }
+
+    fn start_apiserver(
+        &mut self,
+        state: &LabState,
+        underlay_ns: &NetNs,
+        underlay: &Underlay,
+    ) -> Result<u16> {
+        let listener = topology::agent_listener(underlay_ns, underlay)?;
+        let port = processes::free_loopback_port()?;
+        let data = self.paths.apiserver_data();
+        fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("apiserver")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--store")
+            .arg(&state.store)
+            .arg("--cluster-cidr")
+            .arg(state.cluster_cidr.to_string())
+            .arg("--service-cidr")
+            .arg(state.service_cidr.to_string())
+            .arg("--listen-fd")
+            .arg(processes::INHERITED_FD.to_string())
+            .arg("--listen-fd-kubeconfig")
+            .arg(&state.apiserver.agent_kubeconfig);
+        let log = self.paths.log_of("apiserver");
+        let started = spawn_daemon(cmd, &log, Some(&listener))?;
+        drop(listener);
+        self.record("apiserver", None, &started, &log)?;
+        let loopback_kubeconfig = data.join("kubeconfig");
+        wait_until(APISERVER_READY_TIMEOUT, || {
+            if !is_alive(started.pid, started.start_time) {
+                return Err(anyhow!(
+                    "the apiserver (pid {}) exited; the end of {}:\n{}",
+                    started.pid,
+                    log.display(),
+                    log_tail(&log, 15)
+                ));
+            }
+            let token = kubeconfig_token(&loopback_kubeconfig);
+            Ok(status::readyz(port, token.as_deref()).is_ok()
+                && loopback_kubeconfig.exists()
+                && state.apiserver.agent_kubeconfig.exists())
+        })
+        .with_context(|| {
+            format!(
+                "the apiserver on 127.0.0.1:{port} was not ready (with {} and {} written) within {} s; see {}",
+                loopback_kubeconfig.display(),
+                state.apiserver.agent_kubeconfig.display(),
+                APISERVER_READY_TIMEOUT.as_secs(),
+                log.display()
+            )
+        })?;
+        // Users get the loopback kubeconfig at the lab's well-known path; a
+        // link, so it follows the apiserver should it rewrite it.
+        let link = &state.apiserver.kubeconfig;
+        let _ = fs::remove_file(link);
+        std::os::unix::fs::symlink(Path::new("apiserver").join("kubeconfig"), link).with_context(
+            || {
+                format!(
+                    "link {} to {}",
+                    link.display(),
+                    loopback_kubeconfig.display()
+                )
+            },
+        )?;
+        Ok(port)
+    }
+
+    fn start_agent(&mut self, state: &LabState, node: &NodeState, ns: &NetNs) -> Result<()> {
+        let cni_conf_dir = node.state_dir.join("cni").join("net.d");
+        for dir in [&node.state_dir, &node.log_dir, &cni_conf_dir] {
+            fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let bin_dir = self
+            .exe
+            .parent()
+            .with_context(|| format!("{} has no directory", self.exe.display()))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("agent")
+            .arg("--node-name")
+            .arg(&node.name)
+            .arg("--kubeconfig")
+            .arg(&state.apiserver.agent_kubeconfig)
+            .arg("--node-ip")
+            .arg(node.node_ip.to_string())
+            .arg("--cluster-cidr")
+            .arg(state.cluster_cidr.to_string())
+            .arg("--cni-bin-dir")
+            .arg(bin_dir)
+            .arg("--cni-conf-dir")
+            .arg(&cni_conf_dir)
+            .arg("--state-dir")
+            .arg(&node.state_dir)
+            .arg("--log-dir")
+            .arg(&node.log_dir)
+            .arg("--subnet-file")
+            .arg(node.state_dir.join("subnet.env"));
+        if self.agent_flags.backend {
+            cmd.arg("--backend").arg(state.backend.as_str());
+        }
+        if self.agent_flags.proxy_mode {
+            cmd.arg("--proxy-mode").arg(state.proxy_mode.as_str());
+        }
+        if self.agent_flags.service_cidr {
+            cmd.arg("--service-cidr")
+                .arg(state.service_cidr.to_string());
+        }
+        ns.enter_on_exec(&mut cmd)?;
+        let log = self.paths.log_of(&format!("agent-{}", node.name));
+        let started = spawn_daemon(cmd, &log, None)
+            .with_context(|| format!("start the agent of {}", node.name))?;
+        self.record("agent", Some(&node.name), &started, &log)
+    }
+
+    /// Waits until the API shows every node Ready; stops early, naming the
+    /// node and its log, if an agent exits.
+    fn wait_nodes_ready(&self, state: &LabState) -> Result<()> {
+        let total = state.nodes.len();
+        let tty = std::io::stdout().is_terminal();
+        let token = kubeconfig_token(&state.apiserver.kubeconfig);
+        let deadline = Instant::now() + self.plan.ready_timeout;
+        let mut shown = usize::MAX;
+        let mut last_error = String::new();
+        loop {
+            for node in &state.nodes {
+                if let Some(p) = self.processes.find("agent", Some(&node.name))
+                    && !is_alive(p.pid, p.start_time)
+                {
+                    if tty {
+                        println!();
+                    }
+                    bail!(
+                        "the agent of {} (pid {}) exited; the end of its log {}:\n{}",
+                        node.name,
+                        p.pid,
+                        p.log.display(),
+                        log_tail(&p.log, 15)
+                    );
+                }
+            }
+            let nodes = match status::api_nodes(state.apiserver.port, token.as_deref()) {
+                Ok(nodes) => nodes,
+                Err(e) => {
+                    last_error = format!("{e:#}");
+                    Default::default()
+                }
+            };
+            let not_ready: Vec<&NodeState> = state
+                .nodes
+                .iter()
+                .filter(|n| nodes.get(&n.name).is_none_or(|a| a.ready != "True"))
+                .collect();
+            let ready = total - not_ready.len();
+            if tty && ready != shown {
+                print!("\ragents: {ready}/{total} nodes Ready");
+                let _ = std::io::stdout().flush();
+                shown = ready;
+            }
+            if not_ready.is_empty() {
+                if tty {
+                    println!();
+                } else {
+                    println!("agents: {ready}/{total} nodes Ready");
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                if tty {
+                    println!();
+                }
+                let node = not_ready[0];
+                let why = match nodes.get(&node.name) {
+                    Some(a) => format!("its Ready condition is {}", a.ready),
+                    None if last_error.is_empty() => "it has not registered".to_string(),
+                    None => format!("it has not registered (listing Nodes: {last_error})"),
+                };
+                let log = self
+                    .processes
+                    .find("agent", Some(&node.name))
+                    .map(|p| p.log.clone())
+                    .unwrap_or_else(|| self.paths.log_of(&format!("agent-{}", node.name)));
+                bail!(
+                    "{ready}/{total} nodes Ready after {} s: node {} is not Ready ({why}); see its agent's log {}:\n{}",
+                    self.plan.ready_timeout.as_secs(),
+                    node.name,
+                    log.display(),
+                    log_tail(&log, 15)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true, fails, or `within` passes.
+fn wait_until(within: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args() -> UpArgs {
+        UpArgs {
+            name: "lab".into(),
+            nodes: None,
+            backend: None,
+            proxy_mode: None,
+            store: None,
+            underlay_cidr: None,
+            cluster_cidr: None,
+            service_cidr: None,
+            timeout: 60,
+        }
+    }
+
+    #[test]
+    fn plan_defaults_and_checks() {
+        let plan = Plan::from_args(&args()).unwrap();
+        assert_eq!(plan.nodes, 2);
+        assert_eq!(plan.underlay.cidr.to_string(), "172.30.0.0/24");
+        let mut a = args();
+        a.nodes = Some(0);
+        assert!(Plan::from_args(&a).is_err());
+        a.nodes = Some(65);
+        assert!(Plan::from_args(&a).is_err());
+        let mut a = args();
+        a.underlay_cidr = Some("10.244.3.0/24".parse().unwrap());
+        let e = Plan::from_args(&a).unwrap_err().to_string();
+        assert!(e.contains("overlaps --cluster-cidr"), "{e}");
+        let mut a = args();
+        a.service_cidr = Some("10.244.0.0/12".parse().unwrap());
+        assert!(Plan::from_args(&a).is_err());
+    }
+}
