@@ -1,3 +1,8 @@
-//! The podnet node agent. For now: the pod runtime's sandbox.
+//! The podnet node agent: node registration, lease and network set-up ([`node`]), the pod
+//! runtime ([`pods`], on the sandbox primitives of [`runtime`]), tied together by [`agent`].
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agent;
+pub mod node;
+pub mod pods;
 pub mod runtime;
