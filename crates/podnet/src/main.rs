@@ -1,6 +1,7 @@
 //! `podnet`: Kubernetes pod networking. This binary carries the lab, the pod
 //! sandbox (`pause`) and small network probes used by the lab demo.
 
+mod agent_cmd;
 mod apiserver;
 mod demo;
 mod lab;
@@ -39,6 +40,9 @@ enum Cmd {
     },
     /// The Kubernetes-compatible API server (control plane).
     Apiserver(apiserver::ApiserverArgs),
+    /// The node agent: registers the Node, renews its Lease, sets up the node network and
+    /// runs the node's pods.
+    Agent(agent_cmd::AgentArgs),
     /// Tiny TCP/UDP client and server used inside pods by the demo and tests.
     Probe {
         #[command(subcommand)]
@@ -91,6 +95,10 @@ fn main() {
             command: SandboxCmd::Exec { pid, command },
         } => sandbox_exec(pid, &command),
         Cmd::Probe { command } => probe::run(command),
+        Cmd::Agent(args) => {
+            init_logging();
+            report(agent_cmd::run(args))
+        }
         Cmd::Apiserver(args) => {
             init_logging();
             report(apiserver::run(args))
