@@ -15,7 +15,7 @@ use crate::controllers;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::meta;
 use crate::registry::{self, Registry};
-use crate::typed;
+use crate::typed::{self, FieldValidation};
 
 /// How many times a PATCH is re-applied when the object changes under it.
 const PATCH_ATTEMPTS: usize = 16;
@@ -33,6 +33,21 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
+}
+
+/// Options of a create, update or patch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: validate and return the result without storing or allocating.
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// The object as written, with warnings for the client (`Warning` headers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
 }
 
 /// What a delete did.
@@ -67,13 +82,32 @@ impl Rest {
         namespace: &str,
         body: Value,
     ) -> ApiResult<Value> {
-        let mut obj = self.prepare_new(kind, namespace, body)?;
+        self.create_with(kind, namespace, body, WriteOptions::default())
+            .await
+            .map(|w| w.object)
+    }
+
+    /// [`Rest::create`] with options.
+    pub async fn create_with(
+        &self,
+        kind: &'static ResourceKind,
+        namespace: &str,
+        body: Value,
+        opts: WriteOptions,
+    ) -> ApiResult<Written> {
+        let (mut obj, warnings) = self.prepare_new(kind, namespace, body, opts)?;
         if kind.namespaced {
             self.require_active_namespace(namespace).await?;
         }
+        if opts.dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings,
+            });
+        }
         let allocated = self.allocate(kind, &mut obj, None).await?;
         match self.registry.create(kind, obj).await {
-            Ok(created) => Ok(created),
+            Ok(object) => Ok(Written { object, warnings }),
             Err(e) => {
                 self.allocators.rollback(allocated).await;
                 Err(e)
@@ -87,7 +121,8 @@ impl Rest {
         kind: &'static ResourceKind,
         namespace: &str,
         body: Value,
-    ) -> ApiResult<Value> {
+        opts: WriteOptions,
+    ) -> ApiResult<(Value, Vec<String>)> {
         let mut obj = check_type_meta(kind, body)?;
         set_namespace(kind, &mut obj, namespace)?;
         meta::remove(&mut obj, "resourceVersion");
@@ -108,7 +143,7 @@ impl Rest {
                 meta::set(&mut obj, "name", format!("{prefix}{}", random_suffix()));
             }
         }
-        typed::check_shape(kind, &obj)?;
+        let (mut obj, warnings) = typed::normalize(kind, &obj, opts.field_validation)?;
         validation::apply_defaults(kind.kind, &mut obj);
         if kind == &kinds::NAMESPACE {
             obj["status"] = json!({"phase": "Active"});
@@ -118,7 +153,7 @@ impl Rest {
         if !errors.is_empty() {
             return Err(invalid(kind, &obj, &errors));
         }
-        Ok(obj)
+        Ok((obj, warnings))
     }
 
     /// Replaces an object (PUT), or its `status` when `subresource` is `status`.
@@ -130,6 +165,28 @@ impl Rest {
         subresource: Option<&str>,
         body: Value,
     ) -> ApiResult<Value> {
+        self.replace_with(
+            kind,
+            namespace,
+            name,
+            subresource,
+            body,
+            WriteOptions::default(),
+        )
+        .await
+        .map(|w| w.object)
+    }
+
+    /// [`Rest::replace`] with options.
+    pub async fn replace_with(
+        &self,
+        kind: &'static ResourceKind,
+        namespace: &str,
+        name: &str,
+        subresource: Option<&str>,
+        body: Value,
+        opts: WriteOptions,
+    ) -> ApiResult<Written> {
         let mut body = check_type_meta(kind, body)?;
         set_namespace(kind, &mut body, namespace)?;
         let body_name = meta::name(&body);
@@ -142,7 +199,7 @@ impl Rest {
         }
         let Some(current) = self.registry.try_get(kind, namespace, name).await? else {
             if allows_create_on_update(kind) && subresource.is_none() {
-                return self.create(kind, namespace, body).await;
+                return self.create_with(kind, namespace, body, opts).await;
             }
             return Err(ApiError::not_found(kind.plural, kind.group, name));
         };
@@ -150,7 +207,7 @@ impl Rest {
             "" => registry::revision_of(&current)?,
             rv => registry::parse_resource_version(rv)?,
         };
-        self.write_update(kind, &current, body, subresource, expected)
+        self.write_update(kind, &current, body, subresource, expected, opts)
             .await
     }
 
@@ -165,6 +222,24 @@ impl Rest {
         patch_type: PatchType,
         body: &Value,
     ) -> ApiResult<Value> {
+        let opts = WriteOptions::default();
+        self.patch_with(kind, namespace, name, subresource, patch_type, body, opts)
+            .await
+            .map(|w| w.object)
+    }
+
+    /// [`Rest::patch`] with options.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_with(
+        &self,
+        kind: &'static ResourceKind,
+        namespace: &str,
+        name: &str,
+        subresource: Option<&str>,
+        patch_type: PatchType,
+        body: &Value,
+        opts: WriteOptions,
+    ) -> ApiResult<Written> {
         let pinned = body
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -178,7 +253,7 @@ impl Rest {
                 rv => registry::parse_resource_version(rv)?,
             };
             match self
-                .write_update(kind, &current, patched, subresource, expected)
+                .write_update(kind, &current, patched, subresource, expected, opts)
                 .await
             {
                 Err(e) if e.reason == "Conflict" && !pinned => continue,
@@ -197,14 +272,21 @@ impl Rest {
         new: Value,
         subresource: Option<&str>,
         expected: i64,
-    ) -> ApiResult<Value> {
-        let mut obj = merge_for_update(kind, current, new, subresource);
-        typed::check_shape(kind, &obj)?;
+        opts: WriteOptions,
+    ) -> ApiResult<Written> {
+        let obj = merge_for_update(kind, current, new, subresource);
+        let (mut obj, warnings) = typed::normalize(kind, &obj, opts.field_validation)?;
         validation::prepare_update(kind.kind, &mut obj, current);
         validation::apply_defaults(kind.kind, &mut obj);
         let errors = validation::validate_update(kind.kind, &obj, current);
         if !errors.is_empty() {
             return Err(invalid(kind, &obj, &errors));
+        }
+        if opts.dry_run {
+            return Ok(Written {
+                object: obj,
+                warnings,
+            });
         }
         let allocated = self.allocate(kind, &mut obj, Some(current)).await?;
         let updated = match self.registry.update(kind, obj, expected).await {
@@ -222,9 +304,15 @@ impl Rest {
             let (ns, name) = (meta::namespace(&updated), meta::name(&updated));
             let deleted = self.registry.delete(kind, ns, name, Some(rv)).await?;
             self.after_delete(kind, &deleted).await;
-            return Ok(deleted);
+            return Ok(Written {
+                object: deleted,
+                warnings,
+            });
         }
-        Ok(updated)
+        Ok(Written {
+            object: updated,
+            warnings,
+        })
     }
 
     /// Deletes an object as Kubernetes does: pods bound to a node get a grace period,
@@ -394,14 +482,13 @@ fn check_type_meta(kind: &ResourceKind, body: Value) -> ApiResult<Value> {
         None | Some("") => obj["kind"] = json!(kind.kind),
         Some(k) if k == kind.kind => {}
         Some(k) => {
+            let hint = match kinds::ALL.iter().find(|x| x.kind == k) {
+                Some(x) => format!("send it to the {} collection instead", x.plural),
+                None => format!("{k} is not a kind this server serves"),
+            };
             return Err(ApiError::bad_request(format!(
-                "the kind in the data ({k}) does not match the expected kind ({}); send it to the {} collection instead",
-                kind.kind,
-                kinds::ALL
-                    .iter()
-                    .find(|x| x.kind == k)
-                    .map(|x| x.plural)
-                    .unwrap_or("matching")
+                "the kind in the data ({k}) does not match the expected kind ({}); {hint}",
+                kind.kind
             )));
         }
     }

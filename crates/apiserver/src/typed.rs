@@ -1,50 +1,126 @@
-//! Checks that an object has the shape of its Kubernetes type (field types, enums of the
-//! wire format) by decoding it into the `k8s-openapi` struct, so a body like
-//! `"containerPort": "http"` is refused with the path of the bad field.
+//! Decodes objects as their Kubernetes types (the `k8s-openapi` structs), as kube-apiserver
+//! does: a body like `"containerPort": "http"` is refused with the path of the bad field, and
+//! fields the type does not have are dropped, reported as warnings, or refused under
+//! `fieldValidation=Strict` (what kubectl sends).
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use podnet_api::k8s::kinds::ResourceKind;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// Decodes `obj` as the type of `kind`; a mismatch is a 400 in Kubernetes' words:
+/// What to do with fields the type does not have (the `fieldValidation` parameter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in `Warning` headers (Kubernetes' default).
+    #[default]
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        match s {
+            None | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid fieldValidation {other:?}: use Ignore, Warn or Strict"
+            ))),
+        }
+    }
+}
+
+/// Decodes `obj` as the type of `kind` and returns it re-encoded (unknown fields dropped)
+/// with warnings for what was dropped. A mismatch is a 400 in Kubernetes' words:
 /// `Pod in version "v1" cannot be handled as a Pod: spec.containers[0].ports[0].containerPort: invalid type ...`.
-pub fn check_shape(kind: &ResourceKind, obj: &Value) -> Result<(), ApiError> {
+pub fn normalize(
+    kind: &ResourceKind,
+    obj: &Value,
+    validation: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
     let result = match kind.kind {
-        "Namespace" => decode::<Namespace>(obj),
-        "Node" => decode::<Node>(obj),
-        "Pod" => decode::<Pod>(obj),
-        "Service" => decode::<Service>(obj),
-        "Endpoints" => decode::<Endpoints>(obj),
-        "Event" => decode::<Event>(obj),
-        "Lease" => decode::<Lease>(obj),
-        "EndpointSlice" => decode::<EndpointSlice>(obj),
-        _ => Ok(()),
+        "Namespace" => round_trip::<Namespace>(obj),
+        "Node" => round_trip::<Node>(obj),
+        "Pod" => round_trip::<Pod>(obj),
+        "Service" => round_trip::<Service>(obj),
+        "Endpoints" => round_trip::<Endpoints>(obj),
+        "Event" => round_trip::<Event>(obj),
+        "Lease" => round_trip::<Lease>(obj),
+        "EndpointSlice" => round_trip::<EndpointSlice>(obj),
+        _ => Ok(obj.clone()),
     };
-    result.map_err(|detail| {
+    let cannot = |detail: String| {
         ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: {detail}",
             kind.kind, kind.version, kind.kind
         ))
-    })
+    };
+    let normalized = result.map_err(cannot)?;
+    let mut unknown = Vec::new();
+    unknown_fields(obj, &normalized, "", &mut unknown);
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    match validation {
+        FieldValidation::Strict if !messages.is_empty() => Err(cannot(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        ))),
+        FieldValidation::Warn => Ok((normalized, messages)),
+        _ => Ok((normalized, Vec::new())),
+    }
 }
 
-fn decode<T: DeserializeOwned>(obj: &Value) -> Result<(), String> {
-    let de = obj.clone();
-    serde_path_to_error::deserialize::<_, T>(de)
-        .map(|_| ())
-        .map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." {
-                e.inner().to_string()
-            } else {
-                format!("{path}: {}", e.inner())
+/// Only the shape check of [`normalize`].
+pub fn check_shape(kind: &ResourceKind, obj: &Value) -> Result<(), ApiError> {
+    normalize(kind, obj, FieldValidation::Ignore).map(|_| ())
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, String> {
+    let typed = serde_path_to_error::deserialize::<_, T>(obj.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })?;
+    serde_json::to_value(&typed).map_err(|e| format!("re-encoding: {e}"))
+}
+
+/// Paths present (and not null) in `original` but absent from `decoded`.
+fn unknown_fields(original: &Value, decoded: &Value, path: &str, out: &mut Vec<String>) {
+    match (original, decoded) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(dv) => unknown_fields(v, dv, &p, out),
+                    None if !v.is_null() => out.push(p),
+                    None => {}
+                }
             }
-        })
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, dv)) in a.iter().zip(b).enumerate() {
+                unknown_fields(v, dv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +142,35 @@ mod tests {
             err.message.starts_with("Pod in version \"v1\" cannot be handled as a Pod: spec.containers[0].ports[0].containerPort: invalid type: string \"http\""),
             "{}",
             err.message
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_reported_or_refused() {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "colour": "red"},
+            "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolcy": "Always"}], "nodeName": null}});
+        let (out, warnings) = normalize(&POD, &obj, FieldValidation::Warn).unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                "unknown field \"metadata.colour\"",
+                "unknown field \"spec.containers[0].imagePullPolcy\""
+            ]
+        );
+        assert!(out["metadata"].get("colour").is_none());
+        let err = normalize(&POD, &obj, FieldValidation::Strict).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message
+                .contains("strict decoding error: unknown field \"metadata.colour\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            normalize(&POD, &obj, FieldValidation::Ignore)
+                .unwrap()
+                .1
+                .is_empty()
         );
     }
 }

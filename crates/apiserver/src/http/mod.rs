@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
-use crate::rest::{DeleteOptions, Deletion, Rest};
+use crate::rest::{DeleteOptions, Deletion, Rest, WriteOptions, Written};
+use crate::typed::FieldValidation;
 use query::Query;
 
 pub use discovery::{KUBE_MAJOR, KUBE_MINOR};
@@ -73,7 +74,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
 }
 
 async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
-    authenticate(state, req.headers())?;
+    authenticate(state, req.uri().path(), req.headers())?;
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let q = Query::parse(req.uri().query());
     if let Some(doc) = document(state, &path) {
@@ -129,11 +130,8 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
                 )));
             }
             let obj = parse_body(&headers, &body)?;
-            if q.dry_run()? {
-                return Ok(json_response(StatusCode::CREATED, &obj));
-            }
-            let created = rest.create(kind, ns, obj).await?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            let created = rest.create_with(kind, ns, obj, write_options(&q)?).await?;
+            Ok(written_response(StatusCode::CREATED, &created))
         }
         (&Method::POST, Some(name), Some("binding")) if kind == &kinds::POD => {
             let binding = parse_body(&headers, &body)?;
@@ -143,8 +141,10 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
         (&Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
             let obj = parse_body(&headers, &body)?;
             let sub = sub.filter(|s| *s == "status");
-            let updated = rest.replace(kind, ns, name, sub, obj).await?;
-            Ok(json_response(StatusCode::OK, &updated))
+            let updated = rest
+                .replace_with(kind, ns, name, sub, obj, write_options(&q)?)
+                .await?;
+            Ok(written_response(StatusCode::OK, &updated))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let content_type = header_str(&headers, header::CONTENT_TYPE);
@@ -152,8 +152,11 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-            let updated = rest.patch(kind, ns, name, sub, patch_type, &patch).await?;
-            Ok(json_response(StatusCode::OK, &updated))
+            let opts = write_options(&q)?;
+            let updated = rest
+                .patch_with(kind, ns, name, sub, patch_type, &patch, opts)
+                .await?;
+            Ok(written_response(StatusCode::OK, &updated))
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(&q, &body)?;
@@ -194,12 +197,21 @@ fn document(state: &AppState, path: &str) -> Option<Value> {
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+/// Paths anyone may read without a token, as kube-apiserver's `system:public-info-viewer`
+/// role allows; `/healthz`, `/livez` and `/readyz` are routed before authentication.
+const ANONYMOUS_PATHS: &[&str] = &["/version"];
+
+fn authenticate(state: &AppState, path: &str, headers: &HeaderMap) -> ApiResult<()> {
     let Some(token) = &state.token else {
         return Ok(());
     };
+    if ANONYMOUS_PATHS.contains(&path.trim_end_matches('/')) {
+        return Ok(());
+    }
     let given = header_str(headers, header::AUTHORIZATION)
-        .strip_prefix("Bearer ")
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .unwrap_or("");
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         Ok(())
@@ -386,6 +398,26 @@ fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
         .and_then(Value::as_str)
         .map(str::to_owned);
     Ok(opts)
+}
+
+fn write_options(q: &Query) -> ApiResult<WriteOptions> {
+    Ok(WriteOptions {
+        dry_run: q.dry_run()?,
+        field_validation: FieldValidation::parse(q.get("fieldValidation"))?,
+    })
+}
+
+/// The written object, with a `Warning` header per warning (RFC 7234 style, as
+/// kube-apiserver sends them and kubectl prints them).
+fn written_response(code: StatusCode, written: &Written) -> Response {
+    let mut response = json_response(code, &written.object);
+    for warning in &written.warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
