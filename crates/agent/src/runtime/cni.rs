@@ -55,9 +55,15 @@ pub struct CniNetwork {
 impl CniNetwork {
     /// Runs ADD through the plugin chain; returns the last plugin's result.
     pub fn add(&self, a: &AttachmentRef) -> Result<Value, CniExecError> {
+        self.add_with_args(a, "")
+    }
+
+    /// ADD with `CNI_ARGS` (`K8S_POD_NAMESPACE=…;K8S_POD_NAME=…`, as
+    /// kubelet's runtimes pass them; empty for none).
+    pub fn add_with_args(&self, a: &AttachmentRef, cni_args: &str) -> Result<Value, CniExecError> {
         let mut prev: Option<Value> = None;
         for i in 0..self.list.plugins.len() {
-            let out = self.exec(i, "ADD", a, prev.as_ref())?;
+            let out = self.exec(i, "ADD", a, prev.as_ref(), cni_args)?;
             prev =
                 Some(out.ok_or_else(|| self.output_err(i, "ADD", "no result on stdout".into()))?);
         }
@@ -66,8 +72,18 @@ impl CniNetwork {
 
     /// Runs DEL through the chain in reverse order.
     pub fn del(&self, a: &AttachmentRef, prev: Option<&Value>) -> Result<(), CniExecError> {
+        self.del_with_args(a, prev, "")
+    }
+
+    /// DEL with `CNI_ARGS` (see [`CniNetwork::add_with_args`]).
+    pub fn del_with_args(
+        &self,
+        a: &AttachmentRef,
+        prev: Option<&Value>,
+        cni_args: &str,
+    ) -> Result<(), CniExecError> {
         for i in (0..self.list.plugins.len()).rev() {
-            self.exec(i, "DEL", a, prev)?;
+            self.exec(i, "DEL", a, prev, cni_args)?;
         }
         Ok(())
     }
@@ -75,7 +91,35 @@ impl CniNetwork {
     /// Runs CHECK through the chain with the ADD result as `prevResult`.
     pub fn check(&self, a: &AttachmentRef, prev: &Value) -> Result<(), CniExecError> {
         for i in 0..self.list.plugins.len() {
-            self.exec(i, "CHECK", a, Some(prev))?;
+            self.exec(i, "CHECK", a, Some(prev), "")?;
+        }
+        Ok(())
+    }
+
+    /// Runs GC (CNI 1.1) through the chain: every plugin may release what
+    /// belongs to no attachment in `valid` (container ID, interface name).
+    /// Skipped when the list sets `disableGC`.
+    pub fn gc(&self, valid: &[(String, String)]) -> Result<(), CniExecError> {
+        if self.list.disable_gc {
+            return Ok(());
+        }
+        let valid: Vec<Value> = valid
+            .iter()
+            .map(|(id, ifname)| serde_json::json!({"containerID": id, "ifname": ifname}))
+            .collect();
+        for i in 0..self.list.plugins.len() {
+            let mut config: Value = self
+                .list
+                .plugin_config(i, None)
+                .map_err(CniExecError::Config)
+                .and_then(|bytes| {
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| self.output_err(i, "GC", format!("encode the config: {e}")))
+                })?;
+            config["cni.dev/valid-attachments"] = Value::Array(valid.clone());
+            let stdin = serde_json::to_vec(&config)
+                .map_err(|e| self.output_err(i, "GC", format!("encode the config: {e}")))?;
+            self.run_plugin(i, "GC", None, &stdin, "")?;
         }
         Ok(())
     }
@@ -114,22 +158,41 @@ impl CniNetwork {
         command: &str,
         a: &AttachmentRef,
         prev: Option<&Value>,
+        cni_args: &str,
     ) -> Result<Option<Value>, CniExecError> {
-        let plugin = self.plugin_name(i);
-        let binary = self.find_binary(&plugin)?;
         let config = self
             .list
             .plugin_config(i, prev)
             .map_err(CniExecError::Config)?;
+        self.run_plugin(i, command, Some(a), &config, cni_args)
+    }
+
+    /// Executes plugin `i` with `config` on stdin; `a` is `None` for the
+    /// commands that concern no attachment (GC).
+    fn run_plugin(
+        &self,
+        i: usize,
+        command: &str,
+        a: Option<&AttachmentRef>,
+        config: &[u8],
+        cni_args: &str,
+    ) -> Result<Option<Value>, CniExecError> {
+        let plugin = self.plugin_name(i);
+        let binary = self.find_binary(&plugin)?;
         let path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
         let mut cmd = Command::new(&binary);
         cmd.env_clear()
             .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", a.container_id)
-            .env("CNI_NETNS", a.netns)
-            .env("CNI_IFNAME", a.ifname)
-            .env("CNI_PATH", path)
-            .stdin(Stdio::piped())
+            .env("CNI_PATH", path);
+        if let Some(a) = a {
+            cmd.env("CNI_CONTAINERID", a.container_id)
+                .env("CNI_NETNS", a.netns)
+                .env("CNI_IFNAME", a.ifname);
+        }
+        if !cni_args.is_empty() {
+            cmd.env("CNI_ARGS", cni_args);
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let spawn_err = |source| CniExecError::Spawn {
@@ -142,7 +205,7 @@ impl CniNetwork {
         }
         let mut child = cmd.spawn().map_err(spawn_err)?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&config).map_err(spawn_err)?;
+            stdin.write_all(config).map_err(spawn_err)?;
         }
         let out = child.wait_with_output().map_err(spawn_err)?;
         if !out.status.success() {

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 
 use nix::sched::CloneFlags;
@@ -23,18 +24,74 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// When this variable names a file in the environment of `podnet sandbox
+/// exec`, the supervisor records there how the pod process ended (see
+/// [`ExitRecord`]), so that whoever started it — or an agent that adopted it
+/// after a restart, and so is not its parent — learns its exit code. The
+/// variable is not passed on to the pod process.
+pub const EXIT_FILE_ENV: &str = "PODNET_EXIT_FILE";
+
+/// What the supervisor writes to [`EXIT_FILE_ENV`]'s file, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    /// The exit code (128 + N when killed by signal N; 127 when the program
+    /// could not be started).
+    pub exit_code: i32,
+    /// Why the program could not be started, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ExitRecord {
+    /// Reads a record; `None` when there is none (the supervisor was killed
+    /// before it could write it) or it cannot be read.
+    pub fn read(path: &std::path::Path) -> Option<ExitRecord> {
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn write(&self, path: &std::path::Path) {
+        let Ok(text) = serde_json::to_vec(self) else {
+            return;
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
+
 /// Runs `program args…` in the pod whose PID 1 is `pid` (as the host sees
 /// it) and returns its exit code (128 + N when killed by signal N). Must be
 /// called before the process starts other threads.
 pub fn run_in_pod(pid: i32, program: &OsString, args: &[OsString]) -> Result<i32, String> {
+    let exit_file = std::env::var_os(EXIT_FILE_ENV).map(PathBuf::from);
+    let record = |exit_code: i32, error: Option<String>| {
+        if let Some(path) = &exit_file {
+            ExitRecord { exit_code, error }.write(path);
+        }
+    };
     let signals = supervised_signals();
-    signals
+    let started = signals
         .thread_block()
-        .map_err(|e| format!("block signals: {e}"))?;
-    join_pod(pid)?;
-    let child =
-        spawn(program, args).map_err(|e| format!("run {}: {e}", program.to_string_lossy()))?;
-    Ok(supervise(child, &signals))
+        .map_err(|e| format!("block signals: {e}"))
+        .and_then(|()| join_pod(pid))
+        .and_then(|()| {
+            spawn(program, args).map_err(|e| format!("run {}: {e}", program.to_string_lossy()))
+        });
+    match started {
+        Ok(child) => {
+            let code = supervise(child, &signals);
+            record(code, None);
+            Ok(code)
+        }
+        Err(e) => {
+            record(127, Some(e.clone()));
+            Err(e)
+        }
+    }
 }
 
 /// The signals the supervisor takes with `sigwait`.
@@ -74,7 +131,7 @@ fn join_pod(pid: i32) -> Result<(), String> {
 
 fn spawn(program: &OsString, args: &[OsString]) -> std::io::Result<Child> {
     let mut cmd = Command::new(program);
-    cmd.args(args);
+    cmd.args(args).env_remove(EXIT_FILE_ENV);
     // SAFETY: sigprocmask and prctl are async-signal-safe. The child gets
     // the signals this process blocks for sigwait, and dies with this
     // process, as a container dies with its runtime's shim.

@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,6 +50,9 @@ impl Sandbox {
         };
         let mut child = Command::new(podnet)
             .args(["pause", "--hostname", hostname])
+            // Its own process group: a Ctrl-C meant for the runtime that
+            // started it does not stop the pod.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -133,11 +137,7 @@ impl Sandbox {
     /// orphans are reaped by the pod's PID 1. Add arguments, environment and
     /// stdio as for any command.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new(&self.podnet);
-        cmd.args(["sandbox", "exec", "--pid", &self.pid.to_string(), "--"])
-            .arg(program);
-        super::exec::block_supervised_signals_on_exec(&mut cmd);
-        cmd
+        pod_command(&self.podnet, self.pid, program)
     }
 
     /// Stops the sandbox: SIGTERM, then SIGKILL after `grace`; then removes
@@ -161,6 +161,17 @@ impl Sandbox {
             source,
         })
     }
+}
+
+/// What [`Sandbox::command`] builds, for the sandbox whose PID 1 is `pid`,
+/// run through the `podnet` binary at `podnet` (for callers that keep the
+/// pid rather than the [`Sandbox`]).
+pub fn pod_command(podnet: &Path, pid: i32, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(podnet);
+    cmd.args(["sandbox", "exec", "--pid", &pid.to_string(), "--"])
+        .arg(program);
+    super::exec::block_supervised_signals_on_exec(&mut cmd);
+    cmd
 }
 
 /// Reads `ready <pid>` from the sandbox's stdout.
