@@ -80,11 +80,6 @@ pub fn normalize(
     }
 }
 
-/// Only the shape check of [`normalize`].
-pub fn check_shape(kind: &ResourceKind, obj: &Value) -> Result<(), ApiError> {
-    normalize(kind, obj, FieldValidation::Ignore).map(|_| ())
-}
-
 fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, String> {
     let typed = serde_path_to_error::deserialize::<_, T>(obj.clone()).map_err(|e| {
         let path = e.path().to_string();
@@ -133,10 +128,10 @@ mod tests {
     fn bad_field_types_are_named() {
         let ok = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]}});
-        assert!(check_shape(&POD, &ok).is_ok());
+        assert!(normalize(&POD, &ok, FieldValidation::Strict).is_ok());
         let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": "http"}]}]}});
-        let err = check_shape(&POD, &bad).unwrap_err();
+        let err = normalize(&POD, &bad, FieldValidation::Ignore).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(
             err.message.starts_with("Pod in version \"v1\" cannot be handled as a Pod: spec.containers[0].ports[0].containerPort: invalid type: string \"http\""),
