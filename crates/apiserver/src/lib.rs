@@ -10,4 +10,5 @@ pub mod registry;
 pub mod rest;
 pub mod selector;
 pub mod server;
+pub mod tls;
 mod typed;

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::http::{self, AppState};
 use crate::registry::Registry;
 use crate::rest::Rest;
+use crate::tls::{self, TlsConfig, TlsListener};
 
 /// Where objects are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,8 @@ pub struct Config {
     pub allocators: AllocatorConfig,
     pub controllers: ControllerConfig,
     pub bookmark_interval: Duration,
+    /// When to serve TLS with a bearer token, and with which certificate and token.
+    pub tls: TlsConfig,
 }
 
 /// Why the apiserver could not start.
@@ -91,11 +94,14 @@ pub enum StartError {
     },
     #[error("bootstrapping the cluster objects: {0}")]
     Bootstrap(ApiError),
+    #[error("setting up TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running apiserver.
 pub struct ApiServer {
     addr: SocketAddr,
+    url: String,
     kubeconfig: PathBuf,
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
@@ -105,7 +111,9 @@ pub struct ApiServer {
 impl ApiServer {
     /// Opens the store, bootstraps, starts controllers and begins serving.
     pub async fn start(config: Config) -> Result<ApiServer, StartError> {
-        check_bind(&config.bind)?;
+        let tls_on = tls::tls_enabled(config.bind.ip(), config.tls.mode);
+        check_bind(&config.bind, tls_on)?;
+        config.tls.validate(tls_on).map_err(StartError::Config)?;
         config.allocators.validate().map_err(StartError::Config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
             what: "creating the data directory",
@@ -126,17 +134,40 @@ impl ApiServer {
         let registry = Registry::new(store.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let allocators = Arc::new(Allocators::new(store.clone(), config.allocators.clone()));
+        let tls_setup = if tls_on {
+            let names = tls::serving_names(
+                config.bind.ip(),
+                Some(allocators.kubernetes_service_ip()),
+                tls::hostname().as_deref(),
+                &config.tls.extra_sans,
+            )
+            .map_err(StartError::Config)?;
+            Some(tls::prepare(&config.tls, &config.data_dir, &names)?)
+        } else {
+            None
+        };
         let rest = Rest::new(registry.clone(), allocators.clone());
         let state = Arc::new(AppState {
             rest: rest.clone(),
             server_address: addr.to_string(),
-            token: None,
+            token: tls_setup.as_ref().map(|t| t.token.clone()),
             bookmark_interval: config.bookmark_interval,
             ready: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
+        let served = match &tls_setup {
+            Some(t) => {
+                Listening::Tls(TlsListener::new(listener, t.server_config.clone()).map_err(
+                    |source| StartError::Bind {
+                        addr: config.bind,
+                        source,
+                    },
+                )?)
+            }
+            None => Listening::Plain(listener),
+        };
         let mut tasks = vec![tokio::spawn(serve(
-            listener,
+            served,
             state.clone(),
             shutdown_rx.clone(),
         ))];
@@ -153,16 +184,28 @@ impl ApiServer {
         ));
         state.ready.store(true, Ordering::Release);
         let kubeconfig = config.data_dir.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &format!("http://{addr}")).map_err(|source| {
-            StartError::Io {
-                what: "writing the kubeconfig",
-                path: kubeconfig.clone(),
-                source,
-            }
+        let scheme = if tls_on { "https" } else { "http" };
+        let url = format!("{scheme}://{}", client_addr(addr));
+        let auth = tls_setup.as_ref().map(|t| KubeconfigAuth {
+            ca_pem: t.ca_pem.as_deref(),
+            token: &t.token,
+        });
+        write_kubeconfig(&kubeconfig, &url, auth.as_ref()).map_err(|source| StartError::Io {
+            what: "writing the kubeconfig",
+            path: kubeconfig.clone(),
+            source,
         })?;
-        tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "apiserver serving");
+        match &tls_setup {
+            Some(t) => {
+                tracing::info!(%addr, %url, certificate = %t.cert_file.display(), kubeconfig = %kubeconfig.display(), "apiserver serving TLS; API requests need the bearer token in the kubeconfig")
+            }
+            None => {
+                tracing::info!(%addr, %url, kubeconfig = %kubeconfig.display(), "apiserver serving plain HTTP on loopback")
+            }
+        }
         Ok(ApiServer {
             addr,
+            url,
             kubeconfig,
             store,
             shutdown,
@@ -172,6 +215,12 @@ impl ApiServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The URL clients reach this server at (`https://…` when TLS is on), as in the
+    /// kubeconfig.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The store objects are kept in (for maintenance such as compaction).
@@ -212,14 +261,29 @@ impl ApiServer {
     }
 }
 
-/// Plain HTTP without authentication is only for loopback.
-fn check_bind(bind: &SocketAddr) -> Result<(), StartError> {
-    if bind.ip().is_loopback() {
+/// Plain HTTP without authentication is only for loopback; any other address is served
+/// with TLS and a bearer token (`tls::tls_enabled` turns TLS on for it).
+fn check_bind(bind: &SocketAddr, tls_on: bool) -> Result<(), StartError> {
+    if tls_on || bind.ip().is_loopback() {
         return Ok(());
     }
     Err(StartError::Config(format!(
-        "--bind {bind}: podnet serves plain HTTP without authentication, which is only safe on loopback; bind to 127.0.0.1 (TLS with a bearer token for other addresses is not available yet)"
+        "--bind {bind}: plain HTTP without authentication is only served on loopback; this address must be served with TLS and a bearer token (TLS mode auto or always)"
     )))
+}
+
+/// Where clients connect for a server bound to `addr`: a wildcard bind is reached over
+/// loopback.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
@@ -239,19 +303,21 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+enum Listening {
+    Plain(tokio::net::TcpListener),
+    Tls(TlsListener),
+}
+
+async fn serve(listener: Listening, state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let app = http::router(state);
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    let result = match listener {
+        Listening::Plain(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+        Listening::Tls(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "the API listener failed");
     }
 }
@@ -294,12 +360,35 @@ fn create_if_absent(result: Result<Value, ApiError>) -> Result<(), ApiError> {
     }
 }
 
+/// What a kubeconfig for a TLS-serving apiserver carries besides the address.
+pub struct KubeconfigAuth<'a> {
+    /// The CA (PEM) to trust; `None`: the client's system roots.
+    pub ca_pem: Option<&'a str>,
+    /// The bearer token.
+    pub token: &'a str,
+}
+
 /// Writes a kubeconfig (mode 0600) that kubectl and podnet use to reach this server.
-pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
+pub fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    auth: Option<&KubeconfigAuth<'_>>,
+) -> std::io::Result<()> {
+    use base64::Engine;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut cluster = format!("    server: {server}\n");
+    let mut user = " {}\n".to_owned();
+    if let Some(auth) = auth {
+        if let Some(ca) = auth.ca_pem {
+            let data = base64::engine::general_purpose::STANDARD.encode(ca);
+            cluster.push_str(&format!("    certificate-authority-data: {data}\n"));
+        }
+        // A JSON string is a YAML double-quoted scalar.
+        user = format!("\n    token: {}\n", Value::from(auth.token));
+    }
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: podnet\n  cluster:\n    server: {server}\nusers:\n- name: podnet-admin\n  user: {{}}\ncontexts:\n- name: podnet\n  context:\n    cluster: podnet\n    user: podnet-admin\n    namespace: default\ncurrent-context: podnet\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: podnet\n  cluster:\n{cluster}users:\n- name: podnet-admin\n  user:{user}contexts:\n- name: podnet\n  context:\n    cluster: podnet\n    user: podnet-admin\n    namespace: default\ncurrent-context: podnet\npreferences: {{}}\n"
     );
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -316,6 +405,39 @@ pub fn write_kubeconfig(path: &Path, server: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(check_bind(&addr("127.0.0.1:6443"), false).is_ok());
+        assert!(check_bind(&addr("[::1]:6443"), false).is_ok());
+        assert!(check_bind(&addr("0.0.0.0:6443"), true).is_ok());
+        let err = check_bind(&addr("10.0.0.1:6443"), false).unwrap_err();
+        assert!(err.to_string().contains("only served on loopback"), "{err}");
+        assert_eq!(client_addr(addr("0.0.0.0:6443")), addr("127.0.0.1:6443"));
+        assert_eq!(client_addr(addr("[::]:6443")), addr("[::1]:6443"));
+        assert_eq!(client_addr(addr("10.0.0.1:6443")), addr("10.0.0.1:6443"));
+    }
+
+    #[test]
+    fn kubeconfig_with_ca_and_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        let auth = KubeconfigAuth {
+            ca_pem: Some("PEM"),
+            token: "a:b#c",
+        };
+        write_kubeconfig(&path, "https://127.0.0.1:6443", Some(&auth)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: Value = serde_saphyr::from_str(&text).unwrap();
+        let cluster = &doc["clusters"][0]["cluster"];
+        assert_eq!(cluster["server"], "https://127.0.0.1:6443");
+        assert_eq!(cluster["certificate-authority-data"], "UEVN");
+        assert_eq!(doc["users"][0]["user"]["token"], "a:b#c");
+        write_kubeconfig(&path, "http://127.0.0.1:6443", None).unwrap();
+        let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(doc["users"][0]["user"], json!({}));
+    }
 
     #[test]
     fn store_flags() {

@@ -9,12 +9,34 @@ use clap::Args;
 use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
 use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
+use podnet_apiserver::tls::{TlsConfig, TlsMode};
 
 #[derive(Args, Debug)]
 pub struct ApiserverArgs {
-    /// Address to listen on (plain HTTP: loopback only).
+    /// Address to listen on. Loopback is served plain HTTP without authentication (unless
+    /// --tls); any other address is served TLS and requires the bearer token.
     #[arg(long, default_value = "127.0.0.1:6443")]
     bind: SocketAddr,
+    /// Serve TLS with a bearer token on loopback too.
+    #[arg(long)]
+    tls: bool,
+    /// Serving certificate (PEM, leaf first) instead of the one generated under
+    /// DATA_DIR/pki; with --tls-key-file.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signed --tls-cert-file, written into the kubeconfig (without it
+    /// clients use their system roots).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_ca_file: Option<PathBuf>,
+    /// Extra name (DNS name or IP address) for the generated serving certificate; repeatable.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
+    /// File holding the bearer token, instead of the one generated into DATA_DIR/token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// Directory for the embedded store and the kubeconfig written for clients.
     #[arg(long)]
     data_dir: PathBuf,
@@ -47,8 +69,8 @@ pub fn run(args: ApiserverArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = ApiServer::start(config).await?;
         eprintln!(
-            "podnet apiserver: serving on http://{}; export KUBECONFIG={}",
-            server.local_addr(),
+            "podnet apiserver: serving on {}; export KUBECONFIG={}",
+            server.url(),
             server.kubeconfig_path().display()
         );
         wait_for_stop_signal().await?;
@@ -75,6 +97,18 @@ fn config(args: &ApiserverArgs) -> anyhow::Result<Config> {
             ..ControllerConfig::default()
         },
         bookmark_interval: Duration::from_secs(60),
+        tls: TlsConfig {
+            mode: if args.tls {
+                TlsMode::Always
+            } else {
+                TlsMode::Auto
+            },
+            cert_file: args.tls_cert_file.clone(),
+            key_file: args.tls_key_file.clone(),
+            ca_file: args.tls_ca_file.clone(),
+            token_file: args.token_file.clone(),
+            extra_sans: args.tls_sans.clone(),
+        },
     })
 }
 

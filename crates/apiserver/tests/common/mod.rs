@@ -41,6 +41,7 @@ pub fn config(dir: &Path, store: StoreConfig) -> Config {
             ..ControllerConfig::default()
         },
         bookmark_interval: Duration::from_secs(1),
+        tls: Default::default(),
     }
 }
 
