@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod apiserver;
+mod cli;
 mod demo;
 mod lab;
 mod probe;
@@ -16,6 +17,8 @@ use clap::{Parser, Subcommand};
     about = "Kubernetes pod networking, for real"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: cli::GlobalArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -43,6 +46,18 @@ enum Cmd {
     /// The node agent: registers the Node, renews its Lease, sets up the node network and
     /// runs the node's pods.
     Agent(agent_cmd::AgentArgs),
+    /// Creates or updates objects from manifests (kubectl apply).
+    Apply(cli::apply::ApplyArgs),
+    /// Lists objects or shows some (kubectl get).
+    Get(cli::get::GetArgs),
+    /// Shows objects in detail, with their events (kubectl describe).
+    Describe(cli::describe::DescribeArgs),
+    /// Deletes objects and waits until they are gone (kubectl delete).
+    Delete(cli::delete::DeleteArgs),
+    /// Runs a command in a pod's container (kubectl exec).
+    Exec(cli::exec::ExecArgs),
+    /// Prints a container's log (kubectl logs).
+    Logs(cli::logs::LogsArgs),
     /// Tiny TCP/UDP client and server used inside pods by the demo and tests.
     Probe {
         #[command(subcommand)]
@@ -95,6 +110,12 @@ fn main() {
             command: SandboxCmd::Exec { pid, command },
         } => sandbox_exec(pid, &command),
         Cmd::Probe { command } => probe::run(command),
+        Cmd::Apply(args) => cli::apply(&cli.global, args),
+        Cmd::Get(args) => cli::get(&cli.global, args),
+        Cmd::Describe(args) => cli::describe(&cli.global, args),
+        Cmd::Delete(args) => cli::delete(&cli.global, args),
+        Cmd::Exec(args) => cli::exec(&cli.global, args),
+        Cmd::Logs(args) => cli::logs(&cli.global, args),
         Cmd::Agent(args) => {
             init_logging();
             report(agent_cmd::run(args))
