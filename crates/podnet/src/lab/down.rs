@@ -26,7 +26,17 @@ pub fn run(name: &str) -> Result<()> {
     let paths = LabPaths::new(name);
     let demo = paths.demo_pids().exists();
     if demo {
-        // The single-node demo keeps its own record of its processes.
+        // The single-node demo (`lab demo --keep`) records its sandboxes'
+        // and containers' pids, without start times: they are stopped here
+        // when their command line is still the demo's, then the demo's own
+        // clean-up removes its namespaces and files.
+        let outcomes = stop_all(&demo_targets(&paths), POD_GRACE);
+        let mut lines = Vec::new();
+        let mut failures = Vec::new();
+        report_stops(&outcomes, &mut lines, &mut failures);
+        for line in lines.iter().chain(&failures) {
+            println!("{line}");
+        }
         crate::demo::down(name)?;
     }
     let removed = remove(&paths)?;
@@ -71,6 +81,12 @@ pub fn remove(paths: &LabPaths) -> Result<Vec<String>> {
     //    and the names of their network namespaces.
     let node_dirs = node_state_dirs(paths, state.as_ref());
     let pods = pod_records(&node_dirs);
+    let containers: Vec<Target> = pods.iter().flat_map(|p| p.containers.clone()).collect();
+    report_stops(
+        &stop_all(&containers, POD_GRACE),
+        &mut report,
+        &mut failures,
+    );
     let sandboxes: Vec<Target> = pods.iter().filter_map(|p| p.target.clone()).collect();
     report_stops(&stop_all(&sandboxes, POD_GRACE), &mut report, &mut failures);
 
@@ -187,14 +203,17 @@ fn node_state_dirs(paths: &LabPaths, state: Option<&LabState>) -> Vec<PathBuf> {
 }
 
 /// A pod the agent's runtime recorded: its sandbox process (when it is
-/// still the one recorded) and its network namespace's name.
+/// still the one recorded), its containers' processes and its network
+/// namespace's name.
 struct PodRecord {
     target: Option<Target>,
+    containers: Vec<Target>,
     netns: Option<String>,
 }
 
-/// Reads `<state_dir>/pods/*.json` (the pod runtime's records: `sandbox_pid`
-/// and, when present, the sandbox's start time and namespace name).
+/// Reads `<state_dir>/pods/*.json` (the pod runtime's records: `sandbox_pid`,
+/// `sandbox_name` or `netns`, and `containers[]` with `pid` and
+/// `start_ticks`).
 fn pod_records(node_dirs: &[PathBuf]) -> Vec<PodRecord> {
     let mut pods = Vec::new();
     for dir in node_dirs {
@@ -219,13 +238,17 @@ fn pod_records(node_dirs: &[PathBuf]) -> Vec<PodRecord> {
 }
 
 fn pod_record(path: &Path, record: &serde_json::Value) -> PodRecord {
-    let label = format!(
-        "pod sandbox {}",
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
-    let netns = ["netns", "netns_name", "sandbox_netns", "sandbox_name"]
+    let pod = match (record["namespace"].as_str(), record["name"].as_str()) {
+        (Some(ns), Some(name)) => format!("pod {ns}/{name}"),
+        _ => format!(
+            "pod {}",
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+    };
+    let label = format!("sandbox of {pod}");
+    let netns = ["sandbox_name", "netns"]
         .iter()
         .filter_map(|k| record[*k].as_str())
         .map(|v| {
@@ -240,7 +263,7 @@ fn pod_record(path: &Path, record: &serde_json::Value) -> PodRecord {
         .and_then(|pid| i32::try_from(pid).ok())
         .filter(|pid| *pid > 1)
         .and_then(|pid| {
-            let recorded = ["sandbox_start_time", "sandbox_starttime", "start_time"]
+            let recorded = ["sandbox_start_ticks", "sandbox_start_time"]
                 .iter()
                 .find_map(|k| record[*k].as_u64());
             let start_time = match recorded {
@@ -256,7 +279,52 @@ fn pod_record(path: &Path, record: &serde_json::Value) -> PodRecord {
                 start_time,
             })
         });
-    PodRecord { target, netns }
+    let containers = record["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let pid = i32::try_from(c["pid"].as_i64()?).ok()?;
+            let start_time = c["start_ticks"].as_u64()?;
+            Some(Target {
+                label: format!("container {} of {pod}", c["name"].as_str().unwrap_or("?")),
+                pid,
+                start_time,
+            })
+        })
+        .collect();
+    PodRecord {
+        target,
+        containers,
+        netns,
+    }
+}
+
+/// The demo's processes that are still the demo's: `podnet pause`, `podnet
+/// sandbox exec` or `podnet probe`, judged by their command line (which,
+/// unlike /proc/PID/exe, survives a rebuilt binary).
+fn demo_targets(paths: &LabPaths) -> Vec<Target> {
+    let text = fs::read_to_string(paths.demo_pids()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|pid| *pid > 1)
+        .filter_map(|pid| {
+            let cmdline = processes::cmdline(pid);
+            let mut words = cmdline.split(' ');
+            let exe = words.next().unwrap_or("");
+            let verb = words.next().unwrap_or("");
+            let ours = Path::new(exe).file_name().is_some_and(|f| f == "podnet")
+                && ["pause", "sandbox", "probe"].contains(&verb);
+            ours.then(|| {
+                Some(Target {
+                    label: format!("demo process `{cmdline}`"),
+                    pid,
+                    start_time: processes::start_time(pid)?,
+                })
+            })
+            .flatten()
+        })
+        .collect()
 }
 
 fn is_pause(pid: i32) -> bool {

@@ -125,13 +125,13 @@ pub fn run(args: UpArgs) -> Result<()> {
         agent_flags,
         processes: Processes::default(),
     };
-    lab.build().map_err(|e| {
-        e.context(format!(
-            "lab {0} did not come up; what was made is left for inspection (logs under {1}); remove it with `podnet lab down --name {0}`",
+    if let Err(e) = lab.build() {
+        bail!(
+            "{e:#}\nlab {0} did not come up; what was made is left for inspection (logs under {1}); remove it with `podnet lab down --name {0}`",
             paths.name,
             paths.logs().display()
-        ))
-    })?;
+        );
+    }
     println!(
         "lab {} is up in {:.1} s. To use it:",
         paths.name,
@@ -370,12 +370,10 @@ impl Builder {
             state.save(&paths)?;
         }
 
-        let port = step("apiserver", || {
-            let port = self.start_apiserver(&state, &underlay_ns, &underlay)?;
-            Ok((port, format!("ready on 127.0.0.1:{port}")))
+        step("apiserver", || {
+            let port = self.start_apiserver(&mut state, &underlay_ns, &underlay)?;
+            Ok(((), format!("ready on 127.0.0.1:{port}")))
         })?;
-        state.apiserver.port = port;
-        state.save(&paths)?;
         drop(underlay_ns);
 
         step(&format!("starting {} agents", state.nodes.len()), || {
@@ -425,7 +423,7 @@ impl Builder {
         let log = self.paths.log_of("etcd");
         let started = spawn_daemon(cmd, &log, None)?;
         self.record("etcd", None, &started, &log)?;
-        wait_until(ETCD_READY_TIMEOUT, || {
+        let ready = wait_until(ETCD_READY_TIMEOUT, || {
             if !is_alive(started.pid, started.start_time) {
                 return Err(anyhow!(
                     "etcd (pid {}) exited; the end of {}:\n{}",
@@ -436,25 +434,27 @@ impl Builder {
             }
             Ok(http::get(client, "/health", None, Duration::from_secs(2))
                 .is_ok_and(|r| r.status == 200))
-        })
-        .with_context(|| {
-            format!(
+        })?;
+        if !ready {
+            bail!(
                 "etcd on 127.0.0.1:{client} was not healthy within {} s; see {}",
                 ETCD_READY_TIMEOUT.as_secs(),
                 log.display()
-            )
-        })?;
+            );
+        }
         Ok(client)
     }
 
     fn start_apiserver(
         &mut self,
-        state: &LabState,
+        state: &mut LabState,
         underlay_ns: &NetNs,
         underlay: &Underlay,
     ) -> Result<u16> {
         let listener = topology::agent_listener(underlay_ns, underlay)?;
         let port = processes::free_loopback_port()?;
+        state.apiserver.port = port;
+        state.save(&self.paths)?;
         let data = self.paths.apiserver_data();
         fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
         let mut cmd = Command::new(&self.exe);
@@ -478,7 +478,7 @@ impl Builder {
         drop(listener);
         self.record("apiserver", None, &started, &log)?;
         let loopback_kubeconfig = data.join("kubeconfig");
-        wait_until(APISERVER_READY_TIMEOUT, || {
+        let ready = wait_until(APISERVER_READY_TIMEOUT, || {
             if !is_alive(started.pid, started.start_time) {
                 return Err(anyhow!(
                     "the apiserver (pid {}) exited; the end of {}:\n{}",
@@ -491,16 +491,16 @@ impl Builder {
             Ok(status::readyz(port, token.as_deref()).is_ok()
                 && loopback_kubeconfig.exists()
                 && state.apiserver.agent_kubeconfig.exists())
-        })
-        .with_context(|| {
-            format!(
+        })?;
+        if !ready {
+            bail!(
                 "the apiserver on 127.0.0.1:{port} was not ready (with {} and {} written) within {} s; see {}",
                 loopback_kubeconfig.display(),
                 state.apiserver.agent_kubeconfig.display(),
                 APISERVER_READY_TIMEOUT.as_secs(),
                 log.display()
-            )
-        })?;
+            );
+        }
         // Users get the loopback kubeconfig at the lab's well-known path; a
         // link, so it follows the apiserver should it rewrite it.
         let link = &state.apiserver.kubeconfig;
@@ -643,15 +643,16 @@ impl Builder {
     }
 }
 
-/// Polls `check` every 50 ms until it returns true, fails, or `within` passes.
-fn wait_until(within: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+/// Polls `check` every 50 ms until it returns true (`Ok(true)`), fails, or
+/// `within` passes (`Ok(false)`).
+fn wait_until(within: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<bool> {
     let deadline = Instant::now() + within;
     loop {
         if check()? {
-            return Ok(());
+            return Ok(true);
         }
         if Instant::now() >= deadline {
-            bail!("timed out");
+            return Ok(false);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
