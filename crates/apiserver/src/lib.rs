@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod controllers;
 pub mod error;
 pub mod http;
+pub mod listeners;
 pub mod meta;
 pub mod registry;
 pub mod rest;

@@ -70,6 +70,17 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// When to serve TLS with a bearer token, and with which certificate and token.
     pub tls: TlsConfig,
+    /// Listening sockets inherited from the parent, served too (always with TLS).
+    pub extra_listeners: Vec<ExtraListener>,
+}
+
+/// A listening socket inherited from the parent (`--listen-fd`), e.g. one the lab opened
+/// inside its underlay namespace; served with TLS and the token, with its own kubeconfig.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraListener {
+    pub fd: std::os::fd::RawFd,
+    /// Where to write the kubeconfig that reaches the API through this socket.
+    pub kubeconfig: PathBuf,
 }
 
 /// Why the apiserver could not start.
@@ -96,6 +107,8 @@ pub enum StartError {
     Bootstrap(ApiError),
     #[error("setting up TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    ListenFd(#[from] crate::listeners::ListenFdError),
 }
 
 /// A running apiserver.
@@ -105,13 +118,21 @@ pub struct ApiServer {
     kubeconfig: PathBuf,
     store: Arc<dyn Store>,
     shutdown: watch::Sender<bool>,
+    /// The listeners' tasks first, then the controllers'.
     tasks: Vec<JoinHandle<()>>,
+    listener_tasks: usize,
 }
 
 impl ApiServer {
     /// Opens the store, bootstraps, starts controllers and begins serving.
     pub async fn start(config: Config) -> Result<ApiServer, StartError> {
-        let tls_on = tls::tls_enabled(config.bind.ip(), config.tls.mode);
+        let mut extra = Vec::new();
+        for l in &config.extra_listeners {
+            let (listener, addr) = crate::listeners::take_listener(l.fd)?;
+            extra.push((listener, addr, l.kubeconfig.clone()));
+        }
+        // An inherited socket is reachable from elsewhere: TLS and the token for all.
+        let tls_on = tls::tls_enabled(config.bind.ip(), config.tls.mode) || !extra.is_empty();
         check_bind(&config.bind, tls_on)?;
         config.tls.validate(tls_on).map_err(StartError::Config)?;
         config.allocators.validate().map_err(StartError::Config)?;
@@ -135,11 +156,13 @@ impl ApiServer {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let allocators = Arc::new(Allocators::new(store.clone(), config.allocators.clone()));
         let tls_setup = if tls_on {
+            let mut sans = config.tls.extra_sans.clone();
+            sans.extend(extra.iter().map(|(_, addr, _)| addr.ip().to_string()));
             let names = tls::serving_names(
                 config.bind.ip(),
                 Some(allocators.kubernetes_service_ip()),
                 tls::hostname().as_deref(),
-                &config.tls.extra_sans,
+                &sans,
             )
             .map_err(StartError::Config)?;
             Some(tls::prepare(&config.tls, &config.data_dir, &names)?)
@@ -171,6 +194,26 @@ impl ApiServer {
             state.clone(),
             shutdown_rx.clone(),
         ))];
+        let mut extra_kubeconfigs = Vec::new();
+        for (listener, extra_addr, kubeconfig) in extra {
+            let tls = tls_setup.as_ref().ok_or_else(|| {
+                StartError::Config("an inherited listener needs TLS, which is off".into())
+            })?;
+            let bind_err = |source| StartError::Bind {
+                addr: extra_addr,
+                source,
+            };
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_err)?;
+            let listener =
+                TlsListener::new(listener, tls.server_config.clone()).map_err(bind_err)?;
+            tasks.push(tokio::spawn(serve(
+                Listening::Tls(listener),
+                state.clone(),
+                shutdown_rx.clone(),
+            )));
+            extra_kubeconfigs.push((extra_addr, kubeconfig));
+        }
+        let listener_tasks = tasks.len();
         bootstrap(&rest, addr)
             .await
             .map_err(StartError::Bootstrap)?;
@@ -195,6 +238,15 @@ impl ApiServer {
             path: kubeconfig.clone(),
             source,
         })?;
+        for (extra_addr, path) in &extra_kubeconfigs {
+            let extra_url = format!("https://{extra_addr}");
+            write_kubeconfig(path, &extra_url, auth.as_ref()).map_err(|source| StartError::Io {
+                what: "writing the kubeconfig of an inherited listener",
+                path: path.clone(),
+                source,
+            })?;
+            tracing::info!(addr = %extra_addr, kubeconfig = %path.display(), "also serving TLS on an inherited socket");
+        }
         match &tls_setup {
             Some(t) => {
                 tracing::info!(%addr, %url, certificate = %t.cert_file.display(), kubeconfig = %kubeconfig.display(), "apiserver serving TLS; API requests need the bearer token in the kubeconfig")
@@ -210,6 +262,7 @@ impl ApiServer {
             store,
             shutdown,
             tasks,
+            listener_tasks,
         })
     }
 
@@ -236,14 +289,15 @@ impl ApiServer {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let mut tasks = self.tasks.into_iter();
-        // The listener first: it finishes open requests and closes idle connections, which
+        // The listeners first: they finish open requests and close idle connections, which
         // hold the store through the handlers' state.
-        if let Some(listener) = tasks.next()
-            && tokio::time::timeout(Duration::from_secs(5), listener)
+        for listener in tasks.by_ref().take(self.listener_tasks) {
+            if tokio::time::timeout(Duration::from_secs(5), listener)
                 .await
                 .is_err()
-        {
-            tracing::warn!("open API connections did not finish within 5 s");
+            {
+                tracing::warn!("open API connections did not finish within 5 s");
+            }
         }
         for task in tasks {
             task.abort();

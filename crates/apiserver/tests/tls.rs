@@ -318,3 +318,46 @@ async fn loopback_stays_plain_http_without_a_token_by_default() {
     namespace_names(client).await.unwrap();
     ts.stop().await;
 }
+
+/// A listening socket handed over by descriptor (`--listen-fd`, how the lab's agents reach
+/// the API from their namespaces) is served with TLS and the token, with its own
+/// kubeconfig; the loopback listener then needs the token too.
+#[tokio::test]
+async fn an_inherited_listener_is_served_with_tls_and_its_own_kubeconfig() {
+    use std::os::fd::IntoRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let inherited = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let inherited_addr = inherited.local_addr().unwrap();
+    let extra_kubeconfig = dir.path().join("agent-kubeconfig");
+    let mut config = common::config(dir.path(), StoreConfig::Embedded);
+    config.extra_listeners = vec![podnet_apiserver::server::ExtraListener {
+        fd: inherited.into_raw_fd(),
+        kubeconfig: extra_kubeconfig.clone(),
+    }];
+    let ts = TestServer::start_with(dir, None, config).await;
+
+    let text = std::fs::read_to_string(&extra_kubeconfig).unwrap();
+    assert!(text.contains(&format!("server: https://{inherited_addr}")), "{text}");
+    let names = namespace_names(client_from(&extra_kubeconfig).await).await.unwrap();
+    assert!(names.contains(&"default".to_owned()), "{names:?}");
+    // The loopback listener is TLS with the token as well, through its kubeconfig.
+    assert!(ts.server().url().starts_with("https://"), "{}", ts.server().url());
+    let main = client_from(ts.server().kubeconfig_path()).await;
+    assert!(namespace_names(main).await.is_ok());
+    ts.stop().await;
+}
+
+#[tokio::test]
+async fn a_descriptor_that_is_not_a_listening_socket_is_refused() {
+    use std::os::fd::IntoRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    let mut config = common::config(dir.path(), StoreConfig::Embedded);
+    config.extra_listeners = vec![podnet_apiserver::server::ExtraListener {
+        fd: file.into_raw_fd(),
+        kubeconfig: dir.path().join("k"),
+    }];
+    let err = podnet_apiserver::server::ApiServer::start(config).await.err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("--listen-fd") && msg.contains("not an open socket"), "{msg}");
+}

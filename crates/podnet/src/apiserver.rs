@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
-use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
+use podnet_apiserver::server::{ApiServer, Config, ExtraListener, StoreConfig};
 use podnet_apiserver::tls::{TlsConfig, TlsMode};
 
 #[derive(Args, Debug)]
@@ -37,6 +37,13 @@ pub struct ApiserverArgs {
     /// File holding the bearer token, instead of the one generated into DATA_DIR/token.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Also serve on this inherited listening socket (e.g. one the lab opened in its
+    /// underlay namespace), with TLS and the token; repeatable.
+    #[arg(long = "listen-fd", value_name = "FD")]
+    listen_fds: Vec<i32>,
+    /// Where to write the kubeconfig for the matching --listen-fd.
+    #[arg(long = "listen-fd-kubeconfig", value_name = "PATH")]
+    listen_fd_kubeconfigs: Vec<PathBuf>,
     /// Directory for the embedded store and the kubeconfig written for clients.
     #[arg(long)]
     data_dir: PathBuf,
@@ -109,7 +116,28 @@ fn config(args: &ApiserverArgs) -> anyhow::Result<Config> {
             token_file: args.token_file.clone(),
             extra_sans: args.tls_sans.clone(),
         },
+        extra_listeners: extra_listeners(args)?,
     })
+}
+
+/// `--listen-fd FD` paired, in order, with `--listen-fd-kubeconfig PATH`.
+fn extra_listeners(args: &ApiserverArgs) -> anyhow::Result<Vec<ExtraListener>> {
+    if args.listen_fds.len() != args.listen_fd_kubeconfigs.len() {
+        anyhow::bail!(
+            "give one --listen-fd-kubeconfig PATH for each --listen-fd FD ({} and {} given)",
+            args.listen_fd_kubeconfigs.len(),
+            args.listen_fds.len()
+        );
+    }
+    Ok(args
+        .listen_fds
+        .iter()
+        .zip(&args.listen_fd_kubeconfigs)
+        .map(|(fd, path)| ExtraListener {
+            fd: *fd,
+            kubeconfig: path.clone(),
+        })
+        .collect())
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {

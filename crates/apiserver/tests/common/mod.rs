@@ -42,6 +42,7 @@ pub fn config(dir: &Path, store: StoreConfig) -> Config {
         },
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
+        extra_listeners: Vec::new(),
     }
 }
 
