@@ -106,6 +106,7 @@ fn apiserver_config(dir: &Path) -> Config {
         },
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
+        extra_listeners: Vec::new(),
     }
 }
 
@@ -474,6 +475,8 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     t.ip("route add 10.244.50.0/24 via 172.30.0.50");
     t.ip("route add 10.99.0.0/24 via 172.30.0.99 proto 80");
     t.ip("route add 10.244.60.0/24 via 172.30.0.60 proto 80");
+    // Someone else's route holding a peer's subnet: reported, never replaced.
+    t.ip("route add 10.244.13.0/24 via 172.30.0.53");
 
     let dir = tempfile::tempdir().unwrap();
     let (server, client) = start_apiserver(&dir.path().join("api")).await;
@@ -489,6 +492,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     let own_cidr: Ipv4Net = pod_cidr(&own).expect("podCIDR").parse().unwrap();
     peer(&nodes, "peer-a", "10.244.11.0/24", "172.30.0.11").await;
     peer(&nodes, "peer-b", "10.244.12.0/24", "172.30.0.12").await;
+    peer(&nodes, "peer-c", "10.244.13.0/24", "172.30.0.13").await;
 
     let files = NodeFiles {
         subnet_file: dir.path().join("run/flannel/subnet.env"),
@@ -581,6 +585,10 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         "{shown}"
     );
     assert!(!shown.contains("10.244.60.0/24"), "{shown}");
+    assert!(
+        shown.contains("10.244.13.0/24 via 172.30.0.53 dev und0"),
+        "{shown}"
+    );
 
     // A route deleted by hand comes back at the next resync (no Node changed).
     t.ip("route del 10.244.11.0/24");
@@ -632,10 +640,9 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         },
     )
     .await;
-    assert!(
-        t.ip("route show")
-            .contains("10.244.50.0/24 via 172.30.0.50")
-    );
+    let shown = t.ip("route show");
+    assert!(shown.contains("10.244.50.0/24 via 172.30.0.50"), "{shown}");
+    assert!(shown.contains("10.244.13.0/24 via 172.30.0.53"), "{shown}");
 
     // A file changed by hand is rewritten.
     std::fs::write(&files.subnet_file, "FLANNEL_MTU=9000\n").unwrap();

@@ -349,7 +349,7 @@ pub async fn run_status_loop(
         match post_status(&api, &id, &current).await {
             Ok(_) => {
                 if last_posted.as_ref() != Some(&current) {
-                    tracing::info!(node = %id.name, ready = current.ready, message = %current.message, "posted node status");
+                    tracing::info!(node = %id.name, ready = current.ready, reason = %current.message, "posted node status");
                 }
                 last_posted = Some(current);
                 backoff.reset();
