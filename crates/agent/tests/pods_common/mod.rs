@@ -188,6 +188,7 @@ impl Lab {
             },
             bookmark_interval: Duration::from_secs(1),
             tls: Default::default(),
+            extra_listeners: Vec::new(),
         })
         .await
         .expect("apiserver starts");
