@@ -276,14 +276,26 @@ pub(crate) async fn take_key(
 pub(crate) enum Requested {
     /// Newly taken.
     Taken(Taken),
-    /// Already held by the same owner (an object of the same name that is being replaced, or
-    /// whose release was lost): kept as it is, not given back on rollback.
+    /// Already held by the same owner (an object of the same name that is being replaced, a
+    /// concurrent request for the same object, or an object whose release was lost): kept,
+    /// not given back on rollback.
     AlreadyOurs,
     /// Held by someone else.
     Busy,
 }
 
+/// How many times [`take_requested`] looks again when the key changes under it.
+const REQUEST_ATTEMPTS: usize = 8;
+
 /// Takes a requested item for `owner`.
+///
+/// An item already recorded for `owner` may be held by a concurrent request for the same
+/// object (two creates of one name, two updates of one object), which gives it back if its
+/// write fails — while this request's write may succeed. So the record is rewritten here:
+/// the key's revision moves, and that other request's rollback (a delete at the revision it
+/// took the key at) leaves the key in place. If both writes fail the key stays recorded for
+/// `owner` until the object of that name takes it again or a repair frees it: a leak, never
+/// an item handed out twice.
 pub(crate) async fn take_requested(
     store: &dyn Store,
     space: &Space,
@@ -291,14 +303,29 @@ pub(crate) async fn take_requested(
     owner: &str,
 ) -> ApiResult<Requested> {
     let key = space.key(item);
-    if let Some(taken) = take_key(store, &key, owner).await? {
-        return Ok(Requested::Taken(taken));
+    for _ in 0..REQUEST_ATTEMPTS {
+        if let Some(taken) = take_key(store, &key, owner).await? {
+            return Ok(Requested::Taken(taken));
+        }
+        // Given back between the create and this read: try to take it again.
+        let Some(current) = store.get(&key).await.map_err(|e| ApiError::store(&e))? else {
+            continue;
+        };
+        match Record::decode(&current.value) {
+            Some(rec) if rec.owner == owner => {}
+            _ => return Ok(Requested::Busy),
+        }
+        match store
+            .update(&key, Record::now(owner).encode(), current.mod_revision)
+            .await
+        {
+            Ok(_) => return Ok(Requested::AlreadyOurs),
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(ApiError::store(&e)),
+        }
     }
-    let current = store.get(&key).await.map_err(|e| ApiError::store(&e))?;
-    match current.and_then(|kv| Record::decode(&kv.value)) {
-        Some(rec) if rec.owner == owner => Ok(Requested::AlreadyOurs),
-        _ => Ok(Requested::Busy),
-    }
+    // The key kept changing under us; someone else holds it for now.
+    Ok(Requested::Busy)
 }
 
 /// Takes any free item of `space` for `owner`; `None` when the range is full. Bounded: at most [`RANDOM_PROBES`]

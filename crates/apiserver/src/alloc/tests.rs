@@ -335,6 +335,44 @@ async fn rollback_gives_back_what_a_failed_write_took() {
 }
 
 #[tokio::test]
+async fn a_failed_request_does_not_give_back_what_a_concurrent_one_of_the_same_object_holds() {
+    // Two creates of one Service asking for the same IP and port (through two apiservers):
+    // the first takes them, the second finds them recorded for the same owner. If the second
+    // one's write wins and the first one's fails, the first one's rollback must leave them.
+    let (store, a) = allocators(AllocatorConfig::default());
+    let spec = json!({"type": "NodePort", "clusterIP": "10.96.0.20",
+        "ports": [{"port": 80, "nodePort": 30080}]});
+    let mut first = svc("web", spec.clone());
+    let taken_first = a.allocate_service(&mut first, None).await.unwrap();
+    assert_eq!(taken_first.len(), 2);
+    let mut second = svc("web", spec);
+    let taken_second = a.allocate_service(&mut second, None).await.unwrap();
+    assert!(
+        taken_second.is_empty(),
+        "already recorded for services/default/web"
+    );
+    a.rollback(taken_first).await;
+    assert_eq!(
+        keys(&store, Kind::ServiceIp).await,
+        vec!["/registry/allocations/serviceips/10.96.0.20"]
+    );
+    assert_eq!(
+        keys(&store, Kind::NodePort).await,
+        vec!["/registry/allocations/nodeports/30080"]
+    );
+    // Someone else still cannot have them.
+    let mut other = svc("other", json!({"clusterIP": "10.96.0.20"}));
+    assert_eq!(
+        a.allocate_service(&mut other, None).await.unwrap_err().code,
+        422
+    );
+    // And the holder gives them back on delete.
+    a.release_service(&second).await;
+    assert!(keys(&store, Kind::ServiceIp).await.is_empty());
+    assert!(keys(&store, Kind::NodePort).await.is_empty());
+}
+
+#[tokio::test]
 async fn headless_and_external_name_get_no_ip() {
     let (store, a) = allocators(AllocatorConfig::default());
     let mut headless = svc("h", json!({"clusterIP": "None", "ports": [{"port": 80}]}));
