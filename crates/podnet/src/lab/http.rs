@@ -1,6 +1,5 @@
-//! A minimal HTTP/1.1 GET for the apiserver's loopback listener (readiness,
-//! Nodes, Pods). Loopback only: the lab never sends to lab addresses from
-//! the root namespace.
+//! A minimal plain HTTP/1.1 GET on loopback (etcd's /health). Loopback only:
+//! the lab never sends to lab addresses from the root namespace.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -13,18 +12,15 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// `GET path` on 127.0.0.1:`port`, with `token` as bearer token if given.
-pub fn get(port: u16, path: &str, token: Option<&str>, timeout: Duration) -> Result<Response> {
+/// `GET path` on 127.0.0.1:`port`.
+pub fn get(port: u16, path: &str, timeout: Duration) -> Result<Response> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connect to the apiserver on {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
@@ -34,24 +30,6 @@ pub fn get(port: u16, path: &str, token: Option<&str>, timeout: Duration) -> Res
         .read_to_end(&mut raw)
         .with_context(|| format!("read the reply to GET {path} from {addr}"))?;
     parse(&raw).with_context(|| format!("reply to GET {path} from {addr}"))
-}
-
-/// GET a JSON document; an error unless the status is 200.
-pub fn get_json(
-    port: u16,
-    path: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> Result<serde_json::Value> {
-    let response = get(port, path, token, timeout)?;
-    if response.status != 200 {
-        bail!(
-            "GET {path}: HTTP {}: {}",
-            response.status,
-            String::from_utf8_lossy(&response.body).trim()
-        );
-    }
-    serde_json::from_slice(&response.body).with_context(|| format!("GET {path}: invalid JSON"))
 }
 
 fn parse(raw: &[u8]) -> Result<Response> {

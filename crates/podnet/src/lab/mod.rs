@@ -8,6 +8,7 @@
 //! All lab state lives under `/run/podnet/<lab>` (runtime: processes, node
 //! state) and `/var/lib/podnet/<lab>` (lab.json, kubeconfigs, logs, store).
 
+mod api;
 pub mod down;
 mod http;
 mod processes;

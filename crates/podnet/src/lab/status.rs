@@ -3,14 +3,13 @@
 //! what is in the way.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use super::api::Api;
 use super::processes::is_alive;
 use super::state::{LabState, ProcessRecord, Processes};
-use super::{LabPaths, StatusArgs, http, topology, validate_name};
+use super::{LabPaths, StatusArgs, topology, validate_name};
 
 /// A Node as the API shows it.
 #[derive(Debug, Clone, Default)]
@@ -145,43 +144,30 @@ pub fn observe(paths: &LabPaths) -> Result<Observation> {
         api_nodes: None,
     };
     if let Some(state) = &obs.state {
-        let port = state.apiserver.port;
-        let token = kubeconfig_token(&state.apiserver.kubeconfig);
         let api_alive = obs
             .processes
             .find("apiserver", None)
             .is_some_and(|p| obs.alive(p));
-        if api_alive {
-            obs.readyz = Some(readyz(port, token.as_deref()));
-            if matches!(obs.readyz, Some(Ok(_))) {
-                obs.api_nodes =
-                    Some(api_nodes(port, token.as_deref()).map_err(|e| format!("{e:#}")));
-            }
-        } else {
+        if !api_alive {
             obs.readyz = Some(Err("the apiserver process is not running".into()));
+        } else {
+            match Api::connect(&state.apiserver.kubeconfig) {
+                Err(e) => obs.readyz = Some(Err(format!("{e:#}"))),
+                Ok(api) => {
+                    obs.readyz = Some(api.readyz());
+                    if matches!(obs.readyz, Some(Ok(_))) {
+                        obs.api_nodes = Some(api_nodes(&api).map_err(|e| format!("{e:#}")));
+                    }
+                }
+            }
         }
     }
     Ok(obs)
 }
 
-const API_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `GET /readyz` on the loopback port.
-pub fn readyz(port: u16, token: Option<&str>) -> Result<String, String> {
-    match http::get(port, "/readyz", token, API_TIMEOUT) {
-        Ok(r) if r.status == 200 => Ok(String::from_utf8_lossy(&r.body).trim().to_string()),
-        Ok(r) => Err(format!(
-            "HTTP {}: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body).trim()
-        )),
-        Err(e) => Err(format!("{e:#}")),
-    }
-}
-
 /// Nodes with their Ready condition, podCIDR and number of pods bound to them.
-pub fn api_nodes(port: u16, token: Option<&str>) -> Result<BTreeMap<String, ApiNode>> {
-    let nodes = http::get_json(port, "/api/v1/nodes", token, API_TIMEOUT)?;
+pub fn api_nodes(api: &Api) -> Result<BTreeMap<String, ApiNode>> {
+    let nodes = api.get_json("/api/v1/nodes")?;
     let mut out = BTreeMap::new();
     for node in nodes["items"].as_array().into_iter().flatten() {
         let Some(name) = node["metadata"]["name"].as_str() else {
@@ -205,7 +191,7 @@ pub fn api_nodes(port: u16, token: Option<&str>) -> Result<BTreeMap<String, ApiN
             },
         );
     }
-    let pods = http::get_json(port, "/api/v1/pods", token, API_TIMEOUT)?;
+    let pods = api.get_json("/api/v1/pods")?;
     for pod in pods["items"].as_array().into_iter().flatten() {
         if let Some(node) = pod["spec"]["nodeName"]
             .as_str()
@@ -215,15 +201,6 @@ pub fn api_nodes(port: u16, token: Option<&str>) -> Result<BTreeMap<String, ApiN
         }
     }
     Ok(out)
-}
-
-/// The bearer token in a kubeconfig, if it has one.
-pub fn kubeconfig_token(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("token:"))
-        .map(|t| t.trim().trim_matches('"').to_string())
-        .find(|t| !t.is_empty())
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {

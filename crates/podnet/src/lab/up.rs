@@ -13,9 +13,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 use podnet_kernel::NetNs;
 
+use super::api::Api;
 use super::processes::{self, Started, is_alive, log_tail, spawn_daemon};
 use super::state::{ApiserverState, LabState, NodeState, ProcessRecord, Processes, UnderlayState};
-use super::status::{self, Observation, kubeconfig_token};
+use super::status::{self, Observation};
 use super::topology::{self, Underlay};
 use super::{
     AGENT_API_PORT, Backend, LabPaths, MAX_NODES, ProxyMode, StoreKind, UNDERLAY_BRIDGE, UpArgs,
@@ -124,6 +125,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         exe,
         agent_flags,
         processes: Processes::default(),
+        api: None,
     };
     if let Err(e) = lab.build() {
         bail!(
@@ -269,6 +271,8 @@ struct Builder {
     exe: PathBuf,
     agent_flags: AgentFlags,
     processes: Processes,
+    /// A client for the apiserver once it is ready.
+    api: Option<Api>,
 }
 
 /// Prints `label… ` and then `ok`, what `f` returns, or `failed`.
@@ -432,8 +436,12 @@ impl Builder {
                     log_tail(&log, 15)
                 ));
             }
-            Ok(http::get(client, "/health", None, Duration::from_secs(2))
-                .is_ok_and(|r| r.status == 200))
+            // etcd 3.4 answers {"health":"true"} once it has a leader.
+            Ok(
+                http::get(client, "/health", Duration::from_secs(2)).is_ok_and(|r| {
+                    r.status == 200 && String::from_utf8_lossy(&r.body).contains("true")
+                }),
+            )
         })?;
         if !ready {
             bail!(
@@ -487,10 +495,14 @@ impl Builder {
                     log_tail(&log, 15)
                 ));
             }
-            let token = kubeconfig_token(&loopback_kubeconfig);
-            Ok(status::readyz(port, token.as_deref()).is_ok()
-                && loopback_kubeconfig.exists()
-                && state.apiserver.agent_kubeconfig.exists())
+            // The apiserver writes its kubeconfigs once it serves.
+            if !(loopback_kubeconfig.exists() && state.apiserver.agent_kubeconfig.exists()) {
+                return Ok(false);
+            }
+            if self.api.is_none() {
+                self.api = Api::connect(&loopback_kubeconfig).ok();
+            }
+            Ok(self.api.as_ref().is_some_and(|a| a.readyz().is_ok()))
         })?;
         if !ready {
             bail!(
@@ -568,7 +580,10 @@ impl Builder {
     fn wait_nodes_ready(&self, state: &LabState) -> Result<()> {
         let total = state.nodes.len();
         let tty = std::io::stdout().is_terminal();
-        let token = kubeconfig_token(&state.apiserver.kubeconfig);
+        let api = self
+            .api
+            .as_ref()
+            .context("no API client: the apiserver was not started")?;
         let deadline = Instant::now() + self.plan.ready_timeout;
         let mut shown = usize::MAX;
         let mut last_error = String::new();
@@ -589,7 +604,7 @@ impl Builder {
                     );
                 }
             }
-            let nodes = match status::api_nodes(state.apiserver.port, token.as_deref()) {
+            let nodes = match status::api_nodes(api) {
                 Ok(nodes) => nodes,
                 Err(e) => {
                     last_error = format!("{e:#}");
