@@ -399,6 +399,8 @@ fn get_prints_what_kubectl_prints() {
     assert!(both.contains("\npod/web-0   "), "{both}");
     assert!(both.contains("\n\nNAME          TYPE"), "{both}");
     assert!(both.contains("\nservice/web   ClusterIP"), "{both}");
+    let all = s.ok(&["get", "all", "-n", "shop", "-o", "name"]);
+    assert_eq!(all, "pod/db-0\npod/web-0\nservice/web\n");
     let by_name = s.ok(&["get", "pod/db-0", "svc/web", "-n", "shop", "-o", "name"]);
     assert_eq!(by_name, "pod/db-0\nservice/web\n");
     let slices = s.ok(&["get", "endpointslices", "-n", "shop", "-o", "name"]);

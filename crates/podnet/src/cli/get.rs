@@ -122,6 +122,16 @@ pub async fn resolve(
 ) -> Result<Vec<(Resource, Vec<String>)>, CliError> {
     let mut out = Vec::new();
     for (ty, names) in targets {
+        if ty == "all" {
+            // kubectl's category: the served kinds that belong to it.
+            for k in podnet_api::k8s::kinds::ALL
+                .iter()
+                .filter(|k| k.categories.contains(&"all"))
+            {
+                out.push((Resource::from_kind(k), names.clone()));
+            }
+            continue;
+        }
         out.push((resources::by_name(client, ty).await?, names.clone()));
     }
     Ok(out)

@@ -160,7 +160,63 @@ pub fn three_way(
     };
     let mut patch = combine(schema, "", deletions, delta);
     normalize_order(schema, "", &mut patch);
+    if schema == Schema::Merge {
+        drop_defaulted_lists(
+            &mut patch,
+            original,
+            Some(&Value::Object(modified)),
+            Some(&Value::Object(current)),
+        );
+    }
     patch
+}
+
+/// Without a schema every list is atomic, and a live list whose elements the server filled
+/// in with defaults never equals the manifest's. Such a list is left out of the patch when
+/// the manifest did not change it since the last apply and the live list holds it (same
+/// length, every element a superset of the manifest's).
+fn drop_defaulted_lists(
+    patch: &mut Map<String, Value>,
+    original: Option<&Value>,
+    modified: Option<&Value>,
+    current: Option<&Value>,
+) {
+    let keys: Vec<String> = patch.keys().cloned().collect();
+    for key in keys {
+        let o = original.and_then(|v| v.get(&key));
+        let m = modified.and_then(|v| v.get(&key));
+        let c = current.and_then(|v| v.get(&key));
+        match patch.get_mut(&key) {
+            Some(Value::Object(inner)) => {
+                drop_defaulted_lists(inner, o, m, c);
+                if inner.is_empty() {
+                    patch.remove(&key);
+                }
+            }
+            Some(Value::Array(_)) => {
+                if let (Some(o), Some(m), Some(c)) = (o, m, c)
+                    && o == m
+                    && contains(c, m)
+                {
+                    patch.remove(&key);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `live` holds everything `wanted` says (maps may have more keys).
+fn contains(live: &Value, wanted: &Value) -> bool {
+    match (live, wanted) {
+        (Value::Object(l), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| l.get(k).is_some_and(|lv| contains(lv, wv))),
+        (Value::Array(l), Value::Array(w)) => {
+            l.len() == w.len() && l.iter().zip(w).all(|(lv, wv)| contains(lv, wv))
+        }
+        (l, w) => l == w,
+    }
 }
 
 /// Puts the elements of every merged list in the order of its `$setElementOrder`, with the
@@ -539,6 +595,24 @@ mod tests {
             Value::Object(p),
             json!({"spec": {"a": 2, "list": [1], "gone": null}})
         );
+    }
+
+    #[test]
+    fn merge_patch_leaves_server_defaults_in_lists_alone() {
+        let applied =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        let current = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "image": "x", "imagePullPolicy": "Always"}]}}, "replicas": 1}});
+        let p = three_way(Schema::Merge, Some(&applied), &applied, &current);
+        assert!(p.is_empty(), "{p:?}");
+        // A change in the manifest still replaces the list.
+        let changed =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "y"}]}}}});
+        let p = three_way(Schema::Merge, Some(&applied), &changed, &current);
+        assert_eq!(Value::Object(p), changed);
+        // Never applied before: the list is sent.
+        let p = three_way(Schema::Merge, None, &applied, &current);
+        assert_eq!(Value::Object(p), applied);
     }
 
     #[test]
