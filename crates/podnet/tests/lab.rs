@@ -315,9 +315,21 @@ fn three_nodes_up_then_down_leaves_the_machine_as_before() {
     let node1_ns = format!("net:[{}]", netns_inode(&format!("{name}-node1")));
     assert_eq!(agent_ns.display().to_string(), node1_ns);
 
+    // A pod on every node, so that `lab down` has sandboxes, their
+    // namespaces and container processes to remove.
+    let kubeconfig = format!("/var/lib/podnet/{name}/kubeconfig");
+    run_pods(&kubeconfig, name, 3);
+    let pod_namespaces: Vec<String> = cmd_lines("ip", &["netns", "list"])
+        .into_iter()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|n| n.starts_with(&format!("{name}-node")) && n.contains("-pod-"))
+        .collect();
+    assert_eq!(pod_namespaces.len(), 3, "{pod_namespaces:?}");
+
     // Nothing was added to the root namespace while the lab is up.
     let inodes: BTreeSet<u64> = std::iter::once(underlay.clone())
         .chain((1..=3).map(|i| format!("{name}-node{i}")))
+        .chain(pod_namespaces.iter().cloned())
         .map(|n| netns_inode(&n))
         .collect();
     let during = snapshot(name, &inodes);
@@ -336,6 +348,7 @@ fn three_nodes_up_then_down_leaves_the_machine_as_before() {
     );
 
     let out = ok(&["lab", "down", "--name", name]);
+    assert!(out.contains("stopped sandbox of pod default/p1"), "{out}");
     assert!(
         out.contains(&format!("removed network namespace {name}-node3")),
         "{out}"
@@ -347,6 +360,46 @@ fn three_nodes_up_then_down_leaves_the_machine_as_before() {
 
     let out = ok(&["lab", "down", "--name", name]);
     assert!(out.contains("nothing to remove"), "{out}");
+}
+
+/// Creates pods p1..pN, pod i bound to node i, and waits until they run.
+fn run_pods(kubeconfig: &str, lab: &str, n: u32) {
+    use std::io::Write;
+    let mut manifest = String::new();
+    for i in 1..=n {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}}}\nspec:\n  nodeName: {lab}-node{i}\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"600\"]\n"
+        ));
+    }
+    let mut child = Command::new(PODNET)
+        .args(["--kubeconfig", kubeconfig, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "podnet apply: {}", text(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = podnet(&["--kubeconfig", kubeconfig, "get", "pods", "--no-headers"]);
+        let listing = text(&out);
+        let running = listing.lines().filter(|l| l.contains("Running")).count();
+        if running == n as usize {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pods not Running after 30 s:\n{listing}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -553,5 +606,35 @@ fn a_half_built_lab_is_named_and_removed() {
         out.contains(&format!("removed /run/podnet/{name}")),
         "{out}"
     );
+    assert_eq!(snapshot(name, &BTreeSet::new()), before);
+}
+
+#[test]
+fn etcd_store_runs_as_a_lab_process() {
+    if !is_root() || !Path::new("/usr/bin/etcd").exists() {
+        eprintln!("skipped: needs root and /usr/bin/etcd (apt-get install -y etcd-server)");
+        return;
+    }
+    let lab = Lab::new('f');
+    let name = lab.name.as_str();
+    let before = snapshot(name, &BTreeSet::new());
+    let out = ok(&[
+        "lab", "up", "--name", name, "--nodes", "1", "--store", "etcd",
+    ]);
+    assert!(out.contains("etcd… ready on 127.0.0.1:"), "{out}");
+    assert!(out.contains("1/1 nodes Ready"), "{out}");
+    let state = json(&format!("/var/lib/podnet/{name}/lab.json"));
+    assert!(
+        state["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("etcd://127.0.0.1:"),
+        "{state}"
+    );
+    let status = ok(&["lab", "status", "--name", name]);
+    assert!(status.contains("etcd: pid"), "{status}");
+    assert!(status.contains("running"), "{status}");
+    let out = ok(&["lab", "down", "--name", name]);
+    assert!(out.contains("stopped etcd"), "{out}");
     assert_eq!(snapshot(name, &BTreeSet::new()), before);
 }
