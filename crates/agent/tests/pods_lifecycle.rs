@@ -79,6 +79,17 @@ fn two_containers_share_localhost_log_and_are_deleted_cleanly() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // A pod whose state does not change is not written to again.
+        let rv = lab
+            .pods()
+            .get("web")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let again = lab.pods().get("web").await.unwrap();
+        assert_eq!(again.metadata.resource_version, rv, "{:#?}", again.status);
         // The pod has the address CNI gave it, and its hostname.
         let out = lab.exec(&uid, &["hostname"]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web");
