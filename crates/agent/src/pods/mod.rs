@@ -22,7 +22,8 @@
 //!   [`PodState`]. Fields: `namespace`, `name`, `uid`, `sandbox_name` (the
 //!   network namespace `/run/netns/<sandbox_name>`), `sandbox_pid` (the pod's
 //!   PID 1 as the host sees it: run a command in the pod with
-//!   `podnet sandbox exec --pid <sandbox_pid> -- CMD…`), `netns`, `pod_ip`,
+//!   `podnet sandbox exec --pid <sandbox_pid> -- CMD…`), `sandbox_start_ticks`
+//!   (its start time, `/proc/<pid>/stat` field 22), `netns`, `pod_ip`,
 //!   `cni_result`, and `containers`: a list of `{name, init, pid,
 //!   start_ticks, restart_count, ever_started, started_at, log_path,
 //!   exit_file, last_terminated, terminated, backoff_ms}` where `pid` (set

@@ -25,6 +25,9 @@ pub struct PodState {
     pub sandbox_name: String,
     /// The pod's PID 1 as the host sees it (`podnet sandbox exec --pid`).
     pub sandbox_pid: i32,
+    /// The start time of `sandbox_pid` (`/proc/<pid>/stat` field 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_start_ticks: Option<u64>,
     /// The path given to CNI as `CNI_NETNS`.
     pub netns: PathBuf,
     /// The pod's address, once CNI ADD succeeded.
@@ -231,6 +234,7 @@ mod tests {
             uid: "u-1".into(),
             sandbox_name: "n1-pod-u-1".into(),
             sandbox_pid: 42,
+            sandbox_start_ticks: Some(5),
             netns: "/run/netns/n1-pod-u-1".into(),
             pod_ip: Some("10.244.1.2".into()),
             cni_result: Some(serde_json::json!({"ips": []})),

@@ -40,6 +40,7 @@ impl Drop for Task {
 /// The pod's sandbox and network.
 struct SandboxRt {
     sandbox: Sandbox,
+    start_ticks: Option<u64>,
     pod_ip: Option<String>,
     cni_result: Option<Value>,
 }
@@ -270,17 +271,30 @@ impl Worker {
     fn adopt(&mut self, state: PodState) {
         self.namespace = state.namespace.clone();
         self.name = state.name.clone();
-        let adopted = Sandbox::adopt(
-            &self.ctx.config.podnet_bin,
-            &state.sandbox_name,
-            state.sandbox_pid,
-        );
+        let same_process = match state.sandbox_start_ticks {
+            Some(ticks) => state::proc_alive(state.sandbox_pid, ticks),
+            None => true,
+        };
+        let adopted = if same_process {
+            Sandbox::adopt(
+                &self.ctx.config.podnet_bin,
+                &state.sandbox_name,
+                state.sandbox_pid,
+            )
+        } else {
+            Err(crate::runtime::SandboxError::Process {
+                pod: state.sandbox_name.clone(),
+                pid: state.sandbox_pid,
+                why: "the process is not the recorded sandbox any more".into(),
+            })
+        };
         let sandbox_alive = match adopted {
             Ok(sandbox) => {
                 tracing::info!(pod = %self.pod_label(), sandbox = %state.sandbox_name,
                     pid = state.sandbox_pid, ip = ?state.pod_ip, "adopted the pod's sandbox");
                 self.sandbox = Some(SandboxRt {
                     sandbox,
+                    start_ticks: state.sandbox_start_ticks,
                     pod_ip: state.pod_ip.clone(),
                     cni_result: state.cni_result.clone(),
                 });
@@ -497,6 +511,7 @@ impl Worker {
                     tracing::info!(pod = %self.pod_label(), sandbox = %sandbox.name(),
                         pid = sandbox.pid(), "started the pod's sandbox");
                     self.sandbox = Some(SandboxRt {
+                        start_ticks: state::proc_start(sandbox.pid()).map(|(t, _)| t),
                         sandbox,
                         pod_ip: None,
                         cni_result: None,
@@ -981,6 +996,7 @@ impl Worker {
             uid: self.uid.clone(),
             sandbox_name: sb.sandbox.name().to_string(),
             sandbox_pid: sb.sandbox.pid(),
+            sandbox_start_ticks: sb.start_ticks,
             netns: sb.sandbox.netns_path(),
             pod_ip: sb.pod_ip.clone(),
             cni_result: sb.cni_result.clone(),
