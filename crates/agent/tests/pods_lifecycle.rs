@@ -258,6 +258,41 @@ fn readiness_follows_the_probe_and_liveness_failure_restarts() {
         lab.delete_pod("probed", Some(1)).await;
         lab.wait_gone("probed", 30).await;
 
+        // A startup probe holds readiness back until it passes.
+        let started_flag = lab.dir.path().join("started-flag");
+        lab.create_pod(json!({
+            "metadata": {"name": "slow", "namespace": "default"},
+            "spec": {"containers": [{
+                "name": "app",
+                "image": "busybox",
+                "command": ["sleep", "3600"],
+                "startupProbe": {
+                    "exec": {"command": ["test", "-f", started_flag.display().to_string()]},
+                    "periodSeconds": 1, "failureThreshold": 100,
+                },
+            }]},
+        }))
+        .await;
+        let pod = lab
+            .wait_pod("slow", 60, |p| {
+                (container(p, "app")["state"]["running"].is_object())
+                    .then_some(())
+                    .ok_or_else(|| "not running".into())
+            })
+            .await;
+        assert_eq!(container(&pod, "app")["started"], false);
+        assert_eq!(container(&pod, "app")["ready"], false);
+        std::fs::write(&started_flag, "").unwrap();
+        lab.wait_pod("slow", 20, |p| {
+            let c = container(p, "app");
+            (c["started"] == true && c["ready"] == true)
+                .then_some(())
+                .ok_or_else(|| format!("{c}"))
+        })
+        .await;
+        lab.delete_pod("slow", Some(1)).await;
+        lab.wait_gone("slow", 30).await;
+
         // A failing liveness probe restarts the container.
         lab.create_pod(json!({
             "metadata": {"name": "dying", "namespace": "default"},
