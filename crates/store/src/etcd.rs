@@ -294,35 +294,48 @@ impl Store for EtcdStore {
 
     async fn list(&self, prefix: &str, at_revision: Option<i64>) -> Result<ListResult> {
         check_list_revision(prefix, at_revision)?;
-        let mut opts = GetOptions::new().with_prefix();
-        if let Some(at) = at_revision {
-            opts = opts.with_revision(at);
-        }
-        let resp = match self
-            .client
-            .kv_client()
-            .get(self.full(prefix), Some(opts))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let at = at_revision.unwrap_or(0);
-                return Err(match classify(&e) {
-                    Kind::Compacted => self.compacted_error(Op::List, prefix, at).await,
-                    Kind::FutureRevision => self.future_error(Op::List, prefix, at).await,
-                    _ => self.err(Op::List, prefix, e),
-                });
+        // Read in chunks, all at one revision: one response must stay under gRPC's 4 MiB
+        // message limit (10,000 Services are more than that), as kube-apiserver pages too.
+        let full = self.full(prefix);
+        let end = prefix_range_end(full.as_bytes());
+        let mut start = full.clone().into_bytes();
+        let mut revision = at_revision;
+        let mut items = Vec::new();
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_CHUNK);
+            if let Some(at) = revision {
+                opts = opts.with_revision(at);
             }
-        };
-        let items = resp
-            .kvs()
-            .iter()
-            .map(|kv| self.convert(Op::List, kv))
-            .collect::<Result<Vec<_>>>()?;
-        let revision = match at_revision {
-            Some(at) => at,
-            None => header_revision(Op::List, prefix, resp.header())?,
-        };
+            let resp = match self.client.kv_client().get(start.clone(), Some(opts)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let at = revision.unwrap_or(0);
+                    return Err(match classify(&e) {
+                        Kind::Compacted => self.compacted_error(Op::List, prefix, at).await,
+                        Kind::FutureRevision => self.future_error(Op::List, prefix, at).await,
+                        _ => self.err(Op::List, prefix, e),
+                    });
+                }
+            };
+            if revision.is_none() {
+                revision = Some(header_revision(Op::List, prefix, resp.header())?);
+            }
+            for kv in resp.kvs() {
+                items.push(self.convert(Op::List, kv)?);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        let revision = revision.ok_or_else(|| {
+            StoreError::backend(Op::List, prefix, "etcd answered without a revision")
+        })?;
         Ok(ListResult { items, revision })
     }
 
@@ -617,6 +630,22 @@ impl Store for EtcdStore {
 }
 
 /// Converts an etcd key-value, stripping the store prefix.
+/// Keys read per request of a list.
+const LIST_CHUNK: i64 = 1000;
+
+/// The end of the key range of everything starting with `prefix` (etcd's `WithPrefix`).
+fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    for (i, b) in prefix.iter().enumerate().rev() {
+        if *b < 0xFF {
+            let mut end = prefix[..=i].to_vec();
+            end[i] = b + 1;
+            return end;
+        }
+    }
+    // Every byte is 0xFF: the range runs to the end of the key space.
+    vec![0]
+}
+
 fn convert_kv(prefix: &str, op: Op, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     let raw = kv.key();
     let key = std::str::from_utf8(raw).map_err(|e| StoreError::Corrupt {

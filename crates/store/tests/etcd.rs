@@ -202,3 +202,41 @@ async fn tls_with_client_certificate() {
     .await;
     assert!(matches!(half, Err(StoreError::InvalidArgument { .. })));
 }
+
+/// A list larger than one gRPC message (4 MiB) is read in chunks, all at one revision:
+/// writes made while it pages do not show up in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_larger_than_a_grpc_message_are_read_at_one_revision() {
+    use futures::StreamExt;
+    let server = EtcdServer::start().await;
+    let store = std::sync::Arc::new(
+        EtcdStore::connect(opts(server.client_url(), "/big"))
+            .await
+            .unwrap(),
+    );
+    let value = vec![b'x'; 2048];
+    futures::stream::iter(0..2500)
+        .map(|i| {
+            let (store, value) = (store.clone(), value.clone());
+            async move {
+                store
+                    .create(&format!("/items/{i:05}"), value, None)
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let before = store.current_revision().await.unwrap();
+    store
+        .create("/items/zzzzz", b"later".to_vec(), None)
+        .await
+        .unwrap();
+    let listed = store.list("/items/", Some(before)).await.unwrap();
+    assert_eq!(listed.items.len(), 2500);
+    assert_eq!(listed.revision, before);
+    assert_eq!(listed.items[0].key, "/items/00000");
+    assert_eq!(listed.items[2499].key, "/items/02499");
+    assert_eq!(store.list("/items/", None).await.unwrap().items.len(), 2501);
+}
