@@ -49,11 +49,9 @@ fn bench_one(name: &str, nodes: u32) -> Result<(), String> {
         ));
     }
     let target = if nodes == 30 {
-        format!(" (target < {TARGET_UP_30_S} s for 30 nodes)")
-    } else if nodes < 30 {
-        String::new()
+        format!(" (target < {TARGET_UP_30_S} s)")
     } else {
-        format!(" (target < {TARGET_UP_30_S} s for 30 nodes)")
+        String::new()
     };
     println!("  {nodes:>3} nodes: lab up {secs:.2} s{target}");
     let processes = read_processes(name)?;
