@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod controllers;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod listeners;
 pub mod meta;
 pub mod registry;

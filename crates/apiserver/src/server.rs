@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::alloc::{AllocatorConfig, Allocators};
-use crate::controllers::{self, ControllerConfig};
+use crate::controllers::ControllerConfig;
 use crate::error::ApiError;
 use crate::http::{self, AppState};
 use crate::registry::Registry;
@@ -220,9 +220,15 @@ impl ApiServer {
         if let Err(e) = allocators.repair(&registry, Duration::from_secs(60)).await {
             tracing::warn!(error = %e, "repairing allocations failed; will retry at the next start");
         }
-        tasks.extend(controllers::spawn_all(
+        // Controllers run on one apiserver at a time when several share the store.
+        tasks.push(crate::leader::spawn(
+            store.clone(),
             registry,
             config.controllers.clone(),
+            format!(
+                "{}@{addr}",
+                tls::hostname().unwrap_or_else(|| "apiserver".into())
+            ),
             shutdown_rx,
         ));
         state.ready.store(true, Ordering::Release);
