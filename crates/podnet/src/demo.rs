@@ -1,279 +1,373 @@
-//! `podnet lab demo`: the article's ways of talking, each checked live on
-//! real namespaces, veths, a bridge and processes. Paths whose parts are not
-//! built yet are reported as not available, never faked.
+//! `podnet lab demo`: brings up a real 2-node lab (`podnet lab up --nodes 2`),
+//! creates pods and a Service through the API, and checks the article's ways
+//! of talking live, from inside a pod. Paths whose parts are not built yet are
+//! reported as not available, never faked. Every probe runs inside a pod:
+//! nothing is sent to lab addresses from the root namespace.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use podnet_agent::runtime::Sandbox;
-use podnet_agent::runtime::cni::{AttachmentRef, CniNetwork};
-use podnet_api::cni::NetConfList;
+use anyhow::{Context, Result, anyhow, bail};
 use podnet_kernel::{NetNs, Netlink, route};
+use serde_json::{Value, json};
 
-const SUBNET: &str = "10.244.1.0/24";
+use crate::cli::GlobalArgs;
+use crate::cli::client::Client;
+use crate::cli::layout::{NodeDirs, PodRecord};
+use crate::lab::{LabPaths, UpArgs, validate_name};
 
-struct Paths {
-    state: PathBuf,
-    run: PathBuf,
+const NODES: u32 = 2;
+const NAMESPACE: &str = "default";
+const PORT: u16 = 8080;
+const SERVICE_PORT: u16 = 80;
+/// How long the pods get to be Running and Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Tears the lab down when dropped, unless disarmed (`--keep` after success).
+struct Teardown {
+    lab: String,
+    armed: bool,
 }
 
-impl Paths {
-    fn new(lab: &str) -> Paths {
-        Paths {
-            state: PathBuf::from("/var/lib/podnet").join(lab),
-            run: PathBuf::from("/run/podnet").join(lab),
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        println!("\nCleaning up (podnet lab down --name {}):", self.lab);
+        if let Err(e) = crate::lab::down::run(&self.lab) {
+            eprintln!("podnet: removing lab {}: {e:#}", self.lab);
         }
     }
-    fn conflist(&self) -> PathBuf {
-        self.state.join("node1/cni/net.d/10-podnet.conflist")
-    }
-    fn pids(&self) -> PathBuf {
-        self.run.join("demo.pids")
-    }
 }
 
-/// The demo's pod: its sandbox, its address and its container processes.
-struct Pod {
+/// A pod of the demo as the API and its node's runtime see it.
+struct DemoPod {
     name: String,
-    sandbox: Sandbox,
-    ip: Option<Ipv4Addr>,
-    containers: Vec<Child>,
-}
-
-struct Demo {
-    lab: String,
-    paths: Paths,
-    exe: PathBuf,
-    node: NetNs,
-    network: CniNetwork,
-    pods: Vec<Pod>,
+    node: String,
+    ip: Ipv4Addr,
+    sandbox_pid: i32,
 }
 
 pub fn run(lab: &str, keep: bool) -> Result<()> {
-    let exe = std::env::current_exe().context("find the podnet binary")?;
-    let paths = Paths::new(lab);
-    let node_name = format!("{lab}-node1");
-    if NetNs::list_named()?.contains(&node_name) {
+    validate_name(lab)?;
+    let paths = LabPaths::new(lab);
+    if paths.lab_json().exists() || NetNs::list_named()?.contains(&paths.node_name(1)) {
         bail!(
-            "a lab called {lab} is already up (namespace {node_name}): run `podnet lab down --name {lab}` first"
+            "a lab called {lab} is already up: run `podnet lab down --name {lab}` first, or give the demo another --name"
         );
     }
+    let exe = std::env::current_exe().context("find the podnet binary")?;
     println!(
-        "podnet lab demo: a node ({node_name}) with pods on a bridge; every check below is live.\n"
+        "podnet lab demo: a {NODES}-node lab ({lab}) with pods made through the API; every check below is live.\n"
     );
-    let node = NetNs::create(&node_name)?;
-    let mut demo = Demo::new(lab, paths, exe, node)?;
-    let outcome = demo.show();
-    if keep && outcome.is_ok() {
-        demo.record_pids()?;
+    let mut guard = Teardown {
+        lab: lab.to_string(),
+        armed: true,
+    };
+    crate::lab::up::run(UpArgs {
+        name: lab.to_string(),
+        nodes: Some(NODES),
+        backend: None,
+        proxy_mode: None,
+        store: None,
+        underlay_cidr: None,
+        cluster_cidr: None,
+        service_cidr: None,
+        timeout: 60,
+    })?;
+    show(&paths, &exe)?;
+    if keep {
+        guard.armed = false;
+        let kubeconfig = paths.kubeconfig();
         println!("\nThe lab is left up (--keep). Look around:");
-        println!("  ip netns list");
-        println!("  ip -n {node_name} route; ip -n {node_name} link show master cni0");
+        println!("  export KUBECONFIG={}", kubeconfig.display());
+        println!("  podnet get pods -o wide; podnet get svc web");
+        println!(
+            "  podnet exec pod-a -c client -- {} probe send --tcp <pod-c IP>:{PORT} --data hi",
+            exe.display()
+        );
+        println!(
+            "  ip -n {} route; ip -n {} link show master cni0",
+            paths.node_name(1),
+            paths.node_name(1)
+        );
         println!("  podnet lab down --name {lab}");
-        return Ok(());
     }
-    demo.teardown();
-    outcome
+    Ok(())
 }
 
-impl Demo {
-    fn new(lab: &str, paths: Paths, exe: PathBuf, node: NetNs) -> Result<Demo> {
-        fs::create_dir_all(&paths.run)?;
-        let conflist = conflist_json(&paths);
-        let file = paths.conflist();
-        fs::create_dir_all(file.parent().context("conflist dir")?)?;
-        fs::write(&file, &conflist)?;
-        let list = NetConfList::parse(conflist.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let bin_dir = exe.parent().context("binary dir")?.to_path_buf();
-        let network = CniNetwork {
-            list,
-            bin_dirs: vec![bin_dir],
-            host_ns: Some(node.try_clone()?),
-        };
-        Ok(Demo {
-            lab: lab.to_string(),
-            paths,
-            exe,
-            node,
-            network,
-            pods: Vec::new(),
+fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start an async runtime for the API client")?;
+    let global = GlobalArgs {
+        kubeconfig: Some(paths.kubeconfig()),
+        lab: Some(paths.name.clone()),
+        ..GlobalArgs::default()
+    };
+    let client = runtime
+        .block_on(Client::connect(&global))
+        .map_err(|e| anyhow!("{e}"))?;
+    let (node1, node2) = (paths.node_name(1), paths.node_name(2));
+    let objects = manifests(exe, &node1, &node2);
+    println!(
+        "\nCreating through the API (kubeconfig {}):",
+        paths.kubeconfig().display()
+    );
+    for (path, object) in &objects {
+        runtime
+            .block_on(client.post(path, object))
+            .map_err(|e| anyhow!("create {}: {e}", describe(object)))?;
+        println!("   created {}", describe(object));
+    }
+    print!("Waiting for the pods to be Running and Ready… ");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let started = Instant::now();
+    let pods = match wait_ready(&runtime, &client, paths, &["pod-a", "pod-b", "pod-c"]) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("failed");
+            return Err(e);
+        }
+    };
+    println!("done in {:.1}s", started.elapsed().as_secs_f64());
+    for p in &pods {
+        println!("   {} on {} is {}", p.name, p.node, p.ip);
+    }
+    let [a, b, c] = [&pods[0], &pods[1], &pods[2]];
+
+    println!("\n1. Containers of one pod share localhost (the sandbox holds the pod's namespaces)");
+    let data = "hello from container client";
+    let target = format!("127.0.0.1:{PORT}");
+    let reply = send_from(exe, a, &target, data, 3)?;
+    println!("   pod-a/client -> {target} sent \"{data}\", received \"{reply}\"");
+
+    println!("\n2. Pods on one node talk over the bridge cni0 ({node1})");
+    let data = "hello from pod-a";
+    let target = format!("{}:{PORT}", b.ip);
+    let reply = send_from(exe, a, &target, data, 3)?;
+    println!("   pod-a -> pod-b {target} sent \"{data}\", received \"{reply}\"");
+
+    println!("\n3. Pods on different nodes talk across the underlay ({node1} -> {node2})");
+    let target = format!("{}:{PORT}", c.ip);
+    let reply = send_from(exe, a, &target, data, 3)?;
+    println!("   pod-a -> pod-c {target} sent \"{data}\", received \"{reply}\"");
+
+    let service = runtime
+        .block_on(client.get(&format!("/api/v1/namespaces/{NAMESPACE}/services/web")))
+        .map_err(|e| anyhow!("read service web: {e}"))?;
+    let cluster_ip = service["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    println!(
+        "\n4. Pod to Service web (ClusterIP {cluster_ip}:{SERVICE_PORT} -> pod-b, pod-c): not available yet (needs the service proxy, issue 6)"
+    );
+    if cluster_ip.parse::<Ipv4Addr>().is_ok() {
+        let target = format!("{cluster_ip}:{SERVICE_PORT}");
+        match send_from(exe, a, &target, data, 1) {
+            Ok(reply) => println!(
+                "   pod-a -> {target} sent \"{data}\", received \"{reply}\" (unexpected: something answers the ClusterIP)"
+            ),
+            Err(e) => {
+                println!("   pod-a -> {target} sent \"{data}\", no answer, as expected ({e:#})")
+            }
+        }
+    }
+
+    for node in [&node1, &node2] {
+        print_node_tables(node)?;
+    }
+    Ok(())
+}
+
+/// The demo's objects: where to POST them and what.
+fn manifests(exe: &Path, node1: &str, node2: &str) -> Vec<(String, Value)> {
+    let exe = exe.display().to_string();
+    let listen = format!("0.0.0.0:{PORT}");
+    let server = json!({
+        "name": "server",
+        "image": "podnet/probe",
+        "command": [exe, "probe", "serve", "--tcp", listen],
+        "readinessProbe": { "tcpSocket": { "port": PORT }, "periodSeconds": 1 },
+    });
+    let pod = |name: &str, app: &str, node: &str, containers: Vec<Value>| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": name, "namespace": NAMESPACE, "labels": { "app": app } },
+            "spec": { "nodeName": node, "containers": containers },
         })
-    }
+    };
+    let client = json!({
+        "name": "client",
+        "image": "podnet/probe",
+        "command": ["/bin/sleep", "3600"],
+    });
+    let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    vec![
+        (
+            pods.clone(),
+            pod("pod-a", "client", node1, vec![server.clone(), client]),
+        ),
+        (
+            pods.clone(),
+            pod("pod-b", "web", node1, vec![server.clone()]),
+        ),
+        (pods, pod("pod-c", "web", node2, vec![server])),
+        (
+            format!("/api/v1/namespaces/{NAMESPACE}/services"),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": "web", "namespace": NAMESPACE },
+                "spec": {
+                    "selector": { "app": "web" },
+                    "ports": [{ "port": SERVICE_PORT, "targetPort": PORT, "protocol": "TCP" }],
+                },
+            }),
+        ),
+    ]
+}
 
-    fn show(&mut self) -> Result<()> {
-        self.containers_of_one_pod()?;
-        self.pods_on_one_node()?;
-        println!(
-            "\n3. Pod to pod across nodes: not available yet (needs the overlay: vxlan, host-gw or udp)."
-        );
-        println!(
-            "4. Pod to Service (ClusterIP): not available yet (needs the control plane and the service proxy)."
-        );
-        self.print_node_tables()
+fn describe(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or("object");
+    let name = object["metadata"]["name"].as_str().unwrap_or("?");
+    match object["spec"]["nodeName"].as_str() {
+        Some(node) => format!("{kind} {name} on {node}"),
+        None => format!("{kind} {name}"),
     }
+}
 
-    fn containers_of_one_pod(&mut self) -> Result<()> {
-        println!(
-            "1. Containers of one pod share localhost (the sandbox holds the pod's namespaces)"
-        );
-        let pod = self.start_pod("pod-a")?;
-        let server = self.start_container(pod, &["probe", "serve", "--tcp", "127.0.0.1:8080"])?;
-        self.pods[pod].containers.push(server);
-        let reply = self.exec_in_pod(
-            pod,
-            &[
-                "probe",
-                "send",
-                "--tcp",
-                "127.0.0.1:8080",
-                "--data",
-                "hello from container 2",
-            ],
-        )?;
-        println!(
-            "   container 2 -> 127.0.0.1:8080 sent \"hello from container 2\", received \"{reply}\""
-        );
-        Ok(())
-    }
-
-    fn pods_on_one_node(&mut self) -> Result<()> {
-        println!("\n2. Pods on one node talk over the bridge cni0 ({SUBNET}, wired by podnet-cni)");
-        let a = 0;
-        self.attach(a)?;
-        let b = self.start_pod("pod-b")?;
-        self.attach(b)?;
-        let server = self.start_container(b, &["probe", "serve", "--tcp", "0.0.0.0:8080"])?;
-        self.pods[b].containers.push(server);
-        let server = self.start_container(a, &["probe", "serve", "--tcp", "0.0.0.0:9090"])?;
-        self.pods[a].containers.push(server);
-        let (ip_a, ip_b) = (self.pod_ip(a)?, self.pod_ip(b)?);
-        println!("   pod-a is {ip_a}, pod-b is {ip_b}");
-        let target = format!("{ip_b}:8080");
-        let reply = self.exec_in_pod(
-            a,
-            &[
-                "probe",
-                "send",
-                "--tcp",
-                &target,
-                "--data",
-                "hello from pod-a",
-            ],
-        )?;
-        println!("   pod-a -> {target} sent \"hello from pod-a\", received \"{reply}\"");
-        for (ip, port, pod) in [(ip_a, 9090, "pod-a"), (ip_b, 8080, "pod-b")] {
-            let target = format!("{ip}:{port}");
-            let reply = self.exec_in_node(&[
-                "probe",
-                "send",
-                "--tcp",
-                &target,
-                "--data",
-                "hello from the node",
-            ])?;
-            println!(
-                "   node -> {pod} {target} sent \"hello from the node\", received \"{reply}\""
+/// Waits until every pod is Running and Ready with an IP and a sandbox.
+fn wait_ready(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    paths: &LabPaths,
+    names: &[&str],
+) -> Result<Vec<DemoPod>> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for name in names {
+            let pod = runtime
+                .block_on(client.get(&format!("/api/v1/namespaces/{NAMESPACE}/pods/{name}")))
+                .map_err(|e| anyhow!("read pod {name}: {e}"))?;
+            match ready_pod(paths, name, &pod) {
+                Ok(p) => ready.push(p),
+                Err(why) => waiting.push(format!("{name}: {why}")),
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(ready);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the pods are not Running and Ready after {}s: {}",
+                READY_TIMEOUT.as_secs(),
+                waiting.join("; ")
             );
         }
-        Ok(())
+        std::thread::sleep(Duration::from_millis(200));
     }
+}
 
-    fn start_pod(&mut self, name: &str) -> Result<usize> {
-        let ns_name = format!("{}-node1-{name}", self.lab);
-        let sandbox = Sandbox::start(&self.exe, &ns_name, name)?;
-        self.pods.push(Pod {
-            name: name.to_string(),
-            sandbox,
-            ip: None,
-            containers: Vec::new(),
-        });
-        Ok(self.pods.len() - 1)
+fn ready_pod(paths: &LabPaths, name: &str, pod: &Value) -> Result<DemoPod, String> {
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    if phase != "Running" {
+        return Err(format!("phase {phase}"));
     }
-
-    fn attach(&mut self, pod: usize) -> Result<()> {
-        let netns = self.pods[pod].sandbox.netns_path();
-        let id = self.pods[pod].sandbox.name().to_string();
-        let result = self.network.add(&AttachmentRef {
-            container_id: &id,
-            netns: &netns,
-            ifname: "eth0",
-        })?;
-        let ip = result["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .context("podnet-cni returned no IPv4 address")?;
-        self.pods[pod].ip = Some(ip);
-        Ok(())
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if !ready {
+        return Err("not Ready".into());
     }
+    let ip: Ipv4Addr = pod["status"]["podIP"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("no podIP")?;
+    let node = pod["spec"]["nodeName"].as_str().ok_or("no nodeName")?;
+    let uid = pod["metadata"]["uid"].as_str().ok_or("no uid")?;
+    let file = NodeDirs::lab(&paths.name, node).pod_state_file(uid);
+    let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let record: PodRecord =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(DemoPod {
+        name: name.to_string(),
+        node: node.to_string(),
+        ip,
+        sandbox_pid: record.sandbox_pid,
+    })
+}
 
-    fn pod_ip(&self, pod: usize) -> Result<Ipv4Addr> {
-        self.pods[pod].ip.context("pod has no address")
-    }
-
-    fn start_container(&self, pod: usize, args: &[&str]) -> Result<Child> {
-        let mut child = self.pods[pod]
-            .sandbox
-            .command(&self.exe)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_serving(&mut child)?;
-        Ok(child)
-    }
-
-    fn exec_in_pod(&self, pod: usize, args: &[&str]) -> Result<String> {
-        let out = self.pods[pod]
-            .sandbox
-            .command(&self.exe)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()?;
-        output_text(out, &self.pods[pod].name)
-    }
-
-    fn exec_in_node(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        self.node.enter_on_exec(&mut cmd)?;
-        output_text(cmd.spawn()?.wait_with_output()?, "the node")
-    }
-
-    fn print_node_tables(&self) -> Result<()> {
-        let mut nl = Netlink::open_in(&self.node)?;
-        let links = nl.links()?;
-        let name_of = |i: Option<u32>| {
-            links
-                .iter()
-                .find(|l| Some(l.index) == i)
-                .map(|l| l.name.clone())
-                .unwrap_or_default()
-        };
-        println!("\nRoute table of {}-node1 (route -n):", self.lab);
-        println!(
-            "   {:<16}{:<16}{:<16}{:<6}Iface",
-            "Destination", "Gateway", "Genmask", "Flags"
+/// Runs `podnet probe send` inside `pod` (as `podnet exec` does: `podnet
+/// sandbox exec --pid <sandbox>`) and returns the reply.
+fn send_from(exe: &Path, pod: &DemoPod, target: &str, data: &str, timeout: u64) -> Result<String> {
+    let out = Command::new(exe)
+        .args([
+            "sandbox",
+            "exec",
+            "--pid",
+            &pod.sandbox_pid.to_string(),
+            "--",
+        ])
+        .arg(exe)
+        .args(["probe", "send", "--tcp", target, "--data", data])
+        .args(["--timeout", &timeout.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("run podnet sandbox exec")?;
+    if !out.status.success() {
+        bail!(
+            "probe in {} failed: {}",
+            pod.name,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
-        for r in nl.routes(route::MAIN_TABLE)? {
-            let gw = r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let flags = if r.gateway.is_some() { "UG" } else { "U" };
-            println!(
-                "   {:<16}{:<16}{:<16}{:<6}{}",
-                r.dst.network(),
-                gw,
-                r.dst.netmask(),
-                flags,
-                name_of(r.oif)
-            );
-        }
-        if let Some(bridge) = links.iter().find(|l| l.name == "cni0") {
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A node's route table (`route -n`) and its bridge's ports, from netlink in
+/// the node's namespace.
+fn print_node_tables(node: &str) -> Result<()> {
+    let ns = NetNs::open(node)?;
+    let mut nl = Netlink::open_in(&ns)?;
+    let links = nl.links()?;
+    let name_of = |i: Option<u32>| {
+        links
+            .iter()
+            .find(|l| Some(l.index) == i)
+            .map(|l| l.name.clone())
+            .unwrap_or_default()
+    };
+    println!("\nRoute table of {node} (route -n):");
+    println!(
+        "   {:<16}{:<16}{:<16}{:<6}Iface",
+        "Destination", "Gateway", "Genmask", "Flags"
+    );
+    for r in nl.routes(route::MAIN_TABLE)? {
+        let gw = r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let flags = if r.gateway.is_some() { "UG" } else { "U" };
+        println!(
+            "   {:<16}{:<16}{:<16}{:<6}{}",
+            r.dst.network(),
+            gw,
+            r.dst.netmask(),
+            flags,
+            name_of(r.oif)
+        );
+    }
+    match links.iter().find(|l| l.name == "cni0") {
+        Some(bridge) => {
             let addrs = nl.addresses(Some(bridge.index))?;
             let ports: Vec<&str> = links
                 .iter()
@@ -285,91 +379,36 @@ impl Demo {
                 .find(|(_, a)| a.addr().is_ipv4())
                 .map(|(_, a)| a.to_string())
                 .unwrap_or_default();
-            println!("\nBridge cni0 ({addr}), ports: {}", ports.join(" "));
+            println!("Bridge cni0 of {node} ({addr}), ports: {}", ports.join(" "));
         }
-        Ok(())
-    }
-
-    fn record_pids(&self) -> Result<()> {
-        let mut pids = Vec::new();
-        for pod in &self.pods {
-            pids.push(pod.sandbox.pid().to_string());
-            pids.extend(pod.containers.iter().map(|c| c.id().to_string()));
-        }
-        fs::write(self.paths.pids(), pids.join("\n"))?;
-        Ok(())
-    }
-
-    fn teardown(mut self) {
-        for mut pod in std::mem::take(&mut self.pods) {
-            for c in &mut pod.containers {
-                let _ = podnet_agent::runtime::exec::stop(c, Duration::from_secs(2));
-            }
-            if pod.ip.is_some() {
-                let netns = pod.sandbox.netns_path();
-                let id = pod.sandbox.name().to_string();
-                let _ = self.network.del(
-                    &AttachmentRef {
-                        container_id: &id,
-                        netns: &netns,
-                        ifname: "eth0",
-                    },
-                    None,
-                );
-            }
-            let _ = pod.sandbox.stop(Duration::from_secs(2));
-        }
-        remove_lab(&self.lab, &self.paths);
-    }
-}
-
-fn conflist_json(paths: &Paths) -> String {
-    let data_dir = paths.state.join("node1/ipam");
-    serde_json::json!({
-        "cniVersion": "1.1.0",
-        "name": "podnet",
-        "plugins": [{
-            "type": "podnet-cni",
-            "bridge": "cni0",
-            "isDefaultGateway": true,
-            "hairpinMode": true,
-            "ipam": { "type": "podnet-cni", "subnet": SUBNET, "dataDir": data_dir },
-        }],
-    })
-    .to_string()
-}
-
-fn wait_serving(child: &mut Child) -> Result<()> {
-    let out = child.stdout.take().context("container stdout")?;
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
-    if line.trim() != "serving" {
-        let _ = child.kill();
-        bail!("the server container did not start: {line}");
+        None => println!("Bridge cni0 of {node}: none"),
     }
     Ok(())
 }
 
-fn output_text(out: std::process::Output, who: &str) -> Result<String> {
-    if !out.status.success() {
-        bail!(
-            "probe in {who} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// `podnet lab down`: stops the demo's processes and removes its namespaces
-/// and files.
+/// `podnet lab down` on what an older single-node demo (`lab demo --keep`
+/// before the demo ran on a real lab) left: its recorded processes, its
+/// namespaces and its files.
 pub fn down(lab: &str) -> Result<()> {
-    let paths = Paths::new(lab);
-    if let Ok(text) = fs::read_to_string(paths.pids()) {
+    let paths = LabPaths::new(lab);
+    if let Ok(text) = fs::read_to_string(paths.demo_pids()) {
         for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             stop_if_ours(pid);
         }
     }
-    remove_lab(lab, &paths);
+    let prefix = format!("{lab}-node");
+    for name in NetNs::list_named().unwrap_or_default() {
+        if name.starts_with(&prefix) {
+            let _ = NetNs::delete(&name);
+        }
+    }
+    for dir in [&paths.lib, &paths.run] {
+        let _ = remove_dir(dir);
+        // The shared parents go too once no lab is left in them.
+        if let Some(parent) = dir.parent() {
+            let _ = fs::remove_dir(parent);
+        }
+    }
     println!("lab {lab} is down");
     Ok(())
 }
@@ -385,23 +424,7 @@ fn stop_if_ours(pid: i32) {
     }
 }
 
-fn remove_lab(lab: &str, paths: &Paths) {
-    let prefix = format!("{lab}-node");
-    for name in NetNs::list_named().unwrap_or_default() {
-        if name.starts_with(&prefix) {
-            let _ = NetNs::delete(&name);
-        }
-    }
-    for dir in [&paths.state, &paths.run] {
-        let _ = remove_dir(dir);
-        // The shared parents go too once no lab is left in them.
-        if let Some(parent) = dir.parent() {
-            let _ = fs::remove_dir(parent);
-        }
-    }
-}
-
-fn remove_dir(dir: &Path) -> std::io::Result<()> {
+fn remove_dir(dir: &PathBuf) -> std::io::Result<()> {
     match fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

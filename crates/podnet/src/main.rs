@@ -67,10 +67,11 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum LabCmd {
-    /// Shows the article's ways of talking, live: containers of one pod over
-    /// localhost, pod to pod on a node, and what is not built yet.
+    /// Brings up a 2-node lab and shows the article's ways of talking, live:
+    /// containers of one pod over localhost, pod to pod on a node and across
+    /// nodes, and what is not built yet (Services).
     Demo {
-        /// Lab name (namespaces are called NAME-node1, NAME-node1-pod-a…).
+        /// Lab name (namespaces are called NAME-node1, NAME-node2…).
         #[arg(long, default_value = "podnet")]
         name: String,
         /// Leave the lab up to explore.
