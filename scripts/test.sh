@@ -28,6 +28,6 @@ cargo build --workspace --all-targets
 # A quick smoke run of the CNI benchmark (the real run is in BENCHMARKS.md);
 # it only reports, the figures are judged there.
 PODNET_BENCH_PODS=5 cargo bench -p podnet-cni --bench add_del
-PODNET_BENCH_SERVICES=50 PODNET_BENCH_PODS=100 cargo bench -p podnet-apiserver --bench api
+PODNET_BENCH_SERVICES=50 PODNET_BENCH_PODS=100 PODNET_BENCH_PACED=20 cargo bench -p podnet-apiserver --bench api
 
 cargo nextest run --workspace --no-fail-fast "$@"
