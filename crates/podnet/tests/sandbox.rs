@@ -276,37 +276,118 @@ fn a_pods_processes_die_with_its_sandbox() {
     assert!(!Path::new(&format!("/proc/{inner}")).exists());
 }
 
+/// What a lab left: its namespaces (nodes, pods, underlay), its directories
+/// and processes whose command line names its directories.
+fn lab_leftovers(lab: &str) -> Vec<String> {
+    let mut left: Vec<String> = NetNs::list_named()
+        .expect("list")
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{lab}-")))
+        .collect();
+    for dir in [
+        format!("/var/lib/podnet/{lab}"),
+        format!("/run/podnet/{lab}"),
+    ] {
+        if Path::new(&dir).exists() {
+            left.push(dir);
+        }
+    }
+    let marker = format!("/{lab}/");
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&marker) {
+            left.push(format!(
+                "process {}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    left
+}
+
 #[test]
-fn lab_demo_shows_both_paths_and_cleans_up() {
-    let lab = format!("pndemo{}", std::process::id());
+fn lab_demo_shows_every_path_and_cleans_up() {
+    let lab = format!("dm{}", std::process::id());
     let out = Command::new(PODNET)
         .args(["lab", "demo", "--name", &lab])
         .output()
         .expect("demo");
     let text = String::from_utf8_lossy(&out.stdout);
+    let left = lab_leftovers(&lab);
+    if !left.is_empty() {
+        let _ = Command::new(PODNET)
+            .args(["lab", "down", "--name", &lab])
+            .output();
+    }
     assert!(
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("received \"pod-a got: hello from container 2"),
+        text.contains("received \"pod-a got: hello from container client"),
         "{text}"
     );
     assert!(
         text.contains("received \"pod-b got: hello from pod-a"),
         "{text}"
     );
-    assert!(text.contains("not available yet"), "{text}");
-    assert!(text.contains("cni0"), "{text}");
-    let left: Vec<String> = NetNs::list_named()
-        .expect("list")
-        .into_iter()
-        .filter(|n| n.starts_with(&lab))
-        .collect();
-    assert!(left.is_empty(), "namespaces left: {left:?}");
-    assert!(!Path::new(&format!("/var/lib/podnet/{lab}")).exists());
-    assert!(!Path::new(&format!("/run/podnet/{lab}")).exists());
+    assert!(
+        text.contains("received \"pod-c got: hello from pod-a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not available yet (needs the service proxy, issue 6)"),
+        "{text}"
+    );
+    assert!(!text.contains("unexpected"), "{text}");
+    assert!(
+        text.contains(&format!("Route table of {lab}-node2")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Bridge cni0 of {lab}-node1")),
+        "{text}"
+    );
+    assert!(left.is_empty(), "the demo left: {left:?}");
+}
+
+#[test]
+fn lab_demo_keep_leaves_the_lab_up_until_lab_down() {
+    let lab = format!("dk{}", std::process::id());
+    let out = Command::new(PODNET)
+        .args(["lab", "demo", "--name", &lab, "--keep"])
+        .output()
+        .expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kept = lab_leftovers(&lab);
+    let down = Command::new(PODNET)
+        .args(["lab", "down", "--name", &lab])
+        .output()
+        .expect("lab down");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "export KUBECONFIG=/var/lib/podnet/{lab}/kubeconfig"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("podnet lab down --name {lab}")),
+        "{text}"
+    );
+    assert!(
+        kept.contains(&format!("{lab}-node2")),
+        "kept: {kept:?}\n{text}"
+    );
+    assert!(down.status.success(), "{down:?}");
+    let left = lab_leftovers(&lab);
+    assert!(left.is_empty(), "lab down left: {left:?}");
 }
 
 #[test]
