@@ -337,11 +337,20 @@ async fn an_inherited_listener_is_served_with_tls_and_its_own_kubeconfig() {
     let ts = TestServer::start_with(dir, None, config).await;
 
     let text = std::fs::read_to_string(&extra_kubeconfig).unwrap();
-    assert!(text.contains(&format!("server: https://{inherited_addr}")), "{text}");
-    let names = namespace_names(client_from(&extra_kubeconfig).await).await.unwrap();
+    assert!(
+        text.contains(&format!("server: https://{inherited_addr}")),
+        "{text}"
+    );
+    let names = namespace_names(client_from(&extra_kubeconfig).await)
+        .await
+        .unwrap();
     assert!(names.contains(&"default".to_owned()), "{names:?}");
     // The loopback listener is TLS with the token as well, through its kubeconfig.
-    assert!(ts.server().url().starts_with("https://"), "{}", ts.server().url());
+    assert!(
+        ts.server().url().starts_with("https://"),
+        "{}",
+        ts.server().url()
+    );
     let main = client_from(ts.server().kubeconfig_path()).await;
     assert!(namespace_names(main).await.is_ok());
     ts.stop().await;
@@ -357,7 +366,13 @@ async fn a_descriptor_that_is_not_a_listening_socket_is_refused() {
         fd: file.into_raw_fd(),
         kubeconfig: dir.path().join("k"),
     }];
-    let err = podnet_apiserver::server::ApiServer::start(config).await.err().expect("refused");
+    let err = podnet_apiserver::server::ApiServer::start(config)
+        .await
+        .err()
+        .expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("--listen-fd") && msg.contains("not an open socket"), "{msg}");
+    assert!(
+        msg.contains("--listen-fd") && msg.contains("not an open socket"),
+        "{msg}"
+    );
 }
