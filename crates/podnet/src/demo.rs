@@ -50,14 +50,19 @@ struct DemoPod {
     node: String,
     ip: Ipv4Addr,
     sandbox_pid: i32,
+    /// The pod's veth on its node's bridge, from the CNI result the runtime
+    /// recorded.
+    host_veth: Option<String>,
 }
 
 pub fn run(lab: &str, keep: bool) -> Result<()> {
     validate_name(lab)?;
     let paths = LabPaths::new(lab);
-    if paths.lab_json().exists() || NetNs::list_named()?.contains(&paths.node_name(1)) {
+    // Only a lab the demo builds is the demo's to remove: anything of a lab
+    // of that name already here is left alone.
+    if !crate::lab::status::observe(&paths)?.is_absent() {
         bail!(
-            "a lab called {lab} is already up: run `podnet lab down --name {lab}` first, or give the demo another --name"
+            "a lab called {lab} is already here: run `podnet lab down --name {lab}` first, or give the demo another --name"
         );
     }
     let exe = std::env::current_exe().context("find the podnet binary")?;
@@ -181,7 +186,7 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
     }
 
     for node in [&node1, &node2] {
-        print_node_tables(node)?;
+        print_node_tables(node, &pods)?;
     }
     Ok(())
 }
@@ -281,7 +286,10 @@ fn wait_ready(
 fn ready_pod(paths: &LabPaths, name: &str, pod: &Value) -> Result<DemoPod, String> {
     let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
     if phase != "Running" {
-        return Err(format!("phase {phase}"));
+        return Err(match why_not_ready(pod) {
+            Some(why) => format!("phase {phase} ({why})"),
+            None => format!("phase {phase}"),
+        });
     }
     let ready = pod["status"]["conditions"]
         .as_array()
@@ -289,7 +297,10 @@ fn ready_pod(paths: &LabPaths, name: &str, pod: &Value) -> Result<DemoPod, Strin
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     if !ready {
-        return Err("not Ready".into());
+        return Err(match why_not_ready(pod) {
+            Some(why) => format!("not Ready ({why})"),
+            None => "not Ready".into(),
+        });
     }
     let ip: Ipv4Addr = pod["status"]["podIP"]
         .as_str()
@@ -301,11 +312,51 @@ fn ready_pod(paths: &LabPaths, name: &str, pod: &Value) -> Result<DemoPod, Strin
     let text = fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let record: PodRecord =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let raw: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let host_veth = raw["cni_result"]["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("sandbox").is_none())
+        .filter_map(|i| i["name"].as_str())
+        .find(|n| *n != "cni0")
+        .map(str::to_string);
     Ok(DemoPod {
         name: name.to_string(),
         node: node.to_string(),
         ip,
         sandbox_pid: record.sandbox_pid,
+        host_veth,
+    })
+}
+
+/// What the pod's status says about why it is not Ready: a waiting
+/// container's reason and message, else a false condition's message.
+fn why_not_ready(pod: &Value) -> Option<String> {
+    let status = &pod["status"];
+    let waiting = status["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|c| {
+            let w = &c["state"]["waiting"];
+            let reason = w["reason"].as_str()?;
+            let name = c["name"].as_str().unwrap_or("?");
+            Some(match w["message"].as_str() {
+                Some(m) if !m.is_empty() => format!("container {name} {reason}: {m}"),
+                _ => format!("container {name} {reason}"),
+            })
+        });
+    waiting.or_else(|| {
+        status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "False")
+            .find_map(|c| {
+                let text = c["message"].as_str().or(c["reason"].as_str())?;
+                Some(format!("{}: {text}", c["type"].as_str().unwrap_or("?")))
+            })
     })
 }
 
@@ -338,7 +389,7 @@ fn send_from(exe: &Path, pod: &DemoPod, target: &str, data: &str, timeout: u64) 
 
 /// A node's route table (`route -n`) and its bridge's ports, from netlink in
 /// the node's namespace.
-fn print_node_tables(node: &str) -> Result<()> {
+fn print_node_tables(node: &str, pods: &[DemoPod]) -> Result<()> {
     let ns = NetNs::open(node)?;
     let mut nl = Netlink::open_in(&ns)?;
     let links = nl.links()?;
@@ -369,10 +420,18 @@ fn print_node_tables(node: &str) -> Result<()> {
     match links.iter().find(|l| l.name == "cni0") {
         Some(bridge) => {
             let addrs = nl.addresses(Some(bridge.index))?;
-            let ports: Vec<&str> = links
+            let ports: Vec<String> = links
                 .iter()
                 .filter(|l| l.master == Some(bridge.index))
-                .map(|l| l.name.as_str())
+                .map(|l| {
+                    match pods
+                        .iter()
+                        .find(|p| p.host_veth.as_deref() == Some(l.name.as_str()))
+                    {
+                        Some(p) => format!("{} ({})", l.name, p.name),
+                        None => l.name.clone(),
+                    }
+                })
                 .collect();
             let addr = addrs
                 .iter()
