@@ -8,9 +8,11 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use podnet_kernel::{NetNs, Netlink, route};
 use serde_json::{Value, json};
 
@@ -25,6 +27,36 @@ const PORT: u16 = 8080;
 const SERVICE_PORT: u16 = 80;
 /// How long the pods get to be Running and Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Set by SIGINT, SIGTERM or SIGHUP: the demo stops at its next step and
+/// removes the lab instead of dying with it half made.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_interrupts() -> Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; handlers are reset to the default in the
+        // processes the demo starts (exec).
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("catch {signal}"))?;
+    }
+    Ok(())
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: stopping the demo");
+    }
+    Ok(())
+}
 
 /// Tears the lab down when dropped, unless disarmed (`--keep` after success).
 struct Teardown {
@@ -69,6 +101,7 @@ pub fn run(lab: &str, keep: bool) -> Result<()> {
     println!(
         "podnet lab demo: a {NODES}-node lab ({lab}) with pods made through the API; every check below is live.\n"
     );
+    catch_interrupts()?;
     let mut guard = Teardown {
         lab: lab.to_string(),
         armed: true,
@@ -84,6 +117,7 @@ pub fn run(lab: &str, keep: bool) -> Result<()> {
         service_cidr: None,
         timeout: 60,
     })?;
+    check_interrupted()?;
     show(&paths, &exe)?;
     if keep {
         guard.armed = false;
@@ -125,6 +159,7 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
         paths.kubeconfig().display()
     );
     for (path, object) in &objects {
+        check_interrupted()?;
         runtime
             .block_on(client.post(path, object))
             .map_err(|e| anyhow!("create {}: {e}", describe(object)))?;
@@ -145,6 +180,7 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
         println!("   {} on {} is {}", p.name, p.node, p.ip);
     }
     let [a, b, c] = [&pods[0], &pods[1], &pods[2]];
+    check_interrupted()?;
 
     println!("\n1. Containers of one pod share localhost (the sandbox holds the pod's namespaces)");
     let data = "hello from container client";
@@ -185,6 +221,7 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
         }
     }
 
+    check_interrupted()?;
     for node in [&node1, &node2] {
         print_node_tables(node, &pods)?;
     }
@@ -272,6 +309,7 @@ fn wait_ready(
         if waiting.is_empty() {
             return Ok(ready);
         }
+        check_interrupted()?;
         if Instant::now() >= deadline {
             bail!(
                 "the pods are not Running and Ready after {}s: {}",
