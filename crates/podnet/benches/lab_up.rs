@@ -1,17 +1,26 @@
 //! `podnet lab up` timing and memory: brings up a lab of 10 and of 30 nodes
 //! (PODNET_BENCH_NODES="5,20" to choose), prints how long `lab up` took
-//! until every Node was Ready, the apiserver's and the agents' RSS, then
-//! takes the lab down. Needs root; everything happens inside the lab's own
-//! namespaces.
+//! until every Node was Ready, the apiserver's and the agents' RSS; on the
+//! 10-node lab, right after it is up, creates 100 pods spread over the nodes
+//! (one `podnet apply`) and prints the time until all are Running and Ready
+//! and the agents' RSS with the pods running; then takes the lab down.
+//! Needs root; everything happens inside the lab's own namespaces.
 //!
 //! Run with `cargo bench -p podnet --bench lab_up`.
 
+use std::io::Write;
 use std::process::Command;
-use std::time::Instant;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
 const TARGET_UP_30_S: f64 = 20.0;
 const TARGET_AGENT_RSS_MIB: f64 = 30.0;
+const PODS: u32 = 100;
+const PODS_NODES: u32 = 10;
+const TARGET_PODS_READY_S: f64 = 10.0;
+/// How long the pods get before the bench gives up.
+const PODS_WITHIN: Duration = Duration::from_secs(180);
 
 fn main() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -54,6 +63,109 @@ fn bench_one(name: &str, nodes: u32) -> Result<(), String> {
         String::new()
     };
     println!("  {nodes:>3} nodes: lab up {secs:.2} s{target}");
+    print_rss(name)?;
+    if nodes == PODS_NODES {
+        match pods_ready(name, nodes) {
+            Ok(()) => {
+                println!("             with {PODS} pods running:");
+                print_rss(name)?;
+            }
+            Err(e) => eprintln!("lab_up: {PODS} pods over {nodes} nodes: {e}"),
+        }
+    }
+    let started = Instant::now();
+    let out = Command::new(PODNET)
+        .args(["lab", "down", "--name", name])
+        .output()
+        .map_err(|e| format!("run podnet lab down: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "lab down failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    println!(
+        "             lab down {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Creates PODS pods, round-robin over the nodes by spec.nodeName, with one
+/// `podnet apply`, and prints the time from the apply until every pod is
+/// Running with Ready=True (polled every 100 ms, at most PODS_WITHIN).
+fn pods_ready(name: &str, nodes: u32) -> Result<(), String> {
+    let kubeconfig = format!("/var/lib/podnet/{name}/kubeconfig");
+    let mut manifest = String::new();
+    for i in 0..PODS {
+        let node = i % nodes + 1;
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: bench-{i}}}\nspec:\n  nodeName: {name}-node{node}\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"3600\"]\n"
+        ));
+    }
+    let started = Instant::now();
+    let mut child = Command::new(PODNET)
+        .args(["--kubeconfig", &kubeconfig, "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run podnet apply: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(manifest.as_bytes())
+        .map_err(|e| format!("write the manifest: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("podnet apply: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let applied = started.elapsed().as_secs_f64();
+    let deadline = started + PODS_WITHIN;
+    loop {
+        let out = Command::new(PODNET)
+            .args(["--kubeconfig", &kubeconfig, "get", "pods", "-o", "json"])
+            .output()
+            .map_err(|e| format!("run podnet get pods: {e}"))?;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let ready = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["status"]["phase"] == "Running"
+                    && p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        if ready == PODS as usize {
+            println!(
+                "             {PODS} pods over {nodes} nodes Running and Ready: {:.2} s (target < {TARGET_PODS_READY_S} s; apply itself {applied:.2} s)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {ready}/{PODS} Running and Ready after {} s",
+                PODS_WITHIN.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The apiserver's and the agents' RSS.
+fn print_rss(name: &str) -> Result<(), String> {
     let processes = read_processes(name)?;
     let mut agents = Vec::new();
     for (component, pid) in processes {
@@ -71,21 +183,6 @@ fn bench_one(name: &str, nodes: u32) -> Result<(), String> {
             agents.len()
         );
     }
-    let started = Instant::now();
-    let out = Command::new(PODNET)
-        .args(["lab", "down", "--name", name])
-        .output()
-        .map_err(|e| format!("run podnet lab down: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "lab down failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    println!(
-        "             lab down {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 
