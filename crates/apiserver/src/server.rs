@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use podnet_api::k8s::kinds;
 use podnet_store::{EmbeddedOptions, EmbeddedStore, MemoryStore, Store};
 use serde_json::{Value, json};
@@ -374,7 +375,14 @@ async fn serve(listener: Listening, state: Arc<AppState>, mut shutdown: watch::R
         let _ = shutdown.wait_for(|s| *s).await;
     };
     let result = match listener {
-        Listening::Plain(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+        Listening::Plain(l) => {
+            // Watch events are small writes: without TCP_NODELAY, Nagle's algorithm holds
+            // them back until the client's delayed ACK (tens of milliseconds).
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(l, app).with_graceful_shutdown(stop).await
+        }
         Listening::Tls(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
     };
     if let Err(e) = result {
