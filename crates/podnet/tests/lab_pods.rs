@@ -46,7 +46,12 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let name = format!("lp{}", std::process::id() % 100_000);
+        Lab::with_prefix("lp")
+    }
+
+    /// A lab named `<prefix><pid>`, so two tests of this file never share one.
+    fn with_prefix(prefix: &str) -> Lab {
+        let name = format!("{prefix}{}", std::process::id() % 100_000);
         Lab {
             kubeconfig: format!("/var/lib/podnet/{name}/kubeconfig"),
             name,
@@ -676,4 +681,106 @@ fn restart_agent(argv: &[String], node: &str, log: &Path) -> (std::process::Chil
         )
     });
     (child, start)
+}
+
+/// The addresses of a Service's Endpoints, ready and not ready.
+fn endpoint_addresses(ep: &Value) -> (Vec<String>, Vec<String>) {
+    let collect = |field: &str| -> Vec<String> {
+        ep["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s[field].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a["ip"].as_str().map(str::to_owned))
+            .collect()
+    };
+    (collect("addresses"), collect("notReadyAddresses"))
+}
+
+/// A pod whose readiness probe starts failing turns NotReady and leaves its Service's
+/// ready endpoints; when it passes again, the pod is back.
+#[test]
+fn a_failing_readiness_probe_takes_the_pod_out_of_its_service() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::with_prefix("lr");
+    let out = Command::new(PODNET)
+        .args([
+            "lab",
+            "up",
+            "--name",
+            &lab.name,
+            "--nodes",
+            "1",
+            "--underlay-cidr",
+            "172.31.10.0/24",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+    // The probe runs in the pod, which shares the host's filesystem (lab pods have no
+    // mount namespace of their own): a file the test creates and removes decides it.
+    let flag = PathBuf::from(format!("/tmp/podnet-{}-ready", lab.name));
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+    let _flag_guard = RemoveOnDrop(flag.clone());
+    fs::write(&flag, b"ready").unwrap();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: rd}}\nspec:\n  selector: {{app: rd}}\n  ports:\n  - {{port: 80, targetPort: 8080}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: rd-0, labels: {{app: rd}}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: srv\n    image: podnet\n    command: [\"{PODNET}\", \"probe\", \"serve\", \"--tcp\", \"0.0.0.0:8080\"]\n    readinessProbe:\n      exec: {{command: [\"test\", \"-e\", \"{flag}\"]}}\n      periodSeconds: 1\n      failureThreshold: 1\n",
+        node = lab.node(1),
+        flag = flag.display()
+    );
+    let out = lab.apply(&manifest);
+    assert!(out.status.success(), "apply failed:\n{}", text(&out));
+
+    let ip = wait_for(READY_WITHIN, "rd-0 Ready and in the Service", || {
+        let pod = lab.pod("rd-0");
+        let ip = pod["status"]["podIP"].as_str().unwrap_or("").to_owned();
+        if !is_ready(&pod) || ip.is_empty() {
+            return Err(format!("{:#}", pod["status"]));
+        }
+        let ep: Value = serde_json::from_str(&lab.ok(&["get", "ep", "rd", "-o", "json"])).unwrap();
+        match endpoint_addresses(&ep) {
+            (ready, _) if ready == vec![ip.clone()] => Ok(ip),
+            other => Err(format!("endpoints {other:?}")),
+        }
+    });
+
+    fs::remove_file(&flag).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "rd-0 NotReady and out of the ready endpoints",
+        || {
+            let pod = lab.pod("rd-0");
+            if is_ready(&pod) {
+                return Err("still Ready".into());
+            }
+            let ep: Value =
+                serde_json::from_str(&lab.ok(&["get", "ep", "rd", "-o", "json"])).unwrap();
+            match endpoint_addresses(&ep) {
+                (ready, not_ready) if ready.is_empty() && not_ready == vec![ip.clone()] => Ok(()),
+                other => Err(format!("endpoints {other:?}")),
+            }
+        },
+    );
+
+    fs::write(&flag, b"ready").unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "rd-0 Ready and back in the Service",
+        || {
+            let ep: Value =
+                serde_json::from_str(&lab.ok(&["get", "ep", "rd", "-o", "json"])).unwrap();
+            match endpoint_addresses(&ep) {
+                (ready, _) if ready == vec![ip.clone()] => Ok(()),
+                other => Err(format!("endpoints {other:?}")),
+            }
+        },
+    );
 }
