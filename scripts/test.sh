@@ -24,6 +24,9 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 
 cargo build --workspace --all-targets
+# The agent's pod-runtime tests run these binaries; built above, so the tests do not run
+# cargo themselves (which would rebuild them while other tests execute them).
+export PODNET_TEST_BIN_DIR="$PWD/target/debug"
 
 # A quick smoke run of the CNI benchmark (the real run is in BENCHMARKS.md);
 # it only reports, the figures are judged there.
