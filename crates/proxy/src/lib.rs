@@ -1,0 +1,1 @@
+//! The service proxy that runs on every node (kube-proxy's job).
