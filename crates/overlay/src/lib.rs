@@ -1,3 +1,5 @@
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 //! Cross-node pod networking, flannel's model: every node owns one subnet of the cluster
 //! range, and a backend makes the other nodes' subnets reachable.
 //!
@@ -15,7 +17,11 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use ipnet::Ipv4Net;
-use podnet_kernel::KernelError;
+use podnet_kernel::{KernelError, NetNs};
+
+pub mod hostgw;
+pub mod udp;
+pub mod vxlan;
 
 /// Node annotation keys, flannel's set under podnet's prefix.
 pub mod annotations {
@@ -148,6 +154,63 @@ pub trait Backend: Send {
     fn teardown(&mut self) -> Result<(), OverlayError>;
 }
 
+/// vxlan's settings (flannel's names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanOptions {
+    /// VXLAN network identifier; the device is `podnet.<vni>`.
+    pub vni: u32,
+    /// UDP destination port (flannel's 8472, the Linux default).
+    pub port: u16,
+    /// A plain route instead of encapsulation to peers on this node's L2 segment.
+    pub direct_routing: bool,
+}
+
+impl Default for VxlanOptions {
+    fn default() -> Self {
+        VxlanOptions {
+            vni: 1,
+            port: 8472,
+            direct_routing: false,
+        }
+    }
+}
+
+/// The udp backend's UDP port (flannel's 8285).
+pub const DEFAULT_UDP_PORT: u16 = 8285;
+
+/// Everything a backend is built from.
+#[derive(Debug)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub local: LocalNode,
+    /// MTU of the underlay interface (the one holding `local.public_ip`).
+    pub underlay_mtu: u32,
+    /// Pod MTU set by the operator instead of the computed one.
+    pub mtu_override: Option<u32>,
+    pub vxlan: VxlanOptions,
+    pub udp_port: u16,
+    /// The node's network namespace: `None` for the calling thread's (the agent's own).
+    pub netns: Option<NetNs>,
+}
+
+impl BackendConfig {
+    /// The pod MTU: the override, else the underlay MTU minus the encapsulation.
+    pub fn pod_mtu(&self) -> u32 {
+        self.mtu_override
+            .unwrap_or_else(|| self.underlay_mtu.saturating_sub(self.kind.overhead()))
+    }
+}
+
+/// Builds the backend `config.kind` names (it creates nothing yet: see
+/// [`Backend::ensure_device`]).
+pub fn new_backend(config: BackendConfig) -> Result<Box<dyn Backend>, OverlayError> {
+    Ok(match config.kind {
+        BackendKind::Vxlan => Box::new(vxlan::VxlanBackend::new(config)?),
+        BackendKind::HostGw => Box::new(hostgw::HostGwBackend::new(config)?),
+        BackendKind::Udp => Box::new(udp::UdpBackend::new(config)?),
+    })
+}
+
 /// What went wrong in the overlay.
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -174,6 +237,9 @@ mod tests {
             assert_eq!(kind.as_str().parse::<BackendKind>().unwrap(), kind);
         }
         let err = "gre".parse::<BackendKind>().unwrap_err().to_string();
-        assert!(err.contains("gre") && err.contains("vxlan, host-gw, udp"), "{err}");
+        assert!(
+            err.contains("gre") && err.contains("vxlan, host-gw, udp"),
+            "{err}"
+        );
     }
 }
