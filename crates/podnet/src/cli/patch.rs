@@ -14,9 +14,9 @@
 
 use serde_json::{Map, Value};
 
-/// Which list fields merge, and by which key: the `patchMergeKey`/`patchStrategy` tags of
-/// `k8s.io/api` for the kinds podnet serves (the apiserver's strategic-merge table,
-/// `podnet_api::k8s::patch::schema`, holds the same rules; lists not named here are replaced).
+/// Which list fields merge, and by which key: the apiserver's strategic-merge table
+/// (`podnet_api::k8s::patch::schema`, the `patchMergeKey`/`patchStrategy` tags of
+/// `k8s.io/api` for the kinds podnet serves); lists not named there are replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
     /// Strategic merge for `kind`.
@@ -27,52 +27,6 @@ pub enum Schema {
 
 /// A merged list: of objects merged by `Some(key)`, or of primitives unioned (`None`).
 type MergeRule = Option<&'static str>;
-
-const METADATA_RULES: &[(&str, MergeRule)] = &[
-    ("metadata.finalizers", None),
-    ("metadata.ownerReferences", Some("uid")),
-];
-
-const POD_RULES: &[(&str, MergeRule)] = &[
-    ("spec.volumes", Some("name")),
-    ("spec.containers", Some("name")),
-    ("spec.containers.ports", Some("containerPort")),
-    ("spec.containers.env", Some("name")),
-    ("spec.containers.volumeMounts", Some("mountPath")),
-    ("spec.containers.volumeDevices", Some("devicePath")),
-    ("spec.initContainers", Some("name")),
-    ("spec.initContainers.ports", Some("containerPort")),
-    ("spec.initContainers.env", Some("name")),
-    ("spec.initContainers.volumeMounts", Some("mountPath")),
-    ("spec.initContainers.volumeDevices", Some("devicePath")),
-    ("spec.ephemeralContainers", Some("name")),
-    ("spec.ephemeralContainers.ports", Some("containerPort")),
-    ("spec.ephemeralContainers.env", Some("name")),
-    ("spec.ephemeralContainers.volumeMounts", Some("mountPath")),
-    ("spec.ephemeralContainers.volumeDevices", Some("devicePath")),
-    ("spec.imagePullSecrets", Some("name")),
-    ("spec.hostAliases", Some("ip")),
-    ("spec.topologySpreadConstraints", Some("topologyKey")),
-    ("spec.schedulingGates", Some("name")),
-    ("spec.resourceClaims", Some("name")),
-    ("status.conditions", Some("type")),
-    ("status.podIPs", Some("ip")),
-    ("status.hostIPs", Some("ip")),
-    ("status.resourceClaimStatuses", Some("name")),
-];
-
-const SERVICE_RULES: &[(&str, MergeRule)] = &[
-    ("spec.ports", Some("port")),
-    ("status.conditions", Some("type")),
-];
-
-const NODE_RULES: &[(&str, MergeRule)] = &[
-    ("spec.podCIDRs", None),
-    ("status.addresses", Some("type")),
-    ("status.conditions", Some("type")),
-];
-
-const NAMESPACE_RULES: &[(&str, MergeRule)] = &[("status.conditions", Some("type"))];
 
 impl Schema {
     /// The schema for a resource: strategic for the kinds podnet serves.
@@ -99,18 +53,9 @@ impl Schema {
         let Schema::Strategic(kind) = self else {
             return None;
         };
-        let rules: &[(&str, MergeRule)] = if path.starts_with("metadata.") {
-            METADATA_RULES
-        } else {
-            match kind {
-                "Pod" => POD_RULES,
-                "Service" => SERVICE_RULES,
-                "Node" => NODE_RULES,
-                "Namespace" => NAMESPACE_RULES,
-                _ => &[],
-            }
-        };
-        rules.iter().find(|(p, _)| *p == path).map(|(_, r)| *r)
+        podnet_api::k8s::patch::schema::lookup(kind, path)
+            .filter(|rule| rule.strategy.merges())
+            .map(|rule| rule.merge_key)
     }
 }
 

@@ -16,7 +16,7 @@
 //! them back, as the Kubernetes apiserver does when it decodes the patched object. Everything
 //! else about the result (names, immutable fields, validity) is for the caller to check.
 
-mod schema;
+pub mod schema;
 mod strategic;
 #[cfg(test)]
 mod tests;

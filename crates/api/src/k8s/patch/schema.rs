@@ -10,7 +10,7 @@
 
 /// How a strategic merge patch combines a field of the object with the patch's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Strategy {
+pub enum Strategy {
     /// `patchStrategy:"merge"`: a list of objects merges element-wise by the merge key; a
     /// list of primitives becomes the union of both.
     Merge,
@@ -25,20 +25,20 @@ pub(crate) enum Strategy {
 
 impl Strategy {
     /// Whether lists with this strategy merge rather than being replaced.
-    pub(crate) fn merges(self) -> bool {
+    pub fn merges(self) -> bool {
         matches!(self, Strategy::Merge | Strategy::MergeRetainKeys)
     }
 }
 
 /// The strategic-merge metadata of one field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FieldRule {
+pub struct FieldRule {
     /// Dotted path of JSON field names from the object's root; list levels are left out.
-    pub(crate) path: &'static str,
+    pub path: &'static str,
     /// The field of the list's elements that identifies them (`patchMergeKey`); `None` for
     /// lists of primitives and for replaced lists.
-    pub(crate) merge_key: Option<&'static str>,
-    pub(crate) strategy: Strategy,
+    pub merge_key: Option<&'static str>,
+    pub strategy: Strategy,
 }
 
 const fn merge(path: &'static str, key: &'static str) -> FieldRule {
@@ -159,7 +159,7 @@ fn kind_rules(kind: &str) -> &'static [FieldRule] {
 }
 
 /// The strategic-merge metadata of the field at `path` of an object of `kind`, if it has any.
-pub(crate) fn lookup(kind: &str, path: &str) -> Option<&'static FieldRule> {
+pub fn lookup(kind: &str, path: &str) -> Option<&'static FieldRule> {
     if path.starts_with("metadata.") {
         METADATA.iter().find(|r| r.path == path)
     } else {
