@@ -15,6 +15,7 @@ pub mod netns;
 pub mod nft;
 pub mod route;
 pub mod sysctl;
+pub mod vxlan;
 
 pub use error::{KernelError, Result};
 pub use link::Link;

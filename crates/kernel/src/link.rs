@@ -34,7 +34,7 @@ impl Link {
         self.mac.map(|m| format_mac(&m)).unwrap_or_default()
     }
 
-    fn from_message(msg: &LinkMessage) -> Option<Link> {
+    pub(crate) fn from_message(msg: &LinkMessage) -> Option<Link> {
         let mut link = Link {
             index: msg.header.index,
             name: String::new(),
