@@ -20,6 +20,7 @@ use ipnet::Ipv4Net;
 use podnet_kernel::{KernelError, NetNs};
 
 pub mod hostgw;
+pub mod masq;
 pub mod udp;
 pub mod vxlan;
 
