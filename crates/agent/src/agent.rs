@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::node::files::NodeFiles;
 use crate::node::lease::{self, NODE_LEASE_NAMESPACE, NodeLease};
-use crate::node::network::{self, NetworkConfig};
+use crate::node::network::{self, NetworkConfig, OverlaySettings};
 use crate::node::registration::{self, NodeIdentity, Readiness};
 use crate::node::sysinfo::{self, SystemInfo};
 use crate::node::{NodeError, NodeTimings, stopped};
@@ -59,6 +59,8 @@ pub struct AgentConfig {
     pub log_dir: PathBuf,
     pub subnet_file: PathBuf,
     pub timings: NodeTimings,
+    /// The cross-node backend and its settings, masquerade.
+    pub overlay: OverlaySettings,
 }
 
 /// Why the agent stopped with an error.
@@ -152,6 +154,13 @@ pub async fn run(
     })?;
     let client = client_from_kubeconfig(&config.kubeconfig).await?;
     let node_ip = resolve_node_ip(&config).await?;
+    let cluster_cidr = config.cluster_cidr;
+    tokio::task::spawn_blocking(move || network::check_underlay(None, node_ip, cluster_cidr))
+        .await
+        .map_err(|source| AgentError::Task {
+            task: "underlay check",
+            source,
+        })??;
     let identity = NodeIdentity {
         name: config.node_name.clone(),
         internal_ip: node_ip,
@@ -161,6 +170,8 @@ pub async fn run(
         node = %identity.name,
         node_ip = %node_ip,
         kubeconfig = %config.kubeconfig.display(),
+        backend = %config.overlay.backend,
+        ip_masq = config.overlay.ip_masq,
         "podnet agent starting"
     );
 
@@ -217,6 +228,7 @@ pub async fn run(
         },
         resync: config.timings.network_resync,
         netns: None,
+        overlay: config.overlay,
     };
     tasks.spawn(network_task(
         client.clone(),

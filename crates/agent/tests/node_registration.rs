@@ -21,7 +21,7 @@ use podnet_agent::agent::{self, AgentConfig};
 use podnet_agent::node::NodeTimings;
 use podnet_agent::node::files::NodeFiles;
 use podnet_agent::node::lease::{self, NODE_LEASE_NAMESPACE, NodeLease};
-use podnet_agent::node::network::{self, NetworkConfig};
+use podnet_agent::node::network::{self, NetworkConfig, OverlaySettings};
 use podnet_agent::node::registration::{self, NodeIdentity, Readiness};
 use podnet_agent::node::sysinfo::SystemInfo;
 use podnet_apiserver::alloc::AllocatorConfig;
@@ -163,6 +163,14 @@ fn ready_status(node: &Node) -> String {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .map(|c| c.status.clone())
         .unwrap_or_default()
+}
+
+/// The backend these tests run: plain routes, what the node network did before the overlay.
+fn host_gw() -> OverlaySettings {
+    OverlaySettings {
+        backend: podnet_overlay::BackendKind::HostGw,
+        ..OverlaySettings::default()
+    }
 }
 
 fn pod_cidr(node: &Node) -> Option<String> {
@@ -510,6 +518,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
             files: files.clone(),
             resync: Duration::from_secs(1),
             netns: Some(t.ns.try_clone().unwrap()),
+            overlay: host_gw(),
         },
         ready_tx,
         stop_rx,
@@ -702,6 +711,7 @@ fn agent_runs_and_stops_inside_a_namespace() {
                 log_dir: root.join("logs"),
                 subnet_file: root.join("subnet.env"),
                 timings: fast_timings(),
+                overlay: host_gw(),
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let agent = tokio::spawn(agent::run(config, stop_rx));
@@ -774,6 +784,7 @@ async fn agent_reports_a_bad_kubeconfig_clearly() {
         log_dir: dir.path().join("logs"),
         subnet_file: dir.path().join("subnet.env"),
         timings: NodeTimings::default(),
+        overlay: host_gw(),
     };
     let (_stop_tx, stop_rx) = watch::channel(false);
     let err = agent::run(config.clone(), stop_rx.clone())

@@ -10,6 +10,8 @@ use podnet_agent::agent::{
     self, AgentConfig, DEFAULT_CLUSTER_CIDR, DEFAULT_CNI_CONF_DIR, DEFAULT_SUBNET_FILE,
 };
 use podnet_agent::node::NodeTimings;
+use podnet_agent::node::network::OverlaySettings;
+use podnet_overlay::{BackendKind, DEFAULT_UDP_PORT, VxlanOptions};
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -40,6 +42,30 @@ pub struct AgentArgs {
     /// flannel's subnet.env, written for the CNI plugin.
     #[arg(long, default_value = DEFAULT_SUBNET_FILE)]
     subnet_file: PathBuf,
+    /// How pod traffic crosses nodes: vxlan | host-gw | udp.
+    #[arg(long, default_value = "vxlan")]
+    backend: BackendKind,
+    /// vxlan: the VXLAN network identifier (the device is podnet.<VNI>).
+    #[arg(long, default_value_t = 1)]
+    vxlan_vni: u32,
+    /// vxlan: the UDP port of the encapsulation.
+    #[arg(long, default_value_t = 8472)]
+    vxlan_port: u16,
+    /// vxlan: a plain route, no encapsulation, to peers on this node's L2 segment.
+    #[arg(long, default_value_t = false)]
+    vxlan_direct_routing: bool,
+    /// udp: the UDP port the forwarder listens on and sends to.
+    #[arg(long, default_value_t = DEFAULT_UDP_PORT)]
+    udp_port: u16,
+    /// The pod MTU [default: the node IP's interface MTU minus the backend's overhead].
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Masquerade pod traffic to destinations outside the cluster CIDR.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ip_masq: bool,
+    /// Seconds between full passes of the node network (repairs hand-made changes).
+    #[arg(long, default_value_t = 5)]
+    network_resync: u64,
 }
 
 fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
@@ -49,6 +75,17 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             args.cluster_cidr,
             args.cluster_cidr.trunc()
         );
+    }
+    if args.vxlan_vni == 0 || args.vxlan_vni > 0x00ff_ffff {
+        anyhow::bail!("--vxlan-vni {}: a VNI is 1 to 16777215", args.vxlan_vni);
+    }
+    if let Some(mtu) = args.mtu
+        && !(576..=65535).contains(&mtu)
+    {
+        anyhow::bail!("--mtu {mtu}: an IPv4 pod MTU is 576 to 65535");
+    }
+    if args.network_resync == 0 {
+        anyhow::bail!("--network-resync 0: give it at least 1 second");
     }
     let podnet_bin = std::env::current_exe()
         .context("finding the podnet binary (for pause and sandbox exec)")?;
@@ -78,7 +115,21 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         state_dir,
         log_dir,
         subnet_file: args.subnet_file,
-        timings: NodeTimings::default(),
+        timings: NodeTimings {
+            network_resync: std::time::Duration::from_secs(args.network_resync),
+            ..NodeTimings::default()
+        },
+        overlay: OverlaySettings {
+            backend: args.backend,
+            vxlan: VxlanOptions {
+                vni: args.vxlan_vni,
+                port: args.vxlan_port,
+                direct_routing: args.vxlan_direct_routing,
+            },
+            udp_port: args.udp_port,
+            mtu_override: args.mtu,
+            ip_masq: args.ip_masq,
+        },
     })
 }
 

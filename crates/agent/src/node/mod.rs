@@ -17,7 +17,7 @@ pub mod files;
 pub mod lease;
 pub mod network;
 pub mod registration;
-pub mod routes;
+pub mod peers;
 pub mod sysinfo;
 
 use std::path::PathBuf;

@@ -2,14 +2,22 @@
 //! and a periodic resync, each pass
 //!
 //! 1. enables IPv4 forwarding in the node's namespace;
-//! 2. once the Node has its `spec.podCIDR`, writes `subnet.env` and the CNI conflist
+//! 2. once the Node has its `spec.podCIDR`, builds the overlay backend (once; again only if
+//!    the subnet changes) and lets it make or repair its device (`ensure_device`);
+//! 3. writes `subnet.env` (with the backend's pod MTU) and the CNI conflist
 //!    ([`files`](super::files)) when they differ from what they should be;
-//! 3. makes the routes to the other nodes' pod subnets match the Nodes
-//!    ([`routes::sync_peer_routes`]).
+//! 4. hands the backend the complete set of peers read from the other Nodes
+//!    ([`peers`](super::peers)), which makes the kernel match it;
+//! 5. keeps (or removes, with `--ip-masq=false`) the masquerade table;
+//! 6. says which annotations (public IP, backend type and data) the own Node should carry;
+//!    the async loop patches them when they differ.
 //!
-//! Readiness (files written, forwarding on) is published on a watch channel: the node's
-//! `Ready` condition and the start of the pod runtime follow it.
+//! Readiness (files written, forwarding on, the backend's device there) is published on a
+//! watch channel: the node's `Ready` condition and the start of the pod runtime follow it.
+//! On shutdown the kernel state stays: pods keep talking while the agent restarts, and the
+//! next agent adopts what is right without recreating it.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -19,42 +27,96 @@ use futures::{FutureExt as _, StreamExt as _};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use podnet_kernel::{NetNs, Netlink, sysctl};
+use podnet_overlay::{
+    Backend, BackendConfig, BackendKind, DEFAULT_UDP_PORT, LocalNode, Peer, PeerSync, VxlanOptions,
+    annotations, hostgw, masq,
+};
 use tokio::sync::watch;
 
 use super::files::{self, NodeFiles};
+use super::peers::{self, PeerChanges};
 use super::registration::Readiness;
-use super::routes::{self, RouteSync};
 use super::sysinfo::mtu_of_address;
 use super::{NodeError, stopped};
 
-/// The MTU written when the node IP's interface cannot be found.
+/// The MTU assumed when the node IP's interface cannot be found.
 pub const FALLBACK_MTU: u32 = 1500;
+
+/// How cross-node traffic is carried (the agent's `--backend` and related flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlaySettings {
+    pub backend: BackendKind,
+    pub vxlan: VxlanOptions,
+    pub udp_port: u16,
+    /// Pod MTU instead of the one computed from the underlay.
+    pub mtu_override: Option<u32>,
+    /// Masquerade pod traffic leaving the cluster CIDR.
+    pub ip_masq: bool,
+}
+
+impl Default for OverlaySettings {
+    fn default() -> Self {
+        OverlaySettings {
+            backend: BackendKind::Vxlan,
+            vxlan: VxlanOptions::default(),
+            udp_port: DEFAULT_UDP_PORT,
+            mtu_override: None,
+            ip_masq: true,
+        }
+    }
+}
 
 /// What the node network needs to know.
 #[derive(Debug)]
 pub struct NetworkConfig {
     pub node_name: String,
-    /// The node's InternalIP; the MTU of its interface goes into `subnet.env`.
+    /// The node's InternalIP: the backend's public IP; the MTU of its interface is the
+    /// underlay MTU.
     pub node_ip: Ipv4Addr,
     /// The range node pod subnets come from (`FLANNEL_NETWORK`).
     pub cluster_cidr: Ipv4Net,
     pub files: NodeFiles,
-    /// Full pass at least this often, even with no change.
+    /// Full pass at least this often, even with no change (repairs hand-made damage).
     pub resync: Duration,
     /// The namespace to configure: `None` for the agent's own (the calling thread's), or
     /// another one (tests).
     pub netns: Option<NetNs>,
+    pub overlay: OverlaySettings,
 }
 
-/// The kernel side: a netlink socket in the node's namespace, and that namespace for
-/// sysctls.
+/// Refuses, at start, a cluster CIDR that overlaps the subnet of the node IP's interface:
+/// pod routes would capture traffic between the nodes themselves.
+pub fn check_underlay(
+    netns: Option<&NetNs>,
+    node_ip: Ipv4Addr,
+    cluster_cidr: Ipv4Net,
+) -> Result<(), NodeError> {
+    let mut netlink = match netns {
+        Some(ns) => Netlink::open_in(ns)?,
+        None => Netlink::current()?,
+    };
+    let underlay = hostgw::subnet_of_address(&mut netlink, node_ip)?;
+    if let Some(underlay) = underlay
+        && podnet_api::net::overlaps(&underlay, &cluster_cidr)
+    {
+        return Err(NodeError::Invalid(format!(
+            "the cluster CIDR {cluster_cidr} overlaps the underlay {underlay} of the node IP {node_ip}: routes to pods would capture traffic between nodes; choose a --cluster-cidr outside {underlay} (and start the apiserver with the same one)"
+        )));
+    }
+    Ok(())
+}
+
+/// The kernel side: a netlink socket in the node's namespace, that namespace for sysctls and
+/// nftables, and the backend once the node's subnet is known.
 struct Kernel {
     netlink: Netlink,
     netns: Option<NetNs>,
+    backend: Option<(Ipv4Net, Box<dyn Backend>)>,
 }
 
 impl Kernel {
@@ -63,7 +125,11 @@ impl Kernel {
             Some(ns) => Netlink::open_in(ns)?,
             None => Netlink::current()?,
         };
-        Ok(Kernel { netlink, netns })
+        Ok(Kernel {
+            netlink,
+            netns,
+            backend: None,
+        })
     }
 
     fn enable_forwarding(&self) -> Result<(), NodeError> {
@@ -74,13 +140,63 @@ impl Kernel {
         }
         Ok(())
     }
+
+    /// The backend for `subnet`, built on first use (or when the subnet changed).
+    fn backend(
+        &mut self,
+        input: &PassInput,
+        subnet: Ipv4Net,
+    ) -> Result<&mut Box<dyn Backend>, String> {
+        if self.backend.as_ref().is_none_or(|(s, _)| *s != subnet) {
+            let underlay_mtu = match mtu_of_address(&mut self.netlink, input.node_ip) {
+                Ok(Some(mtu)) => mtu,
+                Ok(None) => {
+                    tracing::warn!(node_ip = %input.node_ip, mtu = FALLBACK_MTU, "no interface in the node's namespace has the node IP; assuming this underlay MTU");
+                    FALLBACK_MTU
+                }
+                Err(e) => return Err(format!("reading the MTU of the node IP's interface: {e}")),
+            };
+            let netns = match &self.netns {
+                Some(ns) => Some(ns.try_clone().map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let settings = input.overlay;
+            let config = BackendConfig {
+                kind: settings.backend,
+                local: LocalNode {
+                    name: input.node_name.clone(),
+                    public_ip: input.node_ip,
+                    subnet,
+                    cluster_cidr: input.cluster_cidr,
+                },
+                underlay_mtu,
+                mtu_override: settings.mtu_override,
+                vxlan: settings.vxlan,
+                udp_port: settings.udp_port,
+                netns,
+            };
+            let backend = podnet_overlay::new_backend(config)
+                .map_err(|e| format!("the {} backend: {e}", settings.backend))?;
+            tracing::info!(backend = %settings.backend, %subnet, underlay_mtu, pod_mtu = backend.pod_mtu(), "overlay backend ready");
+            self.backend = Some((subnet, backend));
+        }
+        match &mut self.backend {
+            Some((_, backend)) => Ok(backend),
+            None => Err("the overlay backend was not built".into()),
+        }
+    }
 }
 
 /// The result of one pass.
 struct Pass {
     readiness: Readiness,
-    routes: Result<RouteSync, NodeError>,
+    /// The backend's peer sync, when the pass got that far.
+    sync: Option<Result<PeerSync, String>>,
+    peers: Vec<Peer>,
     skipped: Vec<String>,
+    /// The own Node's overlay annotations, when they must change (`None` values: remove).
+    annotations: Option<BTreeMap<String, Option<String>>>,
+    masq: Result<bool, String>,
 }
 
 struct PassInput {
@@ -88,59 +204,97 @@ struct PassInput {
     node_ip: Ipv4Addr,
     cluster_cidr: Ipv4Net,
     files: NodeFiles,
+    overlay: OverlaySettings,
     nodes: Vec<Arc<Node>>,
 }
 
-fn pass(kernel: &mut Kernel, input: &PassInput) -> Pass {
-    let readiness = node_files(kernel, input);
-    let (desired, skipped) = routes::desired_peer_routes(
-        &input.node_name,
-        input.cluster_cidr,
-        input.nodes.iter().map(|n| n.as_ref()),
-    );
-    let routes = routes::sync_peer_routes(&mut kernel.netlink, input.cluster_cidr, &desired)
-        .map_err(NodeError::from);
+fn not_ready(message: impl std::fmt::Display) -> Pass {
     Pass {
-        readiness,
-        routes,
-        skipped,
+        readiness: Readiness::not_ready(format!("container runtime network not ready: {message}")),
+        sync: None,
+        peers: Vec::new(),
+        skipped: Vec::new(),
+        annotations: None,
+        masq: Ok(false),
     }
 }
 
-/// Forwarding and the files; the readiness that results.
-fn node_files(kernel: &mut Kernel, input: &PassInput) -> Readiness {
+fn pass(kernel: &mut Kernel, input: &PassInput) -> Pass {
     let name = input.node_name.as_str();
     if let Err(e) = kernel.enable_forwarding() {
-        return Readiness::not_ready(format!(
-            "container runtime network not ready: cannot enable IPv4 forwarding: {e}"
-        ));
+        return not_ready(format_args!("cannot enable IPv4 forwarding: {e}"));
     }
     let Some(own) = input
         .nodes
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(name))
     else {
-        return Readiness::not_ready(format!(
-            "container runtime network not ready: Node {name} is not in the watch yet"
+        return not_ready(format_args!("Node {name} is not in the watch yet"));
+    };
+    let Some(subnet) = peers::pod_cidr(own) else {
+        return not_ready(format_args!(
+            "waiting for spec.podCIDR of Node {name} (podnet's apiserver allocates it; another API server needs node CIDR allocation enabled)"
         ));
     };
-    let Some(pod_cidr) = routes::pod_cidr(own) else {
-        return Readiness::not_ready(format!(
-            "container runtime network not ready: waiting for spec.podCIDR of Node {name} (podnet's apiserver allocates it; another API server needs node CIDR allocation enabled)"
-        ));
+    let backend = match kernel.backend(input, subnet) {
+        Ok(b) => b,
+        Err(e) => return not_ready(e),
     };
-    let mtu = match mtu_of_address(&mut kernel.netlink, input.node_ip) {
-        Ok(Some(mtu)) => mtu,
-        Ok(None) => {
-            tracing::warn!(node_ip = %input.node_ip, mtu = FALLBACK_MTU, "no interface in the node's namespace has the node IP; using the fallback MTU for pods");
-            FALLBACK_MTU
-        }
+    let data = match backend.ensure_device() {
+        Ok(data) => data,
         Err(e) => {
-            return Readiness::not_ready(format!(
-                "container runtime network not ready: reading the MTU of the node IP's interface: {e}"
-            ));
+            return not_ready(format_args!("the {} backend's device: {e}", backend.kind()));
         }
     };
+    let mtu = backend.pod_mtu();
+    let readiness = write_files(input, subnet, mtu);
+    let wanted = BTreeMap::from([
+        (
+            annotations::PUBLIC_IP.to_string(),
+            Some(input.node_ip.to_string()),
+        ),
+        (
+            annotations::BACKEND_TYPE.to_string(),
+            Some(backend.kind().to_string()),
+        ),
+        (annotations::BACKEND_DATA.to_string(), data.0),
+    ]);
+    let (peer_set, skipped) = peers::desired_peers(
+        name,
+        input.cluster_cidr,
+        input.nodes.iter().map(|n| n.as_ref()),
+    );
+    let sync = backend.sync_peers(&peer_set).map_err(|e| e.to_string());
+    let masq = if input.overlay.ip_masq {
+        masq::ensure(kernel.netns.as_ref(), input.cluster_cidr, subnet)
+    } else {
+        masq::remove(kernel.netns.as_ref()).map(|()| false)
+    }
+    .map_err(|e| e.to_string());
+    Pass {
+        readiness,
+        sync: Some(sync),
+        peers: peer_set,
+        skipped,
+        annotations: annotations_to_patch(own, wanted),
+        masq,
+    }
+}
+
+/// `wanted` when the Node's annotations differ from it, else `None`.
+fn annotations_to_patch(
+    node: &Node,
+    wanted: BTreeMap<String, Option<String>>,
+) -> Option<BTreeMap<String, Option<String>>> {
+    let have = node.metadata.annotations.as_ref();
+    let differs = wanted
+        .iter()
+        .any(|(k, v)| have.and_then(|h| h.get(k)) != v.as_ref());
+    differs.then_some(wanted)
+}
+
+/// The files; the readiness that results.
+fn write_files(input: &PassInput, pod_cidr: Ipv4Net, mtu: u32) -> Readiness {
     let written = files::subnet_env(input.cluster_cidr, pod_cidr, mtu)
         .and_then(|env| input.files.ensure(&env).map(|w| (env, w)));
     match written {
@@ -155,6 +309,16 @@ fn node_files(kernel: &mut Kernel, input: &PassInput) -> Readiness {
         }
         Err(e) => Readiness::not_ready(format!("container runtime network not ready: {e}")),
     }
+}
+
+/// What the loop remembers between passes, to log only changes.
+#[derive(Default)]
+struct Memory {
+    peers: Vec<Peer>,
+    skipped: Vec<String>,
+    failed: Vec<(String, String)>,
+    sync_error: Option<String>,
+    masq_error: Option<String>,
 }
 
 /// Runs the node network until shutdown. Fails only when the node's namespace cannot be
@@ -172,6 +336,7 @@ pub async fn run(
         files,
         resync,
         netns,
+        overlay,
     } = config;
     let mut kernel = Some(
         tokio::task::spawn_blocking(move || Kernel::open(netns))
@@ -183,7 +348,7 @@ pub async fn run(
     );
     let (reader, writer) = reflector::store::<Node>();
     let api: Api<Node> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default())
+    let stream = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
         .reflect(writer);
     let mut stream = pin!(stream);
@@ -191,8 +356,7 @@ pub async fn run(
     resync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut synced = false;
     let mut dirty = true;
-    let mut last_skipped: Vec<String> = Vec::new();
-    let mut last_failed: Vec<String> = Vec::new();
+    let mut memory = Memory::default();
 
     loop {
         tokio::select! {
@@ -221,6 +385,7 @@ pub async fn run(
             node_ip,
             cluster_cidr,
             files: files.clone(),
+            overlay,
             nodes: snapshot(&reader),
         };
         let Some(mut k) = kernel.take() else {
@@ -228,7 +393,7 @@ pub async fn run(
                 "the node network's netlink socket was lost".into(),
             ));
         };
-        let (k, outcome) = tokio::task::spawn_blocking(move || {
+        let (k, mut outcome) = tokio::task::spawn_blocking(move || {
             let outcome = pass(&mut k, &input);
             (k, outcome)
         })
@@ -238,13 +403,27 @@ pub async fn run(
             source,
         })?;
         kernel = Some(k);
-        report(
-            &node_name,
-            outcome,
-            &readiness,
-            &mut last_skipped,
-            &mut last_failed,
-        );
+        if let Some(wanted) = outcome.annotations.take() {
+            // A failure is logged and retried at the next pass (the Node still differs).
+            publish(&api, &node_name, wanted).await;
+        }
+        report(&node_name, outcome, &readiness, &mut memory);
+    }
+}
+
+/// Merge-patches the own Node's overlay annotations (`null` removes one).
+async fn publish(api: &Api<Node>, node: &str, wanted: BTreeMap<String, Option<String>>) {
+    let patch = serde_json::json!({ "metadata": { "annotations": wanted } });
+    match api
+        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(node, annotations = ?wanted, "published the overlay annotations");
+        }
+        Err(e) => {
+            tracing::warn!(node, error = %e, "publishing the overlay annotations failed; retrying at the next resync");
+        }
     }
 }
 
@@ -273,13 +452,7 @@ fn handle(
     true
 }
 
-fn report(
-    node: &str,
-    pass: Pass,
-    readiness: &watch::Sender<Readiness>,
-    last_skipped: &mut Vec<String>,
-    last_failed: &mut Vec<String>,
-) {
+fn report(node: &str, pass: Pass, readiness: &watch::Sender<Readiness>, memory: &mut Memory) {
     let new = pass.readiness;
     readiness.send_if_modified(|current| {
         if *current == new {
@@ -293,37 +466,61 @@ fn report(
         *current = new;
         true
     });
-    if pass.skipped != *last_skipped {
+    if pass.skipped != memory.skipped {
         for why in &pass.skipped {
-            tracing::warn!(node, "not routing a peer: {why}");
+            tracing::warn!(node, "not a peer: {why}");
         }
-        *last_skipped = pass.skipped;
+        memory.skipped = pass.skipped;
     }
-    match pass.routes {
+    let Some(sync) = pass.sync else {
+        return;
+    };
+    let changes = PeerChanges::between(&memory.peers, &pass.peers);
+    for p in &changes.added {
+        tracing::info!(node, "peer added: {p}");
+    }
+    for p in &changes.changed {
+        tracing::info!(node, "peer changed: {p}");
+    }
+    for p in &changes.removed {
+        tracing::info!(node, "peer removed: {p}");
+    }
+    memory.peers = pass.peers;
+    match sync {
         Ok(sync) => {
-            for r in &sync.installed {
-                tracing::info!(peer = %r.node, dst = %r.dst, via = %r.via, "installed peer route");
+            memory.sync_error = None;
+            for what in &sync.installed {
+                tracing::info!(node, "installed {what}");
             }
-            for r in &sync.removed {
-                tracing::info!(dst = %r.dst, via = ?r.gateway, "removed stale peer route");
+            for what in &sync.removed {
+                tracing::info!(node, "removed stale {what}");
             }
-            let failed: Vec<String> = sync
-                .failed
-                .iter()
-                .map(|(r, why)| format!("route {} via {} for Node {}: {why}", r.dst, r.via, r.node))
-                .collect();
-            if failed != *last_failed {
-                for f in &failed {
+            if sync.failed != memory.failed {
+                for (peer, why) in &sync.failed {
                     tracing::warn!(
                         node,
-                        "peer route not installed (retrying at each resync): {f}"
+                        peer,
+                        "peer not set up (retrying at each resync): {why}"
                     );
                 }
-                *last_failed = failed;
+                memory.failed = sync.failed;
             }
         }
         Err(e) => {
-            tracing::warn!(node, error = %e, "syncing peer routes failed; retrying at the next resync")
+            if memory.sync_error.as_ref() != Some(&e) {
+                tracing::warn!(node, error = %e, "syncing peers failed; retrying at the next resync");
+            }
+            memory.sync_error = Some(e);
+        }
+    }
+    match pass.masq {
+        Ok(true) => tracing::info!(node, table = masq::TABLE, "wrote the masquerade rules"),
+        Ok(false) => {}
+        Err(e) => {
+            if memory.masq_error.as_ref() != Some(&e) {
+                tracing::warn!(node, error = %e, "masquerade rules not set; retrying at the next resync");
+            }
+            memory.masq_error = Some(e);
         }
     }
 }
