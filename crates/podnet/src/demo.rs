@@ -115,6 +115,7 @@ pub fn run(lab: &str, keep: bool) -> Result<()> {
         underlay_cidr: None,
         cluster_cidr: None,
         service_cidr: None,
+        node_cidr_size: None,
         timeout: 60,
     })?;
     check_interrupted()?;

@@ -39,7 +39,7 @@ pub struct UpArgs {
     /// Lab name: a DNS-1123 label of at most 12 characters, without "-node".
     #[arg(long, default_value = "podnet")]
     pub name: String,
-    /// Number of nodes, 1 to 64 [default: 2].
+    /// Number of nodes, 1 to 64 [default: 2]. On a running lab, a larger number adds nodes.
     #[arg(long)]
     pub nodes: Option<u32>,
     /// Overlay backend for cross-node pod traffic: vxlan | host-gw | udp [default: vxlan].
@@ -61,6 +61,9 @@ pub struct UpArgs {
     /// The range ClusterIPs are allocated from [default: 10.96.0.0/12].
     #[arg(long)]
     pub service_cidr: Option<ipnet::Ipv4Net>,
+    /// The prefix length of each node's pod subnet, cut from the cluster range [default: 24].
+    #[arg(long)]
+    pub node_cidr_size: Option<u8>,
     /// How long to wait for every node to be Ready, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,

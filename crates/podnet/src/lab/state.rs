@@ -22,6 +22,13 @@ pub struct LabState {
     pub underlay: UnderlayState,
     pub cluster_cidr: ipnet::Ipv4Net,
     pub service_cidr: ipnet::Ipv4Net,
+    /// The prefix length of a node's pod subnet (labs made before it was recorded: 24).
+    #[serde(default = "default_node_cidr_size")]
+    pub node_cidr_size: u8,
+}
+
+fn default_node_cidr_size() -> u8 {
+    24
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
+use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_kernel::NetNs;
 
 use super::api::Api;
@@ -27,6 +28,7 @@ const DEFAULT_NODES: u32 = 2;
 const DEFAULT_UNDERLAY: &str = "172.30.0.0/24";
 const DEFAULT_CLUSTER: &str = "10.244.0.0/16";
 const DEFAULT_SERVICE: &str = "10.96.0.0/12";
+const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
 /// Where Debian's etcd-server installs etcd.
 const ETCD_BIN: &str = "/usr/bin/etcd";
 const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +44,7 @@ struct Plan {
     underlay: Underlay,
     cluster_cidr: Ipv4Net,
     service_cidr: Ipv4Net,
+    node_cidr_size: u8,
     ready_timeout: Duration,
 }
 
@@ -83,6 +86,8 @@ impl Plan {
                 }
             }
         }
+        let node_cidr_size = args.node_cidr_size.unwrap_or(DEFAULT_NODE_CIDR_SIZE);
+        check_node_subnets(cluster_cidr, service_cidr, node_cidr_size, nodes)?;
         if args.timeout == 0 {
             bail!("--timeout 0: give the nodes at least a second to become Ready");
         }
@@ -94,9 +99,60 @@ impl Plan {
             underlay,
             cluster_cidr,
             service_cidr,
+            node_cidr_size,
             ready_timeout: Duration::from_secs(args.timeout),
         })
     }
+
+    /// The plan of an existing lab grown to `nodes` nodes.
+    fn of_state(state: &LabState, nodes: u32, timeout: u64) -> Result<Plan> {
+        check_node_subnets(
+            state.cluster_cidr,
+            state.service_cidr,
+            state.node_cidr_size,
+            nodes,
+        )?;
+        Ok(Plan {
+            nodes,
+            backend: state.backend,
+            proxy_mode: state.proxy_mode,
+            store: if state.store.starts_with("etcd") {
+                StoreKind::Etcd
+            } else {
+                StoreKind::Embedded
+            },
+            underlay: Underlay::new(state.underlay.cidr, nodes)?,
+            cluster_cidr: state.cluster_cidr,
+            service_cidr: state.service_cidr,
+            node_cidr_size: state.node_cidr_size,
+            ready_timeout: Duration::from_secs(timeout.max(1)),
+        })
+    }
+}
+
+/// Refuses, before anything is made, ranges the apiserver would refuse (with its own
+/// message) and a cluster range with fewer node subnets than nodes.
+fn check_node_subnets(
+    cluster_cidr: Ipv4Net,
+    service_cidr: Ipv4Net,
+    node_cidr_size: u8,
+    nodes: u32,
+) -> Result<()> {
+    let config = AllocatorConfig {
+        cluster_cidr: IpNet::V4(cluster_cidr),
+        service_cidr: IpNet::V4(service_cidr),
+        node_cidr_size,
+        ..AllocatorConfig::default()
+    };
+    config.validate().map_err(|e| anyhow!(e))?;
+    let bits = u32::from(node_cidr_size - cluster_cidr.prefix_len());
+    let subnets = 1u64 << bits;
+    if subnets < u64::from(nodes) {
+        bail!(
+            "--cluster-cidr {cluster_cidr} holds {subnets} node subnets of /{node_cidr_size}, fewer than the {nodes} nodes asked for: pass a larger --cluster-cidr or a longer --node-cidr-size"
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
@@ -159,10 +215,26 @@ fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
         );
     };
     let mut differences = Vec::new();
+    let mut grow_to = None;
     if let Some(n) = args.nodes
         && n as usize != state.nodes.len()
     {
-        differences.push(format!("--nodes {n} (it has {})", state.nodes.len()));
+        if n as usize > state.nodes.len() {
+            grow_to = Some(n);
+        } else {
+            differences.push(format!(
+                "--nodes {n} (it has {}; a lab grows but does not shrink)",
+                state.nodes.len()
+            ));
+        }
+    }
+    if let Some(size) = args.node_cidr_size
+        && size != state.node_cidr_size
+    {
+        differences.push(format!(
+            "--node-cidr-size {size} (it uses {})",
+            state.node_cidr_size
+        ));
     }
     if let Some(b) = args.backend
         && b != state.backend
@@ -204,12 +276,69 @@ fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
             differences.join(", ")
         );
     }
+    if let Some(n) = grow_to {
+        return grow(&obs.paths, state.clone(), n, args.timeout);
+    }
     println!("lab {name} is already up; adopting it as it is (nothing changed).");
     print!("{}", status::render(obs));
     println!(
         "  export KUBECONFIG={}",
         state.apiserver.kubeconfig.display()
     );
+    Ok(())
+}
+
+/// Adds nodes to a healthy lab: their namespaces on the underlay, their agents, and waits
+/// until they are Ready. The apiserver gives them pod subnets; the other agents see the new
+/// Nodes and route to them.
+fn grow(paths: &LabPaths, mut state: LabState, to: u32, timeout: u64) -> Result<()> {
+    if to > MAX_NODES {
+        bail!("--nodes {to}: a lab has 1 to {MAX_NODES} nodes");
+    }
+    let from = u32::try_from(state.nodes.len()).context("node count")?;
+    let plan = Plan::of_state(&state, to, timeout)?;
+    let exe = std::env::current_exe().context("find the podnet binary")?;
+    let agent_flags = preflight(&exe, &plan)?;
+    println!(
+        "podnet lab up: lab {} grows from {from} to {to} nodes (backend {})",
+        paths.name,
+        plan.backend.as_str()
+    );
+    let underlay = plan.underlay;
+    let mut lab = Builder {
+        paths: paths.clone(),
+        plan,
+        exe,
+        agent_flags,
+        processes: Processes::load(paths)?,
+        api: Some(Api::connect(&state.apiserver.kubeconfig)?),
+    };
+    let underlay_ns = NetNs::open(&paths.underlay_ns())?;
+    for i in from + 1..=to {
+        let name = paths.node_name(i);
+        let node = NodeState {
+            netns: name.clone(),
+            node_ip: underlay.node_ip(i),
+            state_dir: paths.node_state_dir(&name),
+            log_dir: paths.node_log_dir(&name),
+            name,
+        };
+        // Recorded before it is made, so that `lab down` finds it whatever happens next.
+        state.nodes.push(node.clone());
+        state.save(paths)?;
+        let ns = step(
+            &format!("node{i} ({}, {})", node.name, node.node_ip),
+            || {
+                Ok((
+                    topology::create_node(paths, &underlay_ns, &underlay, i)?,
+                    "ok".into(),
+                ))
+            },
+        )?;
+        lab.start_agent(&state, &node, &ns)?;
+    }
+    lab.wait_nodes_ready(&state)?;
+    println!("lab {} has {to} nodes.", paths.name);
     Ok(())
 }
 
@@ -336,6 +465,7 @@ impl Builder {
             },
             cluster_cidr: self.plan.cluster_cidr,
             service_cidr: self.plan.service_cidr,
+            node_cidr_size: self.plan.node_cidr_size,
         };
         // Recorded first, so that `lab down` finds everything even if the
         // rest fails half-way.
@@ -477,6 +607,8 @@ impl Builder {
             .arg(state.cluster_cidr.to_string())
             .arg("--service-cidr")
             .arg(state.service_cidr.to_string())
+            .arg("--node-cidr-size")
+            .arg(state.node_cidr_size.to_string())
             .arg("--listen-fd")
             .arg(processes::INHERITED_FD.to_string())
             .arg("--listen-fd-kubeconfig")
@@ -688,6 +820,7 @@ mod tests {
             underlay_cidr: None,
             cluster_cidr: None,
             service_cidr: None,
+            node_cidr_size: None,
             timeout: 60,
         }
     }
@@ -709,5 +842,17 @@ mod tests {
         let mut a = args();
         a.service_cidr = Some("10.244.0.0/12".parse().unwrap());
         assert!(Plan::from_args(&a).is_err());
+        let mut a = args();
+        a.node_cidr_size = Some(12);
+        let e = Plan::from_args(&a).unwrap_err().to_string();
+        assert!(e.contains("--node-cidr-size 12 must be longer"), "{e}");
+        let mut a = args();
+        a.cluster_cidr = Some("10.244.0.0/23".parse().unwrap());
+        a.nodes = Some(3);
+        let e = Plan::from_args(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("holds 2 node subnets of /24, fewer than the 3 nodes"),
+            "{e}"
+        );
     }
 }
