@@ -1,3 +1,137 @@
 //! The service proxy that runs on every node (kube-proxy's job).
+//!
+//! nftables mode (the default): Services and EndpointSlices are watched ([`runner`]),
+//! folded per service port by a change tracker ([`tracker`]), turned into the desired
+//! rules ([`model`], pure) and synced into the table `ip podnet-proxy` as one atomic
+//! transaction per sync ([`nftables`]): a full rebuild at start, after a failure and every
+//! `sync_period`, otherwise only the chains, sets and map elements of what changed. Stale
+//! UDP conntrack entries are cleared through ctnetlink, and `healthCheckNodePort`s are
+//! served ([`healthcheck`]).
+//!
+//! The entry point is [`run`]; [`cleanup`] removes everything the nftables mode installed.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod healthcheck;
+pub mod model;
+pub mod nftables;
+pub mod runner;
+pub mod tracker;
+pub mod userspace;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use podnet_kernel::NetNs;
+
+/// How services are implemented on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyMode {
+    /// In the kernel, with nftables (today's kube-proxy).
+    #[default]
+    Nftables,
+    /// The article's original mode: a local port per service and NAT chains to it.
+    Userspace,
+}
+
+/// Everything the proxy needs to know about its node.
+#[derive(Debug)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    /// The addresses NodePorts answer on (empty: every local address).
+    pub node_ips: Vec<Ipv4Addr>,
+    /// The pod range: traffic to a ClusterIP from outside it is masqueraded.
+    pub cluster_cidr: Ipv4Net,
+    /// Traffic to an unallocated address in it is rejected.
+    pub service_cidr: Option<Ipv4Net>,
+    pub mode: ProxyMode,
+    /// The node's namespace; `None`: the calling process's.
+    pub netns: Option<NetNs>,
+    /// How often everything is rewritten even when nothing changed.
+    pub sync_period: Duration,
+    /// The least time between two syncs (changes in between are folded into one).
+    pub min_sync_interval: Duration,
+    /// Where healthCheckNodePorts are served (the port is the service's; only the address
+    /// is used). `None`: on every node IP.
+    pub healthz_bind: Option<SocketAddr>,
+}
+
+impl ProxyConfig {
+    /// A configuration with podnet's defaults (cluster CIDR 10.244.0.0/16, service CIDR
+    /// 10.96.0.0/12, nftables, full resync every 15 minutes, 20 ms debounce).
+    pub fn new(node_name: impl Into<String>, node_ips: Vec<Ipv4Addr>) -> ProxyConfig {
+        ProxyConfig {
+            node_name: node_name.into(),
+            node_ips,
+            cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16)
+                .unwrap_or_default(),
+            service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).ok(),
+            mode: ProxyMode::Nftables,
+            netns: None,
+            sync_period: DEFAULT_SYNC_PERIOD,
+            min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
+            healthz_bind: None,
+        }
+    }
+}
+
+pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(900);
+pub const DEFAULT_MIN_SYNC_INTERVAL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid proxy configuration: {0}")]
+    Config(String),
+    #[error("proxy mode {0} is not built yet; use --proxy-mode nftables")]
+    NotBuilt(&'static str),
+    #[error(transparent)]
+    Kernel(#[from] podnet_kernel::KernelError),
+    #[error("{0}; the proxy stops so that its supervisor restarts it")]
+    Watch(String),
+    #[error("internal error: {0}")]
+    Task(String),
+}
+
+/// Runs the proxy until `shutdown` turns `true` (or its sender goes). The rules stay in
+/// place when it returns, so a restart drops no connection; [`cleanup`] removes them.
+pub async fn run(
+    client: kube::Client,
+    config: ProxyConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ProxyError> {
+    validate(&config)?;
+    match config.mode {
+        ProxyMode::Nftables => runner::run(client, config, shutdown).await,
+        ProxyMode::Userspace => Err(ProxyError::NotBuilt("userspace")),
+    }
+}
+
+fn validate(config: &ProxyConfig) -> Result<(), ProxyError> {
+    if config.node_name.is_empty() {
+        return Err(ProxyError::Config(
+            "node_name is empty: give the name of this node's Node object".into(),
+        ));
+    }
+    if config.min_sync_interval > config.sync_period {
+        return Err(ProxyError::Config(format!(
+            "min_sync_interval ({:?}) is longer than sync_period ({:?})",
+            config.min_sync_interval, config.sync_period
+        )));
+    }
+    if let Some(svc) = config.service_cidr
+        && (svc.contains(&config.cluster_cidr) || config.cluster_cidr.contains(&svc))
+    {
+        return Err(ProxyError::Config(format!(
+            "the service CIDR {svc} overlaps the cluster CIDR {}: choose disjoint ranges",
+            config.cluster_cidr
+        )));
+    }
+    Ok(())
+}
+
+/// Removes everything the nftables mode installed in `netns` (or here): its table. Other
+/// tables are not touched. Succeeds when there is nothing to remove.
+pub fn cleanup(netns: Option<&NetNs>) -> Result<(), ProxyError> {
+    nftables::cleanup(netns).map_err(ProxyError::from)
+}
