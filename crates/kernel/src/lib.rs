@@ -7,6 +7,7 @@
 //! entered the target namespace, and the socket stays bound there.
 
 pub mod addr;
+pub mod conntrack;
 pub mod error;
 pub mod link;
 pub mod neigh;
