@@ -64,8 +64,7 @@ impl ProxyConfig {
         ProxyConfig {
             node_name: node_name.into(),
             node_ips,
-            cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16)
-                .unwrap_or_default(),
+            cluster_cidr: Ipv4Net::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
             service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).ok(),
             mode: ProxyMode::Nftables,
             netns: None,

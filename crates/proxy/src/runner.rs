@@ -1,0 +1,418 @@
+//! The sync loop: watch Services and EndpointSlices, feed the change tracker, and sync —
+//! at most once per `min_sync_interval`, a full sync at start, after any failure and every
+//! `sync_period`, otherwise a partial sync of what changed. After each successful sync the
+//! stale UDP conntrack entries of removed endpoints go, and the health check servers
+//! follow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use podnet_kernel::NetNs;
+use podnet_kernel::conntrack;
+use tokio::sync::watch;
+
+use crate::healthcheck::{HealthServers, HealthStatus};
+use crate::model::{self, NodeContext, Protocol, ServicePortName, ServiceState, categorize};
+use crate::nftables::{self, Installed, TableConfig};
+use crate::tracker::{ChangeTracker, PortChange};
+use crate::{ProxyConfig, ProxyError};
+
+/// How long to wait before retrying a failed sync (doubling up to the maximum).
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the kernel holds, and how to reach it. Lives on the blocking pool during a sync.
+pub struct Syncer {
+    ctx: NodeContext,
+    table: TableConfig,
+    netns: Option<NetNs>,
+    installed: Installed,
+    /// The next sync must rebuild the table (start, after a failure, periodically).
+    pub need_full: bool,
+    /// healthCheckNodePort per service port, with the local endpoint count.
+    health: BTreeMap<ServicePortName, (u16, usize)>,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub full: bool,
+    pub changed_ports: usize,
+    pub conntrack_deleted: usize,
+    pub elapsed: Duration,
+}
+
+impl Syncer {
+    pub fn new(ctx: NodeContext, table: TableConfig, netns: Option<NetNs>) -> Syncer {
+        Syncer {
+            ctx,
+            table,
+            netns,
+            installed: Installed::default(),
+            need_full: true,
+            health: BTreeMap::new(),
+        }
+    }
+
+    /// One sync: `all` is every service port (only read for a full sync), `changes` what
+    /// changed since the last one. Blocking (runs `nft`). On failure the next sync is full.
+    pub fn sync(
+        &mut self,
+        all: impl FnOnce() -> BTreeMap<ServicePortName, ServiceState>,
+        changes: &[PortChange],
+    ) -> Result<SyncReport, ProxyError> {
+        let started = Instant::now();
+        let full = self.need_full;
+        // A failure leaves the kernel and `installed` in doubt: rebuild next time.
+        self.need_full = true;
+        if full {
+            let states = all();
+            let rules = states
+                .iter()
+                .map(|(n, s)| (n.clone(), model::service_rules(s, &self.ctx)))
+                .collect();
+            let (text, installed) = nftables::render_full(&self.table, rules);
+            nftables::apply(self.netns.as_ref(), &text)?;
+            self.installed = installed;
+            self.health = states
+                .iter()
+                .filter_map(|(n, s)| self.health_of(s).map(|h| (n.clone(), h)))
+                .collect();
+        } else if !changes.is_empty() {
+            let changed = changes
+                .iter()
+                .map(|c| {
+                    let rules = c.new.as_ref().map(|s| model::service_rules(s, &self.ctx));
+                    (c.name.clone(), rules)
+                })
+                .collect();
+            let text = nftables::render_partial(&mut self.installed, changed);
+            nftables::apply(self.netns.as_ref(), &text)?;
+            for c in changes {
+                match c.new.as_ref().and_then(|s| self.health_of(s)) {
+                    Some(h) => self.health.insert(c.name.clone(), h),
+                    None => self.health.remove(&c.name),
+                };
+            }
+        }
+        self.need_full = false;
+        let conntrack_deleted = self.clear_stale_udp(changes);
+        Ok(SyncReport {
+            full,
+            changed_ports: changes.len(),
+            conntrack_deleted,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn health_of(&self, s: &ServiceState) -> Option<(u16, usize)> {
+        let port = s.port.health_check_node_port?;
+        Some((port, categorize(s, &self.ctx.node_name).local.len()))
+    }
+
+    /// The health check ports to serve.
+    pub fn health_ports(&self) -> BTreeMap<u16, HealthStatus> {
+        let mut out: BTreeMap<u16, HealthStatus> = BTreeMap::new();
+        for (name, (port, count)) in &self.health {
+            let e = out.entry(*port).or_insert_with(|| HealthStatus {
+                namespace: name.namespace.clone(),
+                name: name.name.clone(),
+                local_endpoints: 0,
+            });
+            e.local_endpoints = e.local_endpoints.max(*count);
+        }
+        out
+    }
+
+    /// Deletes the conntrack entries of UDP service ports that would keep sending to an
+    /// endpoint that is no longer used (UDP has no connection end to clear them), and the
+    /// entries of a service that had no endpoint before. Failures are logged, not fatal:
+    /// the rules are right, only old flows linger.
+    fn clear_stale_udp(&self, changes: &[PortChange]) -> usize {
+        let filters = stale_udp_filters(changes, &self.ctx);
+        if filters.is_empty() {
+            return 0;
+        }
+        match conntrack::delete(self.netns.as_ref(), &filters) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "clearing stale UDP conntrack entries failed");
+                0
+            }
+        }
+    }
+}
+
+/// The conntrack filters for UDP endpoints that stopped being used.
+pub fn stale_udp_filters(changes: &[PortChange], ctx: &NodeContext) -> Vec<conntrack::Filter> {
+    let mut filters = Vec::new();
+    for c in changes {
+        if c.name.protocol != Protocol::Udp {
+            continue;
+        }
+        let Some(old) = &c.old else { continue };
+        let used = |s: &ServiceState| -> BTreeSet<Ipv4Addr> {
+            let cat = categorize(s, &ctx.node_name);
+            cat.cluster
+                .iter()
+                .chain(cat.local.iter())
+                .map(|e| e.ip)
+                .collect()
+        };
+        let before = used(old);
+        let after = c.new.as_ref().map(used).unwrap_or_default();
+        let dsts: Vec<Ipv4Addr> = std::iter::once(old.port.cluster_ip)
+            .chain(old.port.external_ips.iter().copied())
+            .chain(old.port.load_balancer_ips.iter().copied())
+            .collect();
+        let proto = Protocol::Udp.number();
+        for gone in before.difference(&after) {
+            for dst in &dsts {
+                filters.push(conntrack::Filter {
+                    protocol: proto,
+                    original_dst: Some(*dst),
+                    original_dst_port: Some(old.port.port),
+                    reply_src: Some(*gone),
+                });
+            }
+            if let Some(np) = old.port.node_port {
+                filters.push(conntrack::Filter {
+                    protocol: proto,
+                    original_dst: None,
+                    original_dst_port: Some(np),
+                    reply_src: Some(*gone),
+                });
+            }
+        }
+        if before.is_empty() && !after.is_empty() {
+            for dst in &dsts {
+                filters.push(conntrack::Filter {
+                    protocol: proto,
+                    original_dst: Some(*dst),
+                    original_dst_port: Some(old.port.port),
+                    reply_src: None,
+                });
+            }
+        }
+    }
+    filters
+}
+
+/// The state of the two watches.
+#[derive(Default)]
+struct Watches {
+    services_synced: bool,
+    slices_synced: bool,
+    services_buf: Vec<Service>,
+    slices_buf: Vec<EndpointSlice>,
+}
+
+fn on_service(
+    ev: Option<Result<Event<Service>, watcher::Error>>,
+    w: &mut Watches,
+    t: &mut ChangeTracker,
+) -> Result<(), ProxyError> {
+    match ev {
+        None => return Err(ProxyError::Watch("the watch of Services ended".into())),
+        Some(Ok(Event::Init)) => w.services_buf.clear(),
+        Some(Ok(Event::InitApply(s))) => w.services_buf.push(s),
+        Some(Ok(Event::InitDone)) => {
+            t.reset_services(std::mem::take(&mut w.services_buf));
+            w.services_synced = true;
+        }
+        Some(Ok(Event::Apply(s))) => t.service_updated(s),
+        Some(Ok(Event::Delete(s))) => t.service_deleted(&s),
+        Some(Err(e)) => tracing::warn!(error = %e, "watching Services failed; retrying"),
+    }
+    Ok(())
+}
+
+fn on_slice(
+    ev: Option<Result<Event<EndpointSlice>, watcher::Error>>,
+    w: &mut Watches,
+    t: &mut ChangeTracker,
+) -> Result<(), ProxyError> {
+    match ev {
+        None => {
+            return Err(ProxyError::Watch(
+                "the watch of EndpointSlices ended".into(),
+            ));
+        }
+        Some(Ok(Event::Init)) => w.slices_buf.clear(),
+        Some(Ok(Event::InitApply(s))) => w.slices_buf.push(s),
+        Some(Ok(Event::InitDone)) => {
+            t.reset_slices(std::mem::take(&mut w.slices_buf));
+            w.slices_synced = true;
+        }
+        Some(Ok(Event::Apply(s))) => t.slice_updated(s),
+        Some(Ok(Event::Delete(s))) => t.slice_deleted(&s),
+        Some(Err(e)) => tracing::warn!(error = %e, "watching EndpointSlices failed; retrying"),
+    }
+    Ok(())
+}
+
+/// Makes bridged pod traffic pass through the IP hooks, so a reply from a pod to a pod on
+/// the same bridge is un-NATed (without it, same-node pod → ClusterIP → pod breaks).
+fn enable_bridge_netfilter(netns: Option<&NetNs>) {
+    const KEY: &str = "net.bridge.bridge-nf-call-iptables";
+    let r = match netns {
+        Some(ns) => podnet_kernel::sysctl::write(ns, KEY, "1"),
+        None => podnet_kernel::sysctl::write_here(KEY, "1"),
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot enable {KEY} (load the br_netfilter module): same-node pod-to-service traffic may fail");
+    }
+}
+
+pub(crate) async fn run(
+    client: kube::Client,
+    config: ProxyConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProxyError> {
+    let netns = match &config.netns {
+        Some(ns) => Some(ns.try_clone()?),
+        None => None,
+    };
+    enable_bridge_netfilter(netns.as_ref());
+    let ctx = NodeContext {
+        node_name: config.node_name.clone(),
+        cluster_cidr: config.cluster_cidr,
+    };
+    let table = TableConfig {
+        node_ips: config.node_ips.clone(),
+        service_cidr: config.service_cidr,
+    };
+    let health_addrs: Vec<IpAddr> = match config.healthz_bind {
+        Some(a) => vec![a.ip()],
+        None if config.node_ips.is_empty() => vec![IpAddr::from(Ipv4Addr::UNSPECIFIED)],
+        None => config.node_ips.iter().map(|i| IpAddr::V4(*i)).collect(),
+    };
+    let health_netns = match &netns {
+        Some(ns) => Some(ns.try_clone()?),
+        None => None,
+    };
+    let mut health = HealthServers::new(health_netns, health_addrs);
+    let mut syncer = Some(Syncer::new(ctx, table, netns));
+    let mut tracker = ChangeTracker::new();
+    let mut watches = Watches::default();
+
+    let services = watcher::watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let mut services = pin!(services);
+    let mut slices = pin!(slices);
+
+    let min_interval = config.min_sync_interval;
+    let mut last_sync: Option<Instant> = None;
+    let mut last_full = Instant::now();
+    let mut retry = RETRY_FIRST;
+    let mut retry_at: Option<Instant> = None;
+    let far = Duration::from_secs(3600);
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let synced = watches.services_synced && watches.slices_synced;
+        let mut due: Option<Instant> = None;
+        if synced {
+            let syncer_ref = syncer.as_ref();
+            let full_due = syncer_ref.is_some_and(|s| s.need_full)
+                || last_full.elapsed() >= config.sync_period;
+            if full_due || tracker.has_changes() {
+                let earliest = last_sync.map_or_else(Instant::now, |t| t + min_interval);
+                due = Some(retry_at.map_or(earliest, |r| r.max(earliest)));
+            } else {
+                due = Some(last_full + config.sync_period);
+            }
+        }
+        let sleep_for = due.map_or(far, |d| d.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+            ev = services.next() => {
+                on_service(ev, &mut watches, &mut tracker)?;
+                continue;
+            }
+            ev = slices.next() => {
+                on_slice(ev, &mut watches, &mut tracker)?;
+                continue;
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+        if due.is_none() {
+            continue;
+        }
+        // Fold everything that has already arrived into this sync.
+        while let Some(ev) = services.next().now_or_never() {
+            on_service(ev, &mut watches, &mut tracker)?;
+        }
+        while let Some(ev) = slices.next().now_or_never() {
+            on_slice(ev, &mut watches, &mut tracker)?;
+        }
+        let Some(mut s) = syncer.take() else {
+            return Err(ProxyError::Task("the syncer was lost".into()));
+        };
+        if last_full.elapsed() >= config.sync_period {
+            s.need_full = true;
+        }
+        let full = s.need_full;
+        let changes = tracker.take_changes();
+        let all = if full {
+            tracker.all_states()
+        } else {
+            BTreeMap::new()
+        };
+        let (s, result) = tokio::task::spawn_blocking(move || {
+            let r = s.sync(move || all, &changes);
+            (s, r)
+        })
+        .await
+        .map_err(|e| ProxyError::Task(format!("the sync task failed: {e}")))?;
+        last_sync = Some(Instant::now());
+        match result {
+            Ok(report) => {
+                if report.full {
+                    last_full = Instant::now();
+                }
+                retry = RETRY_FIRST;
+                retry_at = None;
+                tracing::debug!(
+                    full = report.full,
+                    changed = report.changed_ports,
+                    conntrack_deleted = report.conntrack_deleted,
+                    elapsed_ms = report.elapsed.as_secs_f64() * 1000.0,
+                    "synced service rules"
+                );
+                health.sync(&s.health_ports());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?retry, "syncing service rules failed; a full sync follows");
+                retry_at = Some(Instant::now() + retry);
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+        syncer = Some(s);
+    }
+    health.stop();
+    Ok(())
+}
