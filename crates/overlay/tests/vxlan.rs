@@ -416,3 +416,39 @@ fn direct_routing_gives_peers_on_the_segment_plain_routes() {
         assert!(!c.sync(i).changed(), "second sync of node {i}");
     }
 }
+
+#[test]
+fn a_failing_route_rolls_back_the_peers_neighbour_and_fdb() {
+    let mut c = Cluster::new("rollback", VxlanOptions::default());
+    // A device that is down takes neighbour and FDB entries but refuses on-link routes
+    // (ENETDOWN): the third step of every peer fails.
+    let out = exec_in(
+        &c.node(0).ns.name,
+        &["ip", "link", "set", "podnet.1", "down"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let peers = c.peers_of(0);
+    let sync = c.backends[0].sync_peers(&peers).expect("sync");
+    let failed: Vec<&str> = sync.failed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(failed, ["node-2", "node-3"], "{sync:?}");
+    for (_, why) in &sync.failed {
+        assert!(
+            why.contains("route 10.244.")
+                && why.contains("Network is down")
+                && why.contains("rolled back"),
+            "{why}"
+        );
+    }
+    assert!(
+        sync.installed.is_empty(),
+        "nothing half-installed is reported: {sync:?}"
+    );
+    assert_peer_absent(&c.node(0).ns, c.node(1));
+    assert_peer_absent(&c.node(0).ns, c.node(2));
+
+    // Repaired, the next pass sets both peers up.
+    c.backends[0].ensure_device().expect("ensure_device");
+    assert_eq!(c.sync(0).installed.len(), 6);
+    c.sync(1);
+    ping(&c.node(0).pod, c.node(1).pod_ip, None).unwrap_or_else(|e| panic!("{e}"));
+}

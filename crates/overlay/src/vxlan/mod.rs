@@ -245,7 +245,9 @@ impl VxlanBackend {
             Ok(()) => Ok(done),
             Err(e) => {
                 self.roll_back(device, &install.entries);
-                Err(e.to_string())
+                Err(format!(
+                    "{e}; its entries were rolled back and are retried at the next sync"
+                ))
             }
         }
     }
