@@ -25,7 +25,10 @@ struct Cluster {
 
 impl Cluster {
     fn new(tag: &str, vxlan: VxlanOptions) -> Cluster {
-        let lab = Lab::new(tag, 3, POD_MTU);
+        Self::on(Lab::new(tag, 3, POD_MTU), vxlan)
+    }
+
+    fn on(lab: Lab, vxlan: VxlanOptions) -> Cluster {
         let mut backends = Vec::new();
         let mut data = Vec::new();
         for node in &lab.nodes {
@@ -451,4 +454,56 @@ fn a_failing_route_rolls_back_the_peers_neighbour_and_fdb() {
     assert_eq!(c.sync(0).installed.len(), 6);
     c.sync(1);
     ping(&c.node(0).pod, c.node(1).pod_ip, None).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn direct_routing_encapsulates_to_a_peer_off_the_segment() {
+    // Node 3 shares the wire but not the subnet: nodes reach each other's underlay address
+    // through link routes (no router), so it is not "on the segment" for direct routing.
+    let publics = ["172.31.0.11/24", "172.31.0.12/24", "172.31.1.13/24"].map(net);
+    let lab = Lab::with_public_ips("mixed", &publics, POD_MTU);
+    for (i, other) in [
+        (0, "172.31.1.0/24"),
+        (1, "172.31.1.0/24"),
+        (2, "172.31.0.0/24"),
+    ] {
+        let mut nl = lab.nodes[i].ns.netlink();
+        let eth0 = nl.require_link("eth0").expect("eth0");
+        nl.ensure_route(&Route::dev(net(other), eth0.index))
+            .expect("link route to the other subnet");
+    }
+    let vxlan = VxlanOptions {
+        direct_routing: true,
+        ..VxlanOptions::default()
+    };
+    let mut c = Cluster::on(lab, vxlan);
+    c.sync_all();
+    let dev = c
+        .node(0)
+        .ns
+        .netlink()
+        .require_link("podnet.1")
+        .expect("device");
+    let (near, _, _) = entries_for(&c.node(0).ns, c.node(1));
+    let near = near.expect("route to node 2");
+    assert_eq!(
+        (near.gateway, near.onlink),
+        (Some(c.node(1).public_ip), false)
+    );
+    assert_ne!(near.oif, Some(dev.index));
+    assert_peer_installed(&c.node(0).ns, c.node(2));
+    assert_peer_installed(&c.node(2).ns, c.node(0));
+    c.all_pods_reach_each_other();
+    let got = tcp_transfer(
+        &c.node(2).pod,
+        c.node(2).pod_ip,
+        5203,
+        &c.node(0).pod,
+        10 << 20,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (got.peer.ip(), got.bytes),
+        (std::net::IpAddr::V4(c.node(0).pod_ip), 10 << 20)
+    );
 }

@@ -91,23 +91,32 @@ pub fn net(s: &str) -> Ipv4Net {
 }
 
 impl Lab {
-    /// `count` nodes on one underlay segment, pods with MTU `pod_mtu`.
+    /// `count` nodes on one underlay segment (172.31.0.1i/24), pods with MTU `pod_mtu`.
     pub fn new(tag: &str, count: u8, pod_mtu: u32) -> Lab {
+        let publics: Vec<Ipv4Net> = (1..=count)
+            .map(|i| Ipv4Net::new(Ipv4Addr::new(172, 31, 0, 10 + i), 24).expect("net"))
+            .collect();
+        Self::with_public_ips(tag, &publics, pod_mtu)
+    }
+
+    /// One node per address in `publics` (address and prefix of its underlay interface),
+    /// all on one switch, so nodes with different prefixes share the wire but not a subnet.
+    pub fn with_public_ips(tag: &str, publics: &[Ipv4Net], pod_mtu: u32) -> Lab {
         let underlay = TestNs::new(&format!("{tag}-u"));
         let mut u = underlay.netlink();
         let br = u.ensure_bridge("br0", None).expect("underlay bridge");
         u.set_up(br.index).expect("underlay bridge up");
         let mut nodes = Vec::new();
-        for i in 1..=count {
-            nodes.push(Self::node(tag, i, &underlay, &mut u, br.index, pod_mtu));
+        for (i, public) in (1..).zip(publics) {
+            nodes.push(Self::node(tag, i, *public, &mut u, br.index, pod_mtu));
         }
         Lab { nodes, underlay }
     }
 
-    fn node(tag: &str, i: u8, underlay: &TestNs, u: &mut Netlink, br: u32, pod_mtu: u32) -> Node {
+    fn node(tag: &str, i: u8, public: Ipv4Net, u: &mut Netlink, br: u32, pod_mtu: u32) -> Node {
         let ns = TestNs::new(&format!("{tag}-n{i}"));
         let pod = TestNs::new(&format!("{tag}-p{i}"));
-        let public_ip = Ipv4Addr::new(172, 31, 0, 10 + i);
+        let public_ip = public.addr();
         let subnet = net(&format!("10.244.{i}.0/24"));
         let gateway = Ipv4Addr::new(10, 244, i, 1);
         let pod_ip = Ipv4Addr::new(10, 244, i, 2);
@@ -123,7 +132,7 @@ impl Lab {
         let mut n = ns.netlink();
         up(&mut n, "lo");
         let eth0 = up(&mut n, "eth0");
-        n.ensure_address(eth0, IpNet::V4(Ipv4Net::new(public_ip, 24).expect("net")))
+        n.ensure_address(eth0, IpNet::V4(public))
             .expect("public ip");
         sysctl::write(&ns.ns, "net.ipv4.ip_forward", "1").expect("ip_forward");
         let cni0 = n.ensure_bridge("cni0", Some(pod_mtu)).expect("cni0");
@@ -148,7 +157,6 @@ impl Lab {
             .expect("pod address");
         p.ensure_route(&Route::via(net("0.0.0.0/0"), gateway))
             .expect("pod default route");
-        let _ = underlay;
         Node {
             name: format!("node-{i}"),
             ns,
