@@ -56,6 +56,7 @@ pub struct Counters {
     drop_unknown_source: AtomicU64,
     drop_not_local: AtomicU64,
     drop_malformed: AtomicU64,
+    drop_not_ipv4: AtomicU64,
     drop_send_error: AtomicU64,
     drop_tun_write_error: AtomicU64,
 }
@@ -82,8 +83,10 @@ pub struct CounterSnapshot {
     pub drop_unknown_source: u64,
     /// Packets from a peer for an address outside this node's subnet.
     pub drop_not_local: u64,
-    /// Packets that are not IPv4, or that the forwarder cannot parse.
+    /// Packets the forwarder cannot parse.
     pub drop_malformed: u64,
+    /// Packets that are not IPv4 (the cluster range is IPv4).
+    pub drop_not_ipv4: u64,
     pub drop_send_error: u64,
     pub drop_tun_write_error: u64,
 }
@@ -105,6 +108,7 @@ impl Counters {
             drop_unknown_source: get(&self.drop_unknown_source),
             drop_not_local: get(&self.drop_not_local),
             drop_malformed: get(&self.drop_malformed),
+            drop_not_ipv4: get(&self.drop_not_ipv4),
             drop_send_error: get(&self.drop_send_error),
             drop_tun_write_error: get(&self.drop_tun_write_error),
         }
@@ -485,7 +489,7 @@ impl TxLoop {
         add(&counters.tun_read_packets, 1);
         add(&counters.tun_read_bytes, pkt.len() as u64);
         if pkt[0] >> 4 != 4 {
-            add(&counters.drop_malformed, 1);
+            add(&counters.drop_not_ipv4, 1);
             return;
         }
         let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);

@@ -145,6 +145,15 @@ impl UdpBackend {
     fn configure_device(&self) -> Result<(), OverlayError> {
         let mut nl = self.netlink()?;
         let link = nl.require_link(DEVICE)?;
+        // The ICMP errors the forwarder writes into the device come from the device's own
+        // address; the kernel drops packets with a local source unless told to accept them.
+        let key = format!("net.ipv4.conf.{DEVICE}.accept_local");
+        self.in_netns(|| podnet_kernel::sysctl::write_here(&key, "1"))??;
+        // Set before the device goes up: the cluster range is IPv4, so no link-local
+        // address, router solicitations or MLD reports for the forwarder to read and drop
+        // (ignored where IPv6 is off).
+        let key = format!("net.ipv6.conf.{DEVICE}.disable_ipv6");
+        let _ = self.in_netns(|| podnet_kernel::sysctl::write_here(&key, "1"));
         let mtu = self.config.pod_mtu();
         if link.mtu != mtu {
             nl.set_mtu(link.index, mtu)?;
@@ -164,10 +173,6 @@ impl UdpBackend {
         if !link.up {
             nl.set_up(link.index)?;
         }
-        // The ICMP errors the forwarder writes into the device come from the device's own
-        // address; the kernel drops packets with a local source unless told to accept them.
-        let key = format!("net.ipv4.conf.{DEVICE}.accept_local");
-        self.in_netns(|| podnet_kernel::sysctl::write_here(&key, "1"))??;
         Ok(())
     }
 
