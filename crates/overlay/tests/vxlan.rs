@@ -7,7 +7,10 @@ mod common_vxlan;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use common_vxlan::{Lab, Node, TestNs, exec_in, net, ping, tcp_transfer};
+use common_vxlan::{
+    Iperf3Server, Lab, Node, TestNs, exec_in, iperf3_gbits, median, net, ping, ping_median_ms,
+    tcp_transfer,
+};
 use podnet_kernel::Route;
 use podnet_kernel::link::format_mac;
 use podnet_kernel::route::{MAIN_TABLE, PROTO_PODNET};
@@ -505,5 +508,97 @@ fn direct_routing_encapsulates_to_a_peer_off_the_segment() {
     assert_eq!(
         (got.peer.ip(), got.bytes),
         (std::net::IpAddr::V4(c.node(0).pod_ip), 10 << 20)
+    );
+}
+
+/// Builds on every node of `lab`, with `ip` alone, the path podnet's vxlan backend makes:
+/// the hand-built baseline (b) of issue 5's benchmark.
+fn hand_built_vxlan(lab: &Lab) {
+    let run = |ns: &str, cmd: String| {
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        let out = exec_in(ns, &[&["ip"], args.as_slice()].concat());
+        assert!(out.status.success(), "ip {cmd}: {out:?}");
+    };
+    let mac = |i: usize| format!("0a:58:00:00:00:{:02x}", i + 1);
+    for (i, node) in lab.nodes.iter().enumerate() {
+        let ns = &node.ns.name;
+        run(
+            ns,
+            format!(
+                "link add vx0 address {} type vxlan id 1 local {} dev eth0 dstport 8472 nolearning",
+                mac(i),
+                node.public_ip
+            ),
+        );
+        run(ns, format!("link set vx0 mtu {POD_MTU} up"));
+        run(ns, format!("addr add {}/32 dev vx0", node.subnet.network()));
+        for (j, peer) in lab.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            let gw = peer.subnet.network();
+            run(
+                ns,
+                format!("neigh replace {gw} lladdr {} dev vx0 nud permanent", mac(j)),
+            );
+            let out = exec_in(
+                ns,
+                &[
+                    "bridge",
+                    "fdb",
+                    "append",
+                    &mac(j),
+                    "dev",
+                    "vx0",
+                    "dst",
+                    &peer.public_ip.to_string(),
+                ],
+            );
+            assert!(out.status.success(), "{out:?}");
+            run(
+                ns,
+                format!("route replace {} via {gw} dev vx0 onlink", peer.subnet),
+            );
+        }
+    }
+}
+
+/// Issue 5's vxlan figures: iperf3 pod to pod across two nodes (single TCP stream, median
+/// of 5) and ping RTT (median of 100), podnet's backend next to the hand-built path with
+/// the same MTU. Both labs exist side by side and the runs alternate, so a busy moment of
+/// the machine hits both. Run it alone: `cargo nextest run -p podnet-overlay --test vxlan
+/// --run-ignored only --no-capture bench`.
+#[test]
+#[ignore = "a benchmark: a minute of iperf3, run on its own"]
+fn bench_vxlan_against_hand_built() {
+    const SECS: u32 = 5;
+    const RUNS: usize = 5;
+    let hand = Lab::new("bhand", 2, POD_MTU);
+    hand_built_vxlan(&hand);
+    let mut c = Cluster::on(Lab::new("bpodnet", 2, POD_MTU), VxlanOptions::default());
+    c.sync_all();
+    let labs = [("hand-built", &hand, 5301), ("podnet", &c.lab, 5302)];
+    let _servers: Vec<Iperf3Server> = labs
+        .iter()
+        .map(|(_, lab, port)| Iperf3Server::start(&lab.nodes[1].pod, *port))
+        .collect();
+    let mut gbits = [Vec::new(), Vec::new()];
+    for _ in 0..RUNS {
+        for (k, (_, lab, port)) in labs.iter().enumerate() {
+            let (a, b) = (&lab.nodes[0], &lab.nodes[1]);
+            gbits[k].push(iperf3_gbits(&a.pod, b.pod_ip, *port, SECS));
+        }
+    }
+    let rtt: Vec<f64> = labs
+        .iter()
+        .map(|(_, lab, _)| ping_median_ms(&lab.nodes[0].pod, lab.nodes[1].pod_ip, 100))
+        .collect();
+    let [hand_runs, podnet_runs] = gbits;
+    let (hand_gbits, podnet_gbits) = (median(hand_runs.clone()), median(podnet_runs.clone()));
+    println!(
+        "vxlan pod->pod, MTU {POD_MTU}, 1 TCP stream, {SECS} s, median of {RUNS}: \
+         hand-built {hand_gbits:.2} Gbit/s {hand_runs:.2?}, podnet {podnet_gbits:.2} Gbit/s \
+         {podnet_runs:.2?} ({:.0}% of hand-built); ping median of 100: hand-built \
+         {:.3} ms, podnet {:.3} ms",
+        100.0 * podnet_gbits / hand_gbits,
+        rtt[0],
+        rtt[1]
     );
 }

@@ -323,3 +323,102 @@ fn set_df(stream: &TcpStream) -> Result<(), String> {
         ))
     }
 }
+
+/// An `iperf3 -s` inside a namespace, stopped (by its PID) on drop.
+pub struct Iperf3Server {
+    child: std::process::Child,
+}
+
+impl Iperf3Server {
+    pub fn start(ns: &TestNs, port: u16) -> Iperf3Server {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "iperf3",
+                "-s",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start iperf3 -s (apt-get install iperf3)");
+        Iperf3Server { child }
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One single-stream TCP iperf3 run of `secs` seconds from inside `client`: Gbit/s received.
+pub fn iperf3_gbits(client: &TestNs, server_ip: Ipv4Addr, port: u16, secs: u32) -> f64 {
+    let args = [
+        "iperf3",
+        "-c",
+        &server_ip.to_string(),
+        "-p",
+        &port.to_string(),
+        "-t",
+        &secs.to_string(),
+        "-J",
+        "--connect-timeout",
+        "2000",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The server may still be starting: a few bounded tries.
+    for _ in 0..10 {
+        let out = exec_in(&client.name, &args);
+        if out.status.success() {
+            let report: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+            let bps = report["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .expect("bits_per_second in iperf3's report");
+            return bps / 1e9;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!(
+        "iperf3 to {server_ip}:{port} from {} kept failing",
+        client.name
+    );
+}
+
+/// Median round-trip time in ms over `count` pings (10 ms apart) from `from` to `to`.
+pub fn ping_median_ms(from: &TestNs, to: Ipv4Addr, count: u32) -> f64 {
+    let out = exec_in(
+        &from.name,
+        &[
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.01",
+            "-w",
+            "30",
+            &to.to_string(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!times.is_empty(), "no replies: {text}");
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
