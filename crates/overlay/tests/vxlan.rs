@@ -220,6 +220,29 @@ fn three_nodes_reach_each_others_pods_over_vxlan() {
             "second sync of node {i} changed: {again:?}"
         );
     }
+
+    // An agent restart (a new backend on the same node) adopts what is there: same device,
+    // same data, nothing changed.
+    let before = c
+        .node(0)
+        .ns
+        .netlink()
+        .require_link("podnet.1")
+        .expect("device");
+    c.backends[0] = new_backend(c.node(0).config(VxlanOptions::default())).expect("backend");
+    assert_eq!(
+        c.backends[0].ensure_device().expect("ensure_device"),
+        c.data[0]
+    );
+    let after = c
+        .node(0)
+        .ns
+        .netlink()
+        .require_link("podnet.1")
+        .expect("device");
+    assert_eq!(after, before, "the device is adopted, not recreated");
+    let adopted = c.sync(0);
+    assert!(!adopted.changed(), "a restart changed: {adopted:?}");
 }
 
 #[test]
