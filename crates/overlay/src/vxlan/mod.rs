@@ -7,8 +7,9 @@
 //! With `directRouting`, a peer on this node's L2 segment gets a plain route via its
 //! public IP instead (no encapsulation, host-gw's path).
 //!
-//! Routes carry [`podnet_kernel::route::PROTO_PODNET`]; a sync owns podnet's routes inside the cluster range and
-//! the neighbours and FDB entries of its own device, and touches nothing else.
+//! Routes carry [`podnet_kernel::route::PROTO_PODNET`]; a sync owns podnet's routes inside
+//! the cluster range (but not the node's own subnet) and the neighbours and FDB entries of
+//! its own device, and touches nothing else.
 
 mod data;
 mod plan;
