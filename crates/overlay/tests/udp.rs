@@ -339,3 +339,30 @@ fn set_recverr(sock: &UdpSocket) {
     };
     assert_eq!(rc, 0, "IP_RECVERR: {}", std::io::Error::last_os_error());
 }
+
+#[test]
+fn an_underlay_without_checksum_offload_still_carries_super_packets_one_datagram_at_a_time() {
+    if std::process::Command::new("ethtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs ethtool (apt-get install -y ethtool)");
+        return;
+    }
+    let cluster = Cluster::new("nocsum");
+    let node = &cluster.lab.nodes[0];
+    // Without TX checksum offload the kernel refuses UDP GSO (EIO).
+    let out = exec_in(&node.ns.name, &["ethtool", "-K", "eth0", "tx", "off"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (&cluster.lab.nodes[0], &cluster.lab.nodes[1]);
+    let size = 4 * 1024 * 1024;
+    let (_, n) = tcp_transfer(&a.pod, &b.pod, b.pod_ip, size).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n, size);
+    let c = cluster.backends[0].counters();
+    assert!(c.udp_sent_bytes >= size as u64, "{c:?}");
+}

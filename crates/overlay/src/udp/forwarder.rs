@@ -262,7 +262,7 @@ struct Pending {
     dst: SockAddr,
 }
 
-/// Outgoing datagrams, gathered in one arena and sent with one sendmmsg.
+/// Outgoing datagrams, gathered in one arena and sent with sendmmsg, [`BATCH`] at a time.
 struct SendBatch {
     arena: Vec<u8>,
     used: usize,
@@ -272,7 +272,16 @@ struct SendBatch {
     addrs: Vec<libc::sockaddr_in>,
     /// Control buffers, u64 for cmsghdr alignment.
     ctrl: Vec<[u64; 4]>,
+    /// Set when the kernel refused UDP GSO (an underlay without checksum offload):
+    /// segments then go out as datagrams of their own.
+    no_gso: bool,
 }
+
+/// Pending messages the batch preallocates room for (a 64 KB super-packet cut into
+/// datagrams of their own needs about 45).
+const PENDING: usize = 1024;
+/// EAGAIN waits (one poll period each) before the rest of a batch is dropped.
+const SEND_WAITS: usize = 20;
 
 impl SendBatch {
     fn new() -> SendBatch {
@@ -282,7 +291,7 @@ impl SendBatch {
         SendBatch {
             arena: vec![0; ARENA],
             used: 0,
-            pending: Vec::with_capacity(BATCH),
+            pending: Vec::with_capacity(PENDING),
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
@@ -293,26 +302,31 @@ impl SendBatch {
             hdrs: vec![zero_hdr; BATCH],
             addrs: vec![zero_addr; BATCH],
             ctrl: vec![[0; 4]; BATCH],
+            no_gso: false,
         }
     }
 
     /// Room for `len` bytes, sending what is queued first if needed.
     fn reserve(&mut self, len: usize, socket: RawFd, counters: &Counters) -> &mut [u8] {
-        if self.used + len > self.arena.len() || self.pending.len() + 2 > BATCH {
+        if self.used + len > self.arena.len() || self.pending.len() >= BATCH {
             self.flush(socket, counters);
         }
         &mut self.arena[self.used..self.used + len]
     }
 
     /// Queues `len` bytes just written at the reservation as datagrams of `segment` bytes
-    /// (the last may be shorter), split into as many GSO trains as the kernel's limits
-    /// need.
+    /// (the last may be shorter): GSO trains within the kernel's limits, or single
+    /// datagrams when GSO is off.
     fn commit(&mut self, len: usize, segment: usize, dst: SockAddr) {
-        let per_train = (MAX_UDP_PAYLOAD / segment).clamp(1, MAX_GSO_SEGMENTS) * segment;
+        let per_message = if self.no_gso {
+            segment
+        } else {
+            (MAX_UDP_PAYLOAD / segment).clamp(1, MAX_GSO_SEGMENTS) * segment
+        };
         let mut offset = self.used;
         let end = self.used + len;
         while offset < end {
-            let this = per_train.min(end - offset);
+            let this = per_message.min(end - offset);
             self.pending.push(Pending {
                 offset,
                 len: this,
@@ -325,11 +339,20 @@ impl SendBatch {
     }
 
     fn flush(&mut self, socket: RawFd, counters: &Counters) {
-        let count = self.pending.len();
-        if count == 0 {
-            return;
+        let mut start = 0;
+        while start < self.pending.len() {
+            let count = BATCH.min(self.pending.len() - start);
+            self.send_window(start, count, socket, counters);
+            start += count;
         }
-        for (i, p) in self.pending.iter().enumerate() {
+        self.pending.clear();
+        self.used = 0;
+    }
+
+    /// Sends pending[start..start + count] (at most [`BATCH`]) with sendmmsg.
+    fn send_window(&mut self, start: usize, count: usize, socket: RawFd, counters: &Counters) {
+        for i in 0..count {
+            let p = self.pending[start + i];
             self.iovs[i] = libc::iovec {
                 // SAFETY: offset + len lie inside the arena (commit keeps them there).
                 iov_base: unsafe { self.arena.as_mut_ptr().add(p.offset) }.cast(),
@@ -350,10 +373,11 @@ impl SendBatch {
             }
         }
         let mut sent = 0;
-        // Each pass sends at least one message or skips a failing one: bounded by count.
+        let mut waits = 0;
+        // Each pass sends, skips a failing message or waits (at most SEND_WAITS times).
         while sent < count {
             // SAFETY: hdrs[sent..count] point at live iovecs, addresses and control
-            // buffers of this batch.
+            // buffers of this window.
             let n = unsafe {
                 libc::sendmmsg(
                     socket,
@@ -363,31 +387,73 @@ impl SendBatch {
                 )
             };
             if n > 0 {
-                for p in &self.pending[sent..sent + n as usize] {
-                    let segment = if p.segment > 0 {
-                        usize::from(p.segment)
-                    } else {
-                        p.len
-                    };
-                    add(&counters.udp_sent_datagrams, p.len.div_ceil(segment) as u64);
-                    add(&counters.udp_sent_bytes, p.len as u64);
+                for p in &self.pending[start + sent..start + sent + n as usize] {
+                    count_sent(p, counters);
                 }
                 sent += n as usize;
                 continue;
             }
             match errno() {
                 libc::EINTR => continue,
-                libc::EAGAIN => wait_writable(socket),
+                libc::EAGAIN if waits < SEND_WAITS => {
+                    waits += 1;
+                    wait_writable(socket);
+                }
+                libc::EIO | libc::EINVAL if self.pending[start + sent].segment > 0 => {
+                    self.fall_back_from_gso(start + sent, socket, counters);
+                    sent += 1;
+                }
                 _ => {
-                    // Peer unreachable, refused, too big: drop this one, go on.
+                    // Peer unreachable, refused, buffer full for too long: drop, go on.
                     add(&counters.drop_send_error, 1);
                     sent += 1;
                 }
             }
         }
-        self.pending.clear();
-        self.used = 0;
     }
+
+    /// The kernel refused a GSO train (the underlay cannot offload UDP checksums): sends
+    /// its segments one by one and stops using GSO.
+    fn fall_back_from_gso(&mut self, index: usize, socket: RawFd, counters: &Counters) {
+        if !self.no_gso {
+            tracing::warn!(
+                "the underlay refuses UDP GSO; the udp forwarder sends segments one by one (slower)"
+            );
+            self.no_gso = true;
+        }
+        let p = self.pending[index];
+        let segment = usize::from(p.segment);
+        for offset in (p.offset..p.offset + p.len).step_by(segment) {
+            let len = segment.min(p.offset + p.len - offset);
+            // SAFETY: sends `len` bytes of the arena to a valid sockaddr_in.
+            let n = unsafe {
+                libc::sendto(
+                    socket,
+                    self.arena.as_ptr().add(offset).cast(),
+                    len,
+                    0,
+                    (&p.dst.0 as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            if n < 0 {
+                add(&counters.drop_send_error, 1);
+            } else {
+                add(&counters.udp_sent_datagrams, 1);
+                add(&counters.udp_sent_bytes, len as u64);
+            }
+        }
+    }
+}
+
+fn count_sent(p: &Pending, counters: &Counters) {
+    let segment = if p.segment > 0 {
+        usize::from(p.segment)
+    } else {
+        p.len
+    };
+    add(&counters.udp_sent_datagrams, p.len.div_ceil(segment) as u64);
+    add(&counters.udp_sent_bytes, p.len as u64);
 }
 
 fn set_segment_cmsg(hdr: &mut libc::msghdr, buf: &mut [u64; 4], segment: u16) {
