@@ -8,7 +8,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Result;
-use crate::netlink::Netlink;
+use crate::netlink::{Batch, Netlink};
 
 fn family(ip: &IpAddr) -> AddressFamily {
     match ip {
@@ -31,6 +31,18 @@ fn address_message(index: u32, addr: &IpNet) -> AddressMessage {
             .push(AddressAttribute::Broadcast(v4.broadcast()));
     }
     msg
+}
+
+impl Batch {
+    /// Adds `addr` to link `index`; already there counts as success.
+    pub fn ensure_address(&mut self, index: u32, addr: IpNet) -> usize {
+        self.push(
+            RouteNetlinkMessage::NewAddress(address_message(index, &addr)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add address {addr} to link #{index}"),
+            true,
+        )
+    }
 }
 
 impl Netlink {

@@ -2,7 +2,7 @@
 
 use std::os::fd::AsRawFd;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
@@ -10,7 +10,7 @@ use netlink_packet_route::link::{
 };
 
 use crate::error::{KernelError, Result};
-use crate::netlink::Netlink;
+use crate::netlink::{Batch, Netlink, Replies};
 use crate::netns::NetNs;
 
 /// What podnet needs to know about a link.
@@ -105,6 +105,163 @@ fn by_index(index: u32) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     msg
+}
+
+/// A veth pair as one `RTM_NEWLINK` can create it: both names, the MTU, the
+/// bridge of this end, both ends up, the peer made directly in its
+/// namespace. Each of these would otherwise be a request of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct VethPair<'a> {
+    pub name: &'a str,
+    pub peer_name: &'a str,
+    /// Where the peer is created (`None`: beside this end).
+    pub peer_ns: Option<&'a NetNs>,
+    pub mtu: Option<u32>,
+    /// Index of the bridge this end becomes a port of.
+    pub master: Option<u32>,
+    /// This end is created up. The peer cannot be (the kernel refuses to
+    /// open a veth end before the pair is complete): set it up afterwards.
+    pub up: bool,
+}
+
+fn up_flags(msg: &mut LinkMessage, up: bool) {
+    msg.header.change_mask = LinkFlags::Up;
+    if up {
+        msg.header.flags = LinkFlags::Up;
+    }
+}
+
+fn veth_message(pair: &VethPair) -> LinkMessage {
+    let mut peer = by_name_request(pair.peer_name);
+    if let Some(ns) = pair.peer_ns {
+        peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+    }
+    if let Some(mtu) = pair.mtu {
+        peer.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    let mut msg = by_name_request(pair.name);
+    if let Some(mtu) = pair.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(master) = pair.master {
+        msg.attributes.push(LinkAttribute::Controller(master));
+    }
+    up_flags(&mut msg, pair.up);
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    msg
+}
+
+impl Batch {
+    /// Creates a veth pair (EEXIST if either name is taken). The kernel
+    /// echoes the new local end (index, MAC, and its peer's index as
+    /// `peer_index`): read it with [`Replies::link`].
+    pub fn create_veth(&mut self, pair: &VethPair) -> usize {
+        let peer_where = pair
+            .peer_ns
+            .map(|ns| format!(" (peer in {})", ns.label()))
+            .unwrap_or_default();
+        self.push(
+            RouteNetlinkMessage::NewLink(veth_message(pair)),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            format!(
+                "create veth pair {} <-> {}{peer_where}",
+                pair.name, pair.peer_name
+            ),
+            false,
+        )
+    }
+
+    /// Reads the link called `name` (ENODEV if there is none).
+    pub fn get_link_by_name(&mut self, name: &str) -> usize {
+        self.push(
+            RouteNetlinkMessage::GetLink(by_name_request(name)),
+            0,
+            format!("look up link {name}"),
+            false,
+        )
+    }
+
+    pub fn set_up(&mut self, index: u32) -> usize {
+        let mut msg = by_index(index);
+        up_flags(&mut msg, true);
+        self.push(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            format!("set link #{index} up"),
+            false,
+        )
+    }
+
+    /// Sets the link called `name` up or down without knowing its index.
+    pub fn set_state_by_name(&mut self, name: &str, up: bool) -> usize {
+        let mut msg = by_name_request(name);
+        up_flags(&mut msg, up);
+        let state = if up { "up" } else { "down" };
+        self.push(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            format!("set link {name} {state}"),
+            false,
+        )
+    }
+
+    /// Sets link `index` down and takes it off its bridge (if any) in one
+    /// request: from then on it carries no traffic.
+    pub fn set_down_and_detach(&mut self, index: u32) -> usize {
+        let mut msg = by_index(index);
+        up_flags(&mut msg, false);
+        msg.attributes.push(LinkAttribute::Controller(0));
+        self.push(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            format!("set link #{index} down and off its bridge"),
+            false,
+        )
+    }
+
+    /// Renames link `index` (the kernel refuses with EBUSY while it is up).
+    pub fn rename(&mut self, index: u32, name: &str) -> usize {
+        let mut msg = by_index(index);
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.push(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            format!("rename link #{index} to {name}"),
+            false,
+        )
+    }
+
+    /// Sets hairpin mode on the bridge port called `name`.
+    pub fn set_hairpin_by_name(&mut self, name: &str, on: bool) -> usize {
+        let mut msg = by_name_request(name);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )])),
+        ]));
+        let state = if on { "on" } else { "off" };
+        self.push(
+            RouteNetlinkMessage::NewLink(msg),
+            0,
+            format!("set hairpin {state} on bridge port {name}"),
+            false,
+        )
+    }
+}
+
+impl Replies {
+    /// The link a request of the batch got back (a get's answer or a
+    /// create's echo), if any.
+    pub fn link(&self, position: usize) -> Option<Link> {
+        self.of(position).iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(msg) => Link::from_message(msg),
+            _ => None,
+        })
+    }
 }
 
 impl Netlink {

@@ -11,7 +11,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::Result;
-use crate::netlink::Netlink;
+use crate::netlink::{Batch, Netlink};
 
 /// The main routing table.
 pub const MAIN_TABLE: u8 = RouteHeader::RT_TABLE_MAIN;
@@ -156,6 +156,18 @@ impl Route {
         }
         route.dst = Ipv4Net::new(dst_ip, msg.header.destination_prefix_length).ok()?;
         Some(route)
+    }
+}
+
+impl Batch {
+    /// Adds or replaces the route to `route.dst`.
+    pub fn replace_route(&mut self, route: &Route) -> usize {
+        self.push(
+            RouteNetlinkMessage::NewRoute(route.to_message()),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            describe("replace", route),
+            false,
+        )
     }
 }
 

@@ -139,8 +139,7 @@ fn build(
     resolved: &Resolved,
     ip: Ipv4Addr,
 ) -> Result<wiring::Wired, CniError> {
-    let bridge = wiring::ensure_bridge(host, a)?;
-    let wired = wiring::wire(host, pod_ns, &bridge, a)?;
+    let wired = wiring::attach(host, pod_ns, a)?;
     fault_point("after-wire");
     if resolved.ip_masq {
         masq::add(&conf.name, resolved.pool.subnet, ip)?;

@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use ipnet::{IpNet, Ipv4Net};
 use podnet_api::cni::CniError;
 use podnet_api::cni::result::{Interface, Route as ResultRoute};
+use podnet_kernel::link::VethPair;
+use podnet_kernel::netlink::Batch;
 use podnet_kernel::{Link, NetNs, Netlink, Route, sysctl};
 
 /// What to build for one attachment.
@@ -32,57 +34,91 @@ pub fn kernel(action: &str, e: podnet_kernel::KernelError) -> CniError {
     CniError::kernel(format!("{action}: {e}"))
 }
 
-/// Makes sure the node's bridge exists, is up and, when it is the gateway,
-/// holds the gateway address.
-pub fn ensure_bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
-    let bridge = host
-        .ensure_bridge(a.bridge, a.mtu)
-        .map_err(|e| kernel(&format!("bridge {}", a.bridge), e))?;
-    if a.is_gateway {
-        let gw = Ipv4Net::new(a.gateway, a.address.prefix_len())
-            .map_err(|e| CniError::invalid_config(format!("gateway {}: {e}", a.gateway)))?;
-        host.ensure_address(bridge.index, IpNet::V4(gw))
-            .map_err(|e| kernel(&format!("gateway address on bridge {}", a.bridge), e))?;
+/// The node's bridge as it is now, made when missing. One look-up when it
+/// exists (every ADD but the first).
+fn bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
+    let found = host
+        .link_by_name(a.bridge)
+        .map_err(|e| kernel(&format!("look up bridge {}", a.bridge), e))?;
+    match found {
+        Some(link) if link.kind.as_deref() == Some("bridge") => Ok(link),
+        // Missing, or in the way: ensure_bridge makes it or says what is wrong.
+        _ => host
+            .ensure_bridge(a.bridge, a.mtu)
+            .map_err(|e| kernel(&format!("bridge {}", a.bridge), e)),
     }
-    host.set_up(bridge.index)
-        .map_err(|e| kernel(&format!("bridge {} up", a.bridge), e))?;
+}
+
+/// Wires the pod: the bridge (made on first use, holding the gateway
+/// address when it is the gateway, up), the veth pair with its host end on
+/// the bridge, and the pod end's address and routes. A leftover pair from an
+/// interrupted earlier ADD of the same attachment is replaced.
+///
+/// Three round trips on the usual path: the bridge look-up, one batch that
+/// creates the whole pair, one batch that configures the pod end.
+pub fn attach(host: &mut Netlink, pod_ns: &NetNs, a: &Attachment) -> Result<Wired, CniError> {
+    let bridge = bridge(host, a)?;
+    let mut pod =
+        Netlink::open_in(pod_ns).map_err(|e| kernel("open the pod's network namespace", e))?;
+    let host_end = match create_pair(host, &bridge, pod_ns, a) {
+        // Names taken: by what an interrupted ADD left, or by a stranger
+        // (remove_leftovers refuses to touch that).
+        Err(e) if e.is_exists() => {
+            remove_leftovers(host, &mut pod, a)?;
+            create_pair(host, &bridge, pod_ns, a)
+        }
+        other => other,
+    }
+    .map_err(|e| kernel("wire the pod to the bridge", e))?;
     // Pods on the bridge are routed through the node; without forwarding
     // nothing leaves the node.
     sysctl::write_here("net.ipv4.ip_forward", "1")
         .map_err(|e| kernel("enable IPv4 forwarding", e))?;
-    Ok(bridge)
-}
-
-/// Creates the veth pair and configures both ends. A leftover pair from an
-/// interrupted earlier ADD of the same attachment is replaced.
-pub fn wire(
-    host: &mut Netlink,
-    pod_ns: &NetNs,
-    bridge: &Link,
-    a: &Attachment,
-) -> Result<Wired, CniError> {
-    let mut pod =
-        Netlink::open_in(pod_ns).map_err(|e| kernel("open the pod's network namespace", e))?;
-    remove_leftovers(host, &mut pod, a)?;
-    host.create_veth(a.host_veth, a.ifname, Some(pod_ns), a.mtu)
-        .map_err(|e| kernel(&format!("veth {} <-> {}", a.host_veth, a.ifname), e))?;
-    let host_end = host
-        .require_link(a.host_veth)
-        .map_err(|e| kernel("find the host end of the veth", e))?;
-    host.set_master(host_end.index, bridge.index)
-        .map_err(|e| kernel(&format!("attach {} to {}", a.host_veth, a.bridge), e))?;
-    if a.hairpin {
-        host.set_hairpin(host_end.index, true)
-            .map_err(|e| kernel(&format!("hairpin on {}", a.host_veth), e))?;
-    }
-    host.set_up(host_end.index)
-        .map_err(|e| kernel(&format!("{} up", a.host_veth), e))?;
-    let pod_end = configure_pod(&mut pod, a)?;
+    let pod_end = configure_pod(&mut pod, a, host_end.peer_index)?;
     Ok(Wired {
-        bridge: bridge.clone(),
+        bridge,
         host: host_end,
         pod: pod_end,
     })
+}
+
+/// One batch: the gateway address and the bridge up (when needed), then the
+/// pair created complete (names, MTU, host end on the bridge and up, pod end
+/// in the pod), then hairpin. Returns the host end as the kernel
+/// echoed it.
+fn create_pair(
+    host: &mut Netlink,
+    bridge: &Link,
+    pod_ns: &NetNs,
+    a: &Attachment,
+) -> podnet_kernel::Result<Link> {
+    let mut batch = Batch::new();
+    if a.is_gateway {
+        // The prefix was validated with the pool; a gateway that does not fit
+        // it makes the address request fail with the kernel's reason.
+        let gw = Ipv4Net::new(a.gateway, a.address.prefix_len()).unwrap_or(a.address);
+        batch.ensure_address(bridge.index, IpNet::V4(gw));
+    }
+    if !bridge.up {
+        batch.set_up(bridge.index);
+    }
+    let veth = batch.create_veth(&VethPair {
+        name: a.host_veth,
+        peer_name: a.ifname,
+        peer_ns: Some(pod_ns),
+        mtu: a.mtu,
+        master: Some(bridge.index),
+        up: true,
+    });
+    if a.hairpin {
+        batch.set_hairpin_by_name(a.host_veth, true);
+    }
+    let replies = host.run_batch(batch)?;
+    match replies.link(veth) {
+        Some(link) => Ok(link),
+        // A kernel that does not echo creations (before 6.3): ask.
+        None => host.require_link(a.host_veth),
+    }
 }
 
 fn remove_leftovers(host: &mut Netlink, pod: &mut Netlink, a: &Attachment) -> Result<(), CniError> {
@@ -105,24 +141,41 @@ fn remove_leftovers(host: &mut Netlink, pod: &mut Netlink, a: &Attachment) -> Re
     Ok(())
 }
 
-fn configure_pod(pod: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
-    let lo = pod
-        .require_link("lo")
-        .map_err(|e| kernel("find lo in the pod", e))?;
-    pod.set_up(lo.index)
-        .map_err(|e| kernel("bring lo up in the pod", e))?;
-    let link = pod
-        .require_link(a.ifname)
-        .map_err(|e| kernel(&format!("find {} in the pod", a.ifname), e))?;
-    pod.ensure_address(link.index, IpNet::V4(a.address))
-        .map_err(|e| kernel(&format!("address {} on {}", a.address, a.ifname), e))?;
-    pod.set_up(link.index)
-        .map_err(|e| kernel(&format!("bring {} up", a.ifname), e))?;
+/// One batch in the pod: `lo` up, the address, the interface up, the routes, and a read of the
+/// interface for the result. `index` is the pod end's index when the host
+/// end's echo gave it (it does, unless both ends have the same index).
+fn configure_pod(pod: &mut Netlink, a: &Attachment, index: Option<u32>) -> Result<Link, CniError> {
+    let index = match index {
+        Some(index) => index,
+        None => {
+            pod.require_link(a.ifname)
+                .map_err(|e| kernel(&format!("find {} in the pod", a.ifname), e))?
+                .index
+        }
+    };
+    let mut batch = Batch::new();
+    batch.set_state_by_name("lo", true);
+    batch.ensure_address(index, IpNet::V4(a.address));
+    batch.set_up(index);
     for r in a.routes {
         let gw = r.gw.unwrap_or(a.gateway);
-        let route = Route::via(r.dst, gw).with_oif(link.index);
-        pod.replace_route(&route)
-            .map_err(|e| kernel(&format!("route {} via {gw} in the pod", r.dst), e))?;
+        batch.replace_route(&Route::via(r.dst, gw).with_oif(index));
+    }
+    let read = batch.get_link_by_name(a.ifname);
+    let replies = pod
+        .run_batch(batch)
+        .map_err(|e| kernel(&format!("configure {} in the pod", a.ifname), e))?;
+    let link = replies.link(read).ok_or_else(|| {
+        CniError::kernel(format!(
+            "{} vanished from the pod while it was configured",
+            a.ifname
+        ))
+    })?;
+    if link.index != index {
+        return Err(CniError::kernel(format!(
+            "the pod's {} is link #{}, but its veth peer is #{index}: another process is changing the pod's interfaces",
+            a.ifname, link.index
+        )));
     }
     Ok(link)
 }
