@@ -9,9 +9,9 @@ use podnet_api::cni::{CniEnv, CniError, CniResult, IpConfig, NetConf, Resolved};
 use podnet_api::subnet_env::SubnetEnv;
 use podnet_kernel::{NetNs, Netlink};
 
-use super::masq;
-use super::naming::{host_veth_name, is_host_veth_name};
+use super::naming::{host_veth_name, is_host_veth_name, is_tombstone_name};
 use super::wiring::{self, Attachment, kernel};
+use super::{deferred, masq};
 use crate::ipam::Ipam;
 
 /// Crash testing: with `PODNET_CNI_FAULT=<point>` the plugin stops dead at
@@ -147,14 +147,24 @@ fn build(
     Ok(wired)
 }
 
+/// DEL. When it returns, the attachment is gone as far as the runtime and
+/// the network can tell: the pod's interface is down and no longer called
+/// `CNI_IFNAME`, the host end is down and off the bridge (no traffic either
+/// way), the address is released, masquerading for it removed. The two link
+/// objects, renamed to tombstones, are deleted by a detached process a few
+/// milliseconds later ([`deferred`]); GC deletes any it left.
 pub fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
-    let released = ipam.release(&env.container_id, &env.ifname)?;
     // The namespace may already be gone: then so is the pod's interface.
     let pod_ns = env.netns.as_ref().and_then(|p| NetNs::open_path(p).ok());
     let mut host = host_netlink()?;
     let host_veth = host_veth_name(&env.container_id, &env.ifname);
-    wiring::unwire(&mut host, pod_ns.as_ref(), &host_veth, &env.ifname)?;
+    // Out of service before the address is released, so the address is never
+    // live on two attachments at once.
+    let tombstones = wiring::detach(&mut host, pod_ns.as_ref(), &host_veth, &env.ifname)?;
+    // Started now, so the kernel's deletion overlaps the rest of DEL.
+    deferred::delete_detached(&tombstones, pod_ns.as_ref());
+    let released = ipam.release(&env.container_id, &env.ifname)?;
     if masq_enabled(conf) {
         for ip in released {
             masq::remove(&conf.name, ip)?;
@@ -281,26 +291,28 @@ pub fn gc(conf: &NetConf) -> Result<(), CniError> {
 }
 
 /// Deletes host veths of ours on this network's bridge that belong to no
-/// valid attachment (an ADD interrupted after creating the pair).
+/// valid attachment (an ADD interrupted after creating the pair), and every
+/// tombstone in the node's namespace (a DEL whose deleting process died).
 fn remove_stale_veths(conf: &NetConf, keep: &HashSet<String>) -> Result<(), CniError> {
     let mut host = host_netlink()?;
-    let Some(bridge) = host
+    let bridge = host
         .link_by_name(&conf.bridge)
         .map_err(|e| kernel("look up the bridge", e))?
-    else {
-        return Ok(());
-    };
+        .map(|b| b.index);
     let links = host.links().map_err(|e| kernel("list links", e))?;
     for link in links {
-        if link.master == Some(bridge.index)
+        let stale_veth = bridge.is_some()
+            && link.master == bridge
             && is_host_veth_name(&link.name)
-            && !keep.contains(&link.name)
-        {
-            match host.delete_link(link.index) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(kernel(&format!("delete stale veth {}", link.name), e)),
-            }
+            && !keep.contains(&link.name);
+        if !stale_veth && !is_tombstone_name(&link.name) {
+            continue;
+        }
+        match host.delete_link(link.index) {
+            Ok(()) => {}
+            // A DEL's own deleting process got there first.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(kernel(&format!("delete stale veth {}", link.name), e)),
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! binary prints as the spec's error JSON.
 
 mod commands;
+mod deferred;
 pub mod masq;
 pub mod naming;
 pub mod wiring;

@@ -22,6 +22,26 @@ pub fn is_host_veth_name(name: &str) -> bool {
             .all(|c| c.is_ascii_hexdigit())
 }
 
+/// Prefix of tombstones: links a DEL has taken out of service (down, off
+/// the bridge, renamed) whose deletion is still under way.
+pub const TOMBSTONE_PREFIX: &str = "pnd";
+
+/// The tombstone name of link `index`: unique in its namespace for as long as
+/// the link exists (the kernel gives no two live links the same index), so it
+/// never collides with another tombstone or with a name an ADD wants.
+pub fn tombstone_name(index: u32) -> String {
+    format!("{TOMBSTONE_PREFIX}{index:08x}")
+}
+
+/// Whether `name` is a tombstone this plugin made.
+pub fn is_tombstone_name(name: &str) -> bool {
+    name.len() == TOMBSTONE_PREFIX.len() + 8
+        && name.starts_with(TOMBSTONE_PREFIX)
+        && name[TOMBSTONE_PREFIX.len()..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit())
+}
+
 fn fnv1a(container_id: &str, ifname: &str) -> u64 {
     let mut hash: u64 = 0xcbf29ce484222325;
     for byte in container_id.bytes().chain([0u8]).chain(ifname.bytes()) {
@@ -45,5 +65,10 @@ mod tests {
         assert!(is_host_veth_name(&a));
         assert!(!is_host_veth_name("veth1234"));
         assert!(!is_host_veth_name("pnvzzzzzzzz"));
+        let t = tombstone_name(42);
+        assert_eq!(t, "pnd0000002a");
+        assert!(is_tombstone_name(&t));
+        assert!(!is_host_veth_name(&t));
+        assert!(!is_tombstone_name(&a));
     }
 }

@@ -10,6 +10,8 @@ use podnet_kernel::link::VethPair;
 use podnet_kernel::netlink::Batch;
 use podnet_kernel::{Link, NetNs, Netlink, Route, sysctl};
 
+use super::naming::tombstone_name;
+
 /// What to build for one attachment.
 pub struct Attachment<'a> {
     pub bridge: &'a str,
@@ -196,6 +198,103 @@ pub fn unwire(
     }
     host.delete_link_by_name(host_veth)
         .map_err(|e| kernel(&format!("delete {host_veth}"), e))?;
+    Ok(())
+}
+
+/// The links a DEL took out of service, by their tombstone names, still to
+/// be deleted ([`super::deferred`]).
+#[derive(Debug, Default)]
+pub struct Tombstones {
+    /// In the node's namespace: the host end.
+    pub host: Option<String>,
+    /// In the pod's namespace: the pod end.
+    pub pod: Option<String>,
+}
+
+impl Tombstones {
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.pod.is_none()
+    }
+}
+
+/// Takes the attachment out of service without waiting for the kernel to
+/// delete anything. When it returns:
+/// - the pod end is down and renamed to a tombstone name (the pod has no
+///   `ifname` any more, its routes through it are gone, it sends nothing);
+/// - the host end is down, off the bridge, and renamed to a tombstone name
+///   (nothing reaches the bridge from it or the bridge through it);
+/// - both names are free, so an ADD of the same attachment can run at once.
+///
+/// A pod interface of another kind than veth (not ours) is deleted right
+/// away, as DEL always did. Both ends missing is fine (DEL is idempotent).
+pub fn detach(
+    host: &mut Netlink,
+    pod_ns: Option<&NetNs>,
+    host_veth: &str,
+    ifname: &str,
+) -> Result<Tombstones, CniError> {
+    let mut tombstones = Tombstones::default();
+    if let Some(ns) = pod_ns {
+        let mut pod =
+            Netlink::open_in(ns).map_err(|e| kernel("open the pod's network namespace", e))?;
+        tombstones.pod = retire_pod_end(&mut pod, ifname)?;
+    }
+    let found = host
+        .link_by_name(host_veth)
+        .map_err(|e| kernel(&format!("look up {host_veth}"), e))?;
+    if let Some(link) = found {
+        tombstones.host = retire(host, &link)?;
+    }
+    Ok(tombstones)
+}
+
+fn retire_pod_end(pod: &mut Netlink, ifname: &str) -> Result<Option<String>, CniError> {
+    let found = pod
+        .link_by_name(ifname)
+        .map_err(|e| kernel(&format!("look up {ifname} in the pod"), e))?;
+    let Some(link) = found else {
+        return Ok(None);
+    };
+    if link.kind.as_deref() == Some("veth") {
+        return retire(pod, &link);
+    }
+    match pod.delete_link(link.index) {
+        Err(e) if !e.is_not_found() => Err(kernel(&format!("delete {ifname} in the pod"), e)),
+        _ => Ok(None),
+    }
+}
+
+/// Down and off its bridge, then renamed (the kernel renames only a link
+/// that is down): one round trip. `None` when the link vanished meanwhile.
+fn retire(nl: &mut Netlink, link: &Link) -> Result<Option<String>, CniError> {
+    let tombstone = tombstone_name(link.index);
+    let mut batch = Batch::new();
+    batch.set_down_and_detach(link.index);
+    batch.rename(link.index, &tombstone);
+    match nl.run_batch(batch) {
+        Ok(_) => Ok(Some(tombstone)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(kernel(&format!("take {} out of service", link.name), e)),
+    }
+}
+
+/// Deletes tombstones now (idempotent: one already gone is fine). Deleting
+/// the host end deletes its pod end with it.
+pub fn delete_tombstones(
+    host: &mut Netlink,
+    pod_ns: Option<&NetNs>,
+    tombstones: &Tombstones,
+) -> Result<(), CniError> {
+    if let Some(name) = &tombstones.host {
+        host.delete_link_by_name(name)
+            .map_err(|e| kernel(&format!("delete {name}"), e))?;
+    }
+    if let (Some(name), Some(ns)) = (&tombstones.pod, pod_ns) {
+        let mut pod =
+            Netlink::open_in(ns).map_err(|e| kernel("open the pod's network namespace", e))?;
+        pod.delete_link_by_name(name)
+            .map_err(|e| kernel(&format!("delete {name} in the pod"), e))?;
+    }
     Ok(())
 }
 
