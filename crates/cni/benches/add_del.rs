@@ -13,6 +13,12 @@
 //! - `PODNET_BENCH_ENFORCE=1` exits with status 1 when the target is missed,
 //! - `PODNET_BENCH_REF_DIR` where the reference plugins are (default `/usr/lib/cni`).
 //!
+//! podnet-cni's DEL returns before the kernel has deleted the veth pair (a
+//! detached process deletes it, see `plugin::deferred`). The bench waits,
+//! untimed, until the pair is gone before the next operation, so that kernel
+//! work never lands in another measured operation of either implementation,
+//! and reports how long after DEL it was gone.
+//!
 //! Everything happens in namespaces the bench creates (one node namespace per
 //! implementation, each with its own `cni0` bridge and the same subnet, and one
 //! namespace per pod); guards remove them all, also when the bench panics.
@@ -22,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use podnet_kernel::NetNs;
+use podnet_kernel::{NetNs, Netlink};
 use serde_json::{Value, json};
 
 const PODNET: &str = env!("CARGO_BIN_EXE_podnet-cni");
@@ -192,6 +198,9 @@ trait Chain {
 struct Podnet {
     node: Ns,
     conf: Value,
+    /// Per measured DEL: how long after DEL returned its detached process
+    /// finished deleting the veth pair.
+    settled: std::cell::RefCell<Vec<Duration>>,
 }
 
 impl Podnet {
@@ -208,7 +217,33 @@ impl Podnet {
         Podnet {
             node: Ns::new("node-podnet"),
             conf,
+            settled: Default::default(),
         }
+    }
+
+    /// Index of the host end of an attachment (from the ADD result's name).
+    fn host_end(&self, added: &Value) -> u32 {
+        let name = added["interfaces"][1]["name"]
+            .as_str()
+            .expect("host veth name");
+        let mut nl = Netlink::open_in(&self.node.ns).expect("netlink in the node");
+        nl.require_link(name).expect("host veth").index
+    }
+
+    /// Waits, untimed, until link `index` is gone: DEL leaves its deletion
+    /// to a detached process, and that kernel work must not land in the next
+    /// measured operation (of either implementation). Returns how long it
+    /// took after DEL returned.
+    fn settle(&self, index: u32) -> Duration {
+        let start = Instant::now();
+        let mut nl = Netlink::open_in(&self.node.ns).expect("netlink in the node");
+        while start.elapsed() < Duration::from_secs(5) {
+            if nl.link_by_index(index).expect("look up link").is_none() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        panic!("podnet-cni DEL: link #{index} still there 5 s after DEL returned");
     }
 }
 
@@ -236,7 +271,8 @@ impl Chain for Podnet {
 
     fn del(&self, pod: &Ns, id: &str, added: &Value) -> Cost {
         let conf = with(self.conf.clone(), json!({"prevResult": added}));
-        exec(
+        let host_end = self.host_end(added);
+        let cost = exec(
             &self.node.ns,
             Path::new(PODNET),
             "/nonexistent",
@@ -248,7 +284,9 @@ impl Chain for Podnet {
             },
             &conf,
         )
-        .0
+        .0;
+        self.settled.borrow_mut().push(self.settle(host_end));
+        cost
     }
 }
 
@@ -483,6 +521,7 @@ fn main() {
     // The loopback share only for the measured pods.
     let lo_add = reference.loopback_add.borrow()[warmup..].to_vec();
     let lo_del = reference.loopback_del.borrow()[warmup..].to_vec();
+    let settled = podnet.settled.borrow()[warmup..].to_vec();
 
     println!();
     println!(
@@ -520,6 +559,13 @@ fn main() {
     println!(
         "reference loopback share: ADD median {:.2} ms, DEL median {:.2} ms (the rest is bridge + host-local)",
         la.median, ld.median
+    );
+    let st = stats(&settled);
+    println!(
+        "podnet-cni DEL returns before the kernel has deleted the veth pair (a detached process \
+         does it); it was gone {:.2} ms (median, p90 {:.2}) after DEL returned, waited for \
+         untimed before the next operation",
+        st.median, st.p90
     );
     println!(
         "{} ADDs and {} DELs in {:.1} s; result: {}",

@@ -5,7 +5,9 @@
 //! out, for round-robin) and `lock`. Every operation holds an exclusive `flock` on `lock` for
 //! its whole duration, so concurrent plugin processes (and threads) are serialised. Records
 //! are written to a temporary file (`.tmp-*`, never parsed as a record) and renamed into
-//! place, then the directory is fsynced; a record left empty by a crash counts as in use.
+//! place, then the directory is fsynced once (after the lock is released, possibly on a
+//! thread of its own, but always before the allocation is reported); a record left empty by a
+//! crash counts as in use.
 //! Beside each record, `attachment-<containerID>@<ifname>` holds its address (written
 //! first), so ADD finds an earlier allocation of the same attachment without reading every
 //! record; DEL and GC still read them all, so nothing depends on the index alone.
@@ -31,13 +33,6 @@ const TMP_PREFIX: &str = ".tmp-";
 const INDEX_PREFIX: &str = "attachment-";
 
 pub type Result<T> = std::result::Result<T, CniError>;
-
-/// How much a write must survive a crash.
-#[derive(Clone, Copy)]
-enum Durability {
-    Durable,
-    Hint,
-}
 
 /// An address handed out for one attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +148,41 @@ impl Ipam {
     /// otherwise the next free address after the last one handed out, round-robin within the
     /// range. Code 101 when the range is full.
     pub fn allocate(&self, pool: &Pool, container_id: &str, ifname: &str) -> Result<Allocation> {
+        let (allocation, durable) = self.allocate_syncing(pool, container_id, ifname)?;
+        durable.wait()?;
+        Ok(allocation)
+    }
+
+    /// [`Ipam::allocate`], but the directory fsync that makes a new record survive a crash
+    /// runs on a thread of its own while the caller goes on (ADD wires the pod meanwhile).
+    /// The caller must [`PendingSync::wait`] before reporting the allocation to anyone.
+    ///
+    /// The fsync runs after the lock is released: other allocators see the record at once
+    /// (they list the directory), so they never pick its address; a crash before the fsync
+    /// completes may lose the record, but then the ADD that made it never succeeded.
+    pub fn allocate_syncing(
+        &self,
+        pool: &Pool,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(Allocation, PendingSync)> {
+        let (allocation, new) = self.allocate_locked(pool, container_id, ifname)?;
+        let durable = if new {
+            PendingSync::start(self.dir.clone())
+        } else {
+            PendingSync::done()
+        };
+        Ok((allocation, durable))
+    }
+
+    /// Allocates under the lock, writing without any fsync; returns whether it wrote a new
+    /// record (which then needs the directory fsync).
+    fn allocate_locked(
+        &self,
+        pool: &Pool,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(Allocation, bool)> {
         validate_container_id(container_id)?;
         validate_ifname(ifname)?;
         let _lock = self.lock()?;
@@ -166,7 +196,7 @@ impl Ipam {
         if let Some(ip) = self.indexed(container_id, ifname, &names)?
             && pool.subnet.contains(&ip)
         {
-            return Ok(alloc(ip));
+            return Ok((alloc(ip), false));
         }
         let used = &names.taken;
         let start = u32::from(pool.range_start);
@@ -193,22 +223,15 @@ impl Ipam {
             }
             // The index first: a record on disk always has its index, so a
             // missing index means this attachment has no address.
-            self.write_atomic(
-                &index_name(container_id, ifname),
-                ip.to_string().as_bytes(),
-                Durability::Hint,
-            )?;
+            self.write_atomic(&index_name(container_id, ifname), ip.to_string().as_bytes())?;
             self.write_atomic(
                 &ip.to_string(),
                 format!("{container_id}\r\n{ifname}").as_bytes(),
-                Durability::Durable,
             )?;
-            self.write_atomic(
-                LAST_RESERVED_FILE,
-                ip.to_string().as_bytes(),
-                Durability::Hint,
-            )?;
-            return Ok(alloc(ip));
+            // A hint, written before the fsync so that one covers it too (a rename right
+            // after an fsync waits for the journal commit the fsync started).
+            self.write_atomic(LAST_RESERVED_FILE, ip.to_string().as_bytes())?;
+            return Ok((alloc(ip), true));
         }
         let in_use = used.iter().filter(|ip| pool.is_allocatable(**ip)).count();
         Err(CniError::pool_exhausted(format!(
@@ -391,12 +414,11 @@ impl Ipam {
         Ok(Scan { records, names })
     }
 
-    /// Writes `name` by rename, so readers see the whole content or none.
-    /// `Durable` makes the new name survive a crash: one fsync of the
-    /// directory. The file's data is not fsynced: after a crash a record may
-    /// be empty, and an empty record counts as in use (GC frees it), so an
-    /// address is never handed out twice. A `Hint` is not synced at all.
-    fn write_atomic(&self, name: &str, content: &[u8], durability: Durability) -> Result<()> {
+    /// Writes `name` by rename, so readers see the whole content or none. Not synced: the
+    /// caller fsyncs the directory once after all its writes ([`PendingSync`]). The file's
+    /// data is never fsynced: after a crash a record may be empty, and an empty record
+    /// counts as in use (GC frees it), so an address is never handed out twice.
+    fn write_atomic(&self, name: &str, content: &[u8]) -> Result<()> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .dir
@@ -411,15 +433,48 @@ impl Ipam {
             let _ = fs::remove_file(&tmp);
             return Err(io_err("writing", &target, e));
         }
-        match durability {
-            Durability::Durable => self.sync_dir(),
-            Durability::Hint => Ok(()),
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("syncing", dir, e))
+}
+
+/// The directory fsync an allocation still owes (see [`Ipam::allocate_syncing`]).
+#[must_use = "wait for the fsync before reporting the allocation"]
+pub struct PendingSync {
+    work: Option<(PathBuf, Option<std::thread::JoinHandle<Result<()>>>)>,
+}
+
+impl PendingSync {
+    fn done() -> PendingSync {
+        PendingSync { work: None }
+    }
+
+    /// Starts the fsync of `dir` on a thread; when no thread can be started, the fsync runs
+    /// in [`PendingSync::wait`].
+    fn start(dir: PathBuf) -> PendingSync {
+        let for_thread = dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("ipam-fsync".into())
+            .spawn(move || sync_dir(&for_thread))
+            .ok();
+        PendingSync {
+            work: Some((dir, thread)),
         }
     }
 
-    fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err("syncing", &self.dir, e))
+    /// Returns once the allocation's record is durable.
+    pub fn wait(self) -> Result<()> {
+        match self.work {
+            None => Ok(()),
+            Some((_, Some(thread))) => thread
+                .join()
+                .unwrap_or_else(|_| Err(CniError::internal("IPAM: the fsync thread panicked"))),
+            Some((dir, None)) => sync_dir(&dir),
+        }
     }
 }
