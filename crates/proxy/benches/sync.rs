@@ -1,1 +1,109 @@
-fn main() {}
+//! (a) Sync time: a full sync of N services × E endpoints (render + one `nft -f`
+//! transaction, in a fresh namespace), a second full sync over the existing table, and a
+//! partial sync of one changed service at that size.
+//!
+//! `PODNET_BENCH_SERVICES` (default `1000,10000`), `PODNET_BENCH_ENDPOINTS` (default 10),
+//! `PODNET_BENCH_PARTIAL_RUNS` (default 20). Runs as root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod lab;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use podnet_proxy::model::{self, NodeContext};
+use podnet_proxy::nftables::{self, TableConfig};
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let sizes = lab::env_list("PODNET_BENCH_SERVICES", "1000,10000");
+    let eps = lab::env_usize("PODNET_BENCH_ENDPOINTS", 10);
+    let runs = lab::env_usize("PODNET_BENCH_PARTIAL_RUNS", 20).max(1);
+    let ctx = NodeContext {
+        node_name: "node-0".into(),
+        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+        layout: match std::env::var("PODNET_BENCH_LAYOUT").as_deref() {
+            Ok("endpoint-chains") => model::Layout::EndpointChains,
+            _ => model::Layout::Compact,
+        },
+    };
+    let cfg = TableConfig {
+        node_ips: vec!["172.31.70.1".parse().unwrap()],
+        service_cidr: Some("10.96.0.0/12".parse().unwrap()),
+    };
+    println!(
+        "proxy sync bench: services × {eps} endpoints, layout {:?}, nft {}",
+        ctx.layout,
+        nft_version()
+    );
+    for n in sizes {
+        let ns = lab::Namespaces::new(&format!("sync{n}"), &["node"]);
+        let node = ns.ns("node");
+        let states: Vec<_> = (0..n).map(|i| lab::synthetic(i, eps)).collect();
+
+        let full = |label: &str| {
+            let t = Instant::now();
+            let rules: BTreeMap<_, _> = states
+                .iter()
+                .map(|s| (s.port.name.clone(), model::service_rules(s, &ctx)))
+                .collect();
+            let (text, installed) = nftables::render_full(&cfg, rules);
+            let render = ms(t);
+            let t = Instant::now();
+            nftables::apply(Some(node), &text).expect("full sync applies");
+            let apply = ms(t);
+            println!(
+                "full sync ({label}) {n:>6} services: render {render:>7.1} ms + apply {apply:>7.1} ms = {:>7.1} ms ({:.1} MB of nft text)",
+                render + apply,
+                text.len() as f64 / 1e6
+            );
+            installed
+        };
+        full("fresh namespace");
+        let mut installed = full("over the existing table");
+
+        // Partial: one service loses an endpoint and gains another, then back.
+        let target = &states[n / 2];
+        let mut times = Vec::new();
+        for run in 0..runs {
+            let mut changed_state = target.clone();
+            if run % 2 == 0 {
+                changed_state.endpoints.pop();
+                let mut extra = changed_state.endpoints[0].clone();
+                extra.ip = "10.99.0.1".parse().unwrap();
+                changed_state.endpoints.push(extra);
+            }
+            let t = Instant::now();
+            let mut changed = BTreeMap::new();
+            changed.insert(
+                changed_state.port.name.clone(),
+                Some(model::service_rules(&changed_state, &ctx)),
+            );
+            let text = nftables::render_partial(&mut installed, changed);
+            nftables::apply(Some(node), &text).expect("partial sync applies");
+            times.push(ms(t));
+        }
+        println!(
+            "partial sync of 1 service at {n:>6} services: median {:.1} ms, max {:.1} ms over {runs} runs",
+            lab::median_ms(times.clone()),
+            times.iter().cloned().fold(0.0, f64::max)
+        );
+        let t = Instant::now();
+        podnet_proxy::cleanup(Some(node)).unwrap();
+        println!(
+            "cleanup (delete the table) at {n:>6} services: {:.1} ms",
+            ms(t)
+        );
+    }
+}
+
+fn nft_version() -> String {
+    std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

@@ -19,6 +19,7 @@ pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 pub const REJECT_CHAIN: &str = "reject-chain";
+pub const ENDPOINT_HAIRPIN: &str = "endpoint-hairpin";
 
 /// A transport protocol a Service port can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,11 +123,37 @@ pub struct ServiceState {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// How a service chain reaches its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// The service chain DNATs itself: one rule per endpoint, each taken with probability
+    /// 1/(endpoints left) (`numgen random mod K 0 … dnat to …`), and hairpin traffic is
+    /// masqueraded by one shared rule (`ip saddr . ip daddr @endpoint-hairpin`). No chain
+    /// or set per endpoint, which keeps a sync of 10,000 services fast: the kernel's cost
+    /// grows with the square of the number of chains (chain dumps, which every `nft`
+    /// command does) and of anonymous sets (their names are allocated by a scan).
+    /// Services with ClientIP affinity still use endpoint chains (they need a set per
+    /// endpoint).
+    #[default]
+    Compact,
+    /// kube-proxy's nftables layout: `numgen random mod N vmap { 0 : goto endpoint-… }`
+    /// to a chain per endpoint, which marks hairpin traffic and DNATs.
+    EndpointChains,
+}
+
 /// Node-wide settings the rules depend on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeContext {
     pub node_name: String,
     pub cluster_cidr: Ipv4Net,
+    pub layout: Layout,
+}
+
+impl NodeContext {
+    /// Whether this service port's endpoints get chains of their own.
+    pub fn endpoint_chains(&self, sp: &ServicePort) -> bool {
+        self.layout == Layout::EndpointChains || sp.affinity_timeout.is_some()
+    }
 }
 
 /// The endpoints each kind of traffic may use (kube-proxy's `CategorizeEndpoints`).
@@ -199,6 +226,9 @@ pub struct ServiceRules {
     /// ClusterIPs for the `cluster-ips` set (traffic to a known ClusterIP on a port it
     /// does not serve is rejected).
     pub cluster_ips: Vec<Ipv4Addr>,
+    /// Endpoints DNATed without a chain of their own: a connection from one of them to
+    /// itself (hairpin) is masqueraded through the shared `endpoint-hairpin` set.
+    pub hairpin: Vec<Ipv4Addr>,
 }
 
 /// A short stable hash of a name, base32 like kube-proxy's (so chain names stay unique and
@@ -262,6 +292,12 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     }
     used.sort();
     used.dedup();
+    let chains = ctx.endpoint_chains(sp);
+    if !chains {
+        rules.hairpin = used.iter().map(|e| e.ip).collect();
+        rules.hairpin.dedup();
+        used.clear();
+    }
     for ep in &used {
         rules.chains.push(endpoint_rules(sp, ep));
         if let Some(timeout) = sp.affinity_timeout {
@@ -282,7 +318,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
             "ip daddr {} {proto} dport {} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
             sp.cluster_ip, sp.port, ctx.cluster_cidr
         )];
-        r.extend(pick_endpoint(sp, &cat.cluster));
+        r.extend(pick_endpoint(sp, &cat.cluster, chains));
         rules.chains.push(Chain {
             name: svc_chain.clone(),
             rules: r,
@@ -327,7 +363,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         if cat.local.is_empty() {
             r.push("drop".to_string());
         } else {
-            r.extend(pick_endpoint(sp, &cat.local));
+            r.extend(pick_endpoint(sp, &cat.local, chains));
         }
         r
     } else {
@@ -392,7 +428,10 @@ fn no_endpoint_verdict(has_other_endpoints: bool) -> String {
 
 /// The rules that choose an endpoint: the affinity checks first (a client seen recently
 /// goes back to its endpoint), then a random pick.
-fn pick_endpoint(sp: &ServicePort, eps: &[Endpoint]) -> Vec<String> {
+fn pick_endpoint(sp: &ServicePort, eps: &[Endpoint], chains: bool) -> Vec<String> {
+    if !chains {
+        return pick_inline(sp, eps);
+    }
     let mut r = Vec::new();
     if sp.affinity_timeout.is_some() {
         for ep in eps {
@@ -414,6 +453,24 @@ fn pick_endpoint(sp: &ServicePort, eps: &[Endpoint]) -> Vec<String> {
         arms.join(", ")
     ));
     r
+}
+
+/// The compact pick: endpoint i (of n) is taken with probability 1/(n-i) among the
+/// packets that got that far, so every endpoint gets 1/n; the last one takes the rest.
+fn pick_inline(sp: &ServicePort, eps: &[Endpoint]) -> Vec<String> {
+    let proto = sp.name.protocol.nft();
+    let n = eps.len();
+    eps.iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let dnat = format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port);
+            if i + 1 == n {
+                dnat
+            } else {
+                format!("numgen random mod {} 0 {dnat}", n - i)
+            }
+        })
+        .collect()
 }
 
 fn endpoint_rules(sp: &ServicePort, ep: &Endpoint) -> Chain {
@@ -475,7 +532,57 @@ mod tests {
         NodeContext {
             node_name: "n1".into(),
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            layout: Layout::EndpointChains,
         }
+    }
+
+    #[test]
+    fn compact_layout_exact_text() {
+        let s = ServiceState {
+            port: port("default", "web", "http", Protocol::Tcp),
+            endpoints: vec![
+                ep(2, "n1", true, true, false),
+                ep(3, "n2", true, true, false),
+                ep(4, "n2", true, true, false),
+            ],
+        };
+        let r = service_rules(
+            &s,
+            &NodeContext {
+                layout: Layout::Compact,
+                ..ctx()
+            },
+        );
+        assert_eq!(r.chains.len(), 1, "no endpoint chains");
+        assert_eq!(
+            r.chains[0].rules,
+            vec![
+                "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+                "numgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.2:8080",
+                "numgen random mod 2 0 meta l4proto tcp dnat to 10.244.1.3:8080",
+                "meta l4proto tcp dnat to 10.244.1.4:8080",
+            ]
+        );
+        assert_eq!(
+            r.hairpin,
+            vec![
+                Ipv4Addr::new(10, 244, 1, 2),
+                Ipv4Addr::new(10, 244, 1, 3),
+                Ipv4Addr::new(10, 244, 1, 4)
+            ]
+        );
+        // Affinity keeps the endpoint chains even in the compact layout.
+        let mut s = s;
+        s.port.affinity_timeout = Some(30);
+        let r = service_rules(
+            &s,
+            &NodeContext {
+                layout: Layout::Compact,
+                ..ctx()
+            },
+        );
+        assert_eq!(r.chains.len(), 4);
+        assert!(r.hairpin.is_empty());
     }
 
     #[test]

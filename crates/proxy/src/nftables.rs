@@ -10,9 +10,9 @@ use ipnet::Ipv4Net;
 use podnet_kernel::NetNs;
 
 use crate::model::{
-    CLUSTER_IPS, Element, MARK_FOR_MASQUERADE, MASQUERADE_MARK, NO_ENDPOINT_NODEPORTS,
-    NO_ENDPOINT_SERVICES, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS, ServicePortName,
-    ServiceRules,
+    CLUSTER_IPS, ENDPOINT_HAIRPIN, Element, MARK_FOR_MASQUERADE, MASQUERADE_MARK,
+    NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS,
+    ServicePortName, ServiceRules,
 };
 
 pub const FAMILY: &str = "ip";
@@ -44,6 +44,10 @@ fn skeleton(cfg: &TableConfig, out: &mut String) {
     let _ = writeln!(
         out,
         "\tset {CLUSTER_IPS} {{ type ipv4_addr; comment \"ClusterIPs in use\"; }}"
+    );
+    let _ = writeln!(
+        out,
+        "\tset {ENDPOINT_HAIRPIN} {{ type ipv4_addr . ipv4_addr; comment \"endpoint . itself: a pod reaching itself through a service\"; }}"
     );
     out.push_str(
         "\tset nodeport-ips { type ipv4_addr; comment \"addresses NodePorts answer on\"; ",
@@ -105,7 +109,12 @@ fn skeleton(cfg: &TableConfig, out: &mut String) {
         (
             "nat-postrouting",
             "type nat hook postrouting priority 100; policy accept;",
-            vec!["jump masquerading".to_string()],
+            vec![
+                "jump masquerading".to_string(),
+                format!(
+                    "ct status dnat ip saddr . ip daddr @{ENDPOINT_HAIRPIN} masquerade fully-random"
+                ),
+            ],
         ),
     ];
     for (name, hook, rules) in base {
@@ -183,6 +192,9 @@ pub struct Installed {
     pub services: BTreeMap<ServicePortName, ServiceRules>,
     pub elements: BTreeMap<(&'static str, String), (String, ServicePortName)>,
     pub cluster_ips: BTreeMap<Ipv4Addr, BTreeSet<ServicePortName>>,
+    /// How many service ports DNAT to each endpoint without an endpoint chain (one
+    /// `endpoint-hairpin` element each, while any uses it).
+    pub hairpin: BTreeMap<Ipv4Addr, usize>,
 }
 
 fn add_element_line(out: &mut String, e: &Element) {
@@ -242,6 +254,9 @@ impl Installed {
                 .or_default()
                 .insert(name.clone());
         }
+        for ip in &rules.hairpin {
+            *self.hairpin.entry(*ip).or_default() += 1;
+        }
         added
     }
 
@@ -263,6 +278,14 @@ impl Installed {
                 owners.remove(name);
                 if owners.is_empty() {
                     self.cluster_ips.remove(ip);
+                }
+            }
+        }
+        for ip in &old.hairpin {
+            if let Some(n) = self.hairpin.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.hairpin.remove(ip);
                 }
             }
         }
@@ -315,6 +338,18 @@ pub fn render_full(
             elems.join(", ")
         );
     }
+    if !installed.hairpin.is_empty() {
+        let pairs: Vec<String> = installed
+            .hairpin
+            .keys()
+            .map(|i| format!("{i} . {i}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "add element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {} }}",
+            pairs.join(", ")
+        );
+    }
     if !installed.cluster_ips.is_empty() {
         let ips: Vec<String> = installed
             .cluster_ips
@@ -348,6 +383,11 @@ pub fn render_partial(
             .get(&name)
             .map(|r| r.cluster_ips.clone())
             .unwrap_or_default();
+        let old_hairpin: Vec<Ipv4Addr> = installed
+            .services
+            .get(&name)
+            .map(|r| r.hairpin.clone())
+            .unwrap_or_default();
         for (map, key) in installed.release(&name) {
             delete_element_line(&mut deletes, map, &key);
         }
@@ -365,6 +405,26 @@ pub fn render_partial(
                     deletes,
                     "delete element {FAMILY} {TABLE} {CLUSTER_IPS} {{ {ip} }}"
                 );
+            }
+        }
+        // Hairpin elements are shared: added when the first user comes, deleted when the
+        // last one goes.
+        for ip in &old_hairpin {
+            if !installed.hairpin.contains_key(ip) {
+                let _ = writeln!(
+                    deletes,
+                    "delete element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {ip} . {ip} }}"
+                );
+            }
+        }
+        if let Some(rules) = &new {
+            for ip in &rules.hairpin {
+                if !old_hairpin.contains(ip) && installed.hairpin.get(ip) == Some(&1) {
+                    let _ = writeln!(
+                        adds,
+                        "add element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {ip} . {ip} }}"
+                    );
+                }
             }
         }
         if let Some(rules) = &new {
@@ -444,6 +504,7 @@ mod tests {
                 verdict: format!("goto service-X-{n}{chain_suffix}"),
             }],
             cluster_ips: vec![ip.parse().unwrap()],
+            hairpin: vec![],
         }
     }
 
@@ -531,5 +592,83 @@ mod tests {
         );
         assert_eq!(installed.services.len(), 1);
         assert_eq!(installed.elements.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod hairpin_tests {
+    use super::*;
+    use crate::model::{
+        Endpoint, Layout, NodeContext, Protocol, ServicePort, ServiceState, service_rules,
+    };
+
+    fn state(ep_last: u8) -> ServiceState {
+        ServiceState {
+            port: ServicePort {
+                name: ServicePortName {
+                    namespace: "default".into(),
+                    name: "dns".into(),
+                    port: "dns".into(),
+                    protocol: Protocol::Udp,
+                },
+                cluster_ip: "10.96.0.53".parse().unwrap(),
+                port: 53,
+                node_port: None,
+                external_ips: vec![],
+                load_balancer_ips: vec![],
+                affinity_timeout: None,
+                external_local: false,
+                internal_local: false,
+                health_check_node_port: None,
+            },
+            endpoints: vec![Endpoint {
+                ip: Ipv4Addr::new(10, 244, 1, ep_last),
+                port: 5353,
+                node_name: Some("n1".into()),
+                ready: true,
+                serving: true,
+                terminating: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn hairpin_elements_follow_their_last_user() {
+        let ctx = NodeContext {
+            node_name: "n1".into(),
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            layout: Layout::Compact,
+        };
+        let cfg = TableConfig {
+            node_ips: vec![],
+            service_cidr: None,
+        };
+        let (_, mut installed) = render_full(&cfg, BTreeMap::new());
+        let s = state(2);
+        let mut changed = BTreeMap::new();
+        changed.insert(s.port.name.clone(), Some(service_rules(&s, &ctx)));
+        let text = render_partial(&mut installed, changed);
+        assert!(
+            text.contains(
+                "add element ip podnet-proxy endpoint-hairpin { 10.244.1.2 . 10.244.1.2 }"
+            ),
+            "{text}"
+        );
+        let s = state(3);
+        let mut changed = BTreeMap::new();
+        changed.insert(s.port.name.clone(), Some(service_rules(&s, &ctx)));
+        let text = render_partial(&mut installed, changed);
+        assert!(
+            text.contains(
+                "delete element ip podnet-proxy endpoint-hairpin { 10.244.1.2 . 10.244.1.2 }"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "add element ip podnet-proxy endpoint-hairpin { 10.244.1.3 . 10.244.1.3 }"
+            ),
+            "{text}"
+        );
     }
 }

@@ -285,6 +285,7 @@ pub(crate) async fn run(
     let ctx = NodeContext {
         node_name: config.node_name.clone(),
         cluster_cidr: config.cluster_cidr,
+        layout: model::Layout::default(),
     };
     let table = TableConfig {
         node_ips: config.node_ips.clone(),

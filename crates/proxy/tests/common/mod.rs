@@ -272,6 +272,14 @@ fn apiserver_config(dir: &std::path::Path) -> Config {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        // The proxy's warnings and errors show in a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "podnet_proxy=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let ns = Namespaces::create();
         let dir = tempfile::tempdir().unwrap();
         let apiserver = ApiServer::start(apiserver_config(dir.path()))
