@@ -542,3 +542,72 @@ async fn userspace_mode_and_bad_configuration_are_refused_clearly() {
     let e = podnet_proxy::run(client, cfg, rx).await.unwrap_err();
     assert!(e.to_string().contains("overlaps"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proxy_writes_the_same_rules_and_keeps_connections() {
+    let mut c = Cluster::start().await;
+    let svc = c
+        .create_service(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .await;
+    let all = [
+        (0, NODE, true, true, false),
+        (1, NODE, true, true, false),
+        (2, NODE, true, true, false),
+    ];
+    c.set_endpoints("web", tcp_ports(), &all).await;
+    let cip = SocketAddrV4::new(cluster_ip(&svc), 80);
+    eventually("web answers", Duration::from_secs(10), || {
+        connect_in(&c.ns.pods[0], cip).ok()
+    })
+    .await;
+    // A connection established through the service before the restart, not used yet.
+    let held = c.ns.pods[1]
+        .run(|| std::net::TcpStream::connect_timeout(&cip.into(), Duration::from_secs(2)))
+        .unwrap()
+        .expect("connection through the ClusterIP");
+    let before = table_text(&c.ns).expect("rules installed");
+
+    c.stop_proxy().await;
+    c.start_proxy();
+    // The new proxy's first sync rewrites the table; wait until it has (a new ClusterIP
+    // appears), then compare everything but that service.
+    let marker = c
+        .create_service(json!({
+            "metadata": {"name": "marker", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 81, "targetPort": 8080}]}
+        }))
+        .await;
+    let marker_ip = cluster_ip(&marker).to_string();
+    eventually(
+        "the restarted proxy synced",
+        Duration::from_secs(10),
+        || {
+            table_text(&c.ns)
+                .filter(|t| t.contains(&marker_ip))
+                .map(|_| ())
+        },
+    )
+    .await;
+    c.delete_service("marker").await;
+    let after = eventually("the marker is gone again", Duration::from_secs(5), || {
+        table_text(&c.ns).filter(|t| !t.contains(&marker_ip))
+    })
+    .await;
+    assert_eq!(
+        before, after,
+        "rules identical before and after the restart"
+    );
+
+    // Used only now: the request and the answer cross the restarted proxy's rules.
+    let mut held = held;
+    held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    use std::io::{Read as _, Write as _};
+    held.write_all(b"hello\n").unwrap();
+    let mut answer = String::new();
+    held.read_to_string(&mut answer)
+        .expect("the connection made before the restart still works");
+    assert!(answer.starts_with("pod-"), "{answer}");
+}

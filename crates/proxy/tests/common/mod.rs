@@ -52,7 +52,8 @@ pub fn ip(args: &[&str]) {
     );
 }
 
-/// Small servers in one pod: TCP answers "<name> <client ip>\n" and closes, UDP answers
+/// Small servers in one pod: TCP answers a request line with "<name> <client ip>\n" and
+/// closes, UDP answers
 /// each datagram with "<name> <client ip>". Stopped and joined on drop.
 pub struct PodServer {
     stop: Arc<AtomicBool>,
@@ -79,8 +80,14 @@ impl PodServer {
                 let mut idle = true;
                 if let Ok((mut c, peer)) = tcp.accept() {
                     idle = false;
+                    // The answer waits for the client's request line, so a connection
+                    // held open proves something when it is finally used.
                     let _ = c.set_nonblocking(false);
-                    let _ = writeln!(c, "{name} {}", peer.ip());
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut req = [0u8; 64];
+                    if matches!(c.read(&mut req), Ok(n) if n > 0) {
+                        let _ = writeln!(c, "{name} {}", peer.ip());
+                    }
                 }
                 if let Ok((_, peer)) = udp.recv_from(&mut buf) {
                     idle = false;
@@ -318,7 +325,7 @@ impl Cluster {
         }
     }
 
-    fn start_proxy(&mut self) {
+    pub fn start_proxy(&mut self) {
         let (tx, rx) = watch::channel(false);
         let config = self.proxy_config();
         let client = self.client.clone();
@@ -443,6 +450,7 @@ pub fn connect_in(ns: &NetNs, addr: SocketAddrV4) -> std::io::Result<String> {
 fn connect_here(addr: SocketAddrV4) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"hello\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out.trim().to_string())
@@ -486,6 +494,11 @@ pub fn table_json(ns: &Namespaces) -> Option<Value> {
         return None;
     }
     Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// `nft list table ip podnet-proxy` in the node (text), `None` when there is none.
+pub fn table_text(ns: &Namespaces) -> Option<String> {
+    podnet_kernel::nft::list_table(Some(&ns.node), "ip", "podnet-proxy").unwrap()
 }
 
 /// Every chain, set and map name and every map element key in the table, as text.
