@@ -44,7 +44,10 @@ fn main() {
         "bench udp: single TCP stream pod to pod across 2 nodes, pod MTU {POD_MTU}, {runs} run(s) of {seconds} s, median"
     );
 
-    let (vx_gbps, vx_rtt) = {
+    let only_udp = std::env::var("PODNET_BENCH_ONLY").is_ok_and(|v| v == "udp");
+    let (vx_gbps, vx_rtt) = if only_udp {
+        (f64::NAN, f64::NAN)
+    } else {
         let lab = Lab::with_underlay_mtu("bvx", 2, POD_MTU, VXLAN_UNDERLAY_MTU);
         hand_built_vxlan(&lab);
         measure(&lab, seconds, runs)
@@ -63,7 +66,9 @@ fn main() {
         backend.ensure_device().expect("ensure_device");
         backend.sync_peers(&lab.peers_of(i)).expect("sync_peers");
     }
+    let before = forwarder_cpu();
     let (udp_gbps, udp_rtt) = measure(&lab, seconds, runs);
+    let after = forwarder_cpu();
     println!(
         "(u) podnet udp backend (underlay MTU {UNDERLAY_MTU}): {udp_gbps:.2} Gbit/s, ping RTT median {udp_rtt:.3} ms"
     );
@@ -71,6 +76,14 @@ fn main() {
         "u/b = {:.1}% (target >= 30%)",
         100.0 * udp_gbps / vx_gbps.max(f64::MIN_POSITIVE)
     );
+    for (name, (user, sys)) in &after {
+        let (u0, s0) = before.get(name).copied().unwrap_or_default();
+        println!(
+            "  {name} threads (both nodes): user {:.1} s, system {:.1} s over the runs and pings",
+            user - u0,
+            sys - s0
+        );
+    }
     for (i, b) in backends.iter().enumerate() {
         println!("node {} counters: {:?}", i + 1, b.counters());
     }
@@ -230,4 +243,35 @@ fn ping_median(client: &Node, to: Ipv4Addr) -> f64 {
     assert!(!times.is_empty(), "no ping replies: {text}");
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// CPU seconds (user, system) of this process's forwarder threads, by thread name.
+fn forwarder_cpu() -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": utime and stime are fields 14 and 15.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map(|(_, n)| n).unwrap_or("");
+        if !name.starts_with("podnet-udp") {
+            continue;
+        }
+        let fields: Vec<&str> = tail.split_whitespace().collect();
+        let (Some(user), Some(sys)) = (fields.get(11), fields.get(12)) else {
+            continue;
+        };
+        let entry = out.entry(name.to_string()).or_insert((0.0, 0.0));
+        entry.0 += user.parse::<f64>().unwrap_or(0.0) / ticks;
+        entry.1 += sys.parse::<f64>().unwrap_or(0.0) / ticks;
+    }
+    out
 }

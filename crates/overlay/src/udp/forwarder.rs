@@ -19,20 +19,14 @@ use std::time::Duration;
 
 use super::gso::{self, Coalescer, MAX_IP_PACKET};
 use super::icmp::{self, RateLimit};
+use super::send::SendBatch;
 use super::table::{Lookup, SockAddr, Table};
 use super::tun::{Tun, VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
 
 const SOL_UDP: libc::c_int = 17;
-const UDP_SEGMENT: libc::c_int = 103;
 const UDP_GRO: libc::c_int = 104;
-/// Segments per UDP GSO send (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels).
-const MAX_GSO_SEGMENTS: usize = 64;
-/// Largest UDP payload in one IPv4 datagram (or GSO train).
-const MAX_UDP_PAYLOAD: usize = 65507;
 /// Datagrams (or GSO trains) per sendmmsg / recvmmsg.
-const BATCH: usize = 32;
-/// Send arena: a full batch of 64 KB trains.
-const ARENA: usize = 1 << 20;
+pub(super) const BATCH: usize = 32;
 /// Packets read from the TUN device before the batch goes out.
 const READS_PER_BATCH: usize = 32;
 /// How often blocked threads look at the stop flag.
@@ -43,22 +37,22 @@ const SOCKET_BUFFER: libc::c_int = 8 << 20;
 /// Traffic and drop counters, for tests and logs.
 #[derive(Debug, Default)]
 pub struct Counters {
-    tun_read_packets: AtomicU64,
-    tun_read_bytes: AtomicU64,
-    udp_sent_datagrams: AtomicU64,
-    udp_sent_bytes: AtomicU64,
-    udp_received_datagrams: AtomicU64,
-    udp_received_bytes: AtomicU64,
-    tun_written_packets: AtomicU64,
-    tun_written_bytes: AtomicU64,
-    icmp_unreachable_sent: AtomicU64,
-    drop_no_route: AtomicU64,
-    drop_unknown_source: AtomicU64,
-    drop_not_local: AtomicU64,
-    drop_malformed: AtomicU64,
-    drop_not_ipv4: AtomicU64,
-    drop_send_error: AtomicU64,
-    drop_tun_write_error: AtomicU64,
+    pub(super) tun_read_packets: AtomicU64,
+    pub(super) tun_read_bytes: AtomicU64,
+    pub(super) udp_sent_datagrams: AtomicU64,
+    pub(super) udp_sent_bytes: AtomicU64,
+    pub(super) udp_received_datagrams: AtomicU64,
+    pub(super) udp_received_bytes: AtomicU64,
+    pub(super) tun_written_packets: AtomicU64,
+    pub(super) tun_written_bytes: AtomicU64,
+    pub(super) icmp_unreachable_sent: AtomicU64,
+    pub(super) drop_no_route: AtomicU64,
+    pub(super) drop_unknown_source: AtomicU64,
+    pub(super) drop_not_local: AtomicU64,
+    pub(super) drop_malformed: AtomicU64,
+    pub(super) drop_not_ipv4: AtomicU64,
+    pub(super) drop_send_error: AtomicU64,
+    pub(super) drop_tun_write_error: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -115,7 +109,7 @@ impl Counters {
     }
 }
 
-fn add(counter: &AtomicU64, n: u64) {
+pub(super) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
@@ -248,230 +242,12 @@ fn poll_in(fd: RawFd) -> Ready {
     }
 }
 
-fn errno() -> i32 {
+pub(super) fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// One UDP datagram or GSO train waiting for sendmmsg.
-#[derive(Clone, Copy)]
-struct Pending {
-    offset: usize,
-    len: usize,
-    /// Segment size for UDP_SEGMENT; 0 for a single datagram.
-    segment: u16,
-    dst: SockAddr,
-}
-
-/// Outgoing datagrams, gathered in one arena and sent with sendmmsg, [`BATCH`] at a time.
-struct SendBatch {
-    arena: Vec<u8>,
-    used: usize,
-    pending: Vec<Pending>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    addrs: Vec<libc::sockaddr_in>,
-    /// Control buffers, u64 for cmsghdr alignment.
-    ctrl: Vec<[u64; 4]>,
-    /// Set when the kernel refused UDP GSO (an underlay without checksum offload):
-    /// segments then go out as datagrams of their own.
-    no_gso: bool,
-}
-
-/// Pending messages the batch preallocates room for (a 64 KB super-packet cut into
-/// datagrams of their own needs about 45).
-const PENDING: usize = 1024;
-/// EAGAIN waits (one poll period each) before the rest of a batch is dropped.
-const SEND_WAITS: usize = 20;
-
-impl SendBatch {
-    fn new() -> SendBatch {
-        // SAFETY: the libc structs are plain data for which all-zero is valid.
-        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        let zero_addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        SendBatch {
-            arena: vec![0; ARENA],
-            used: 0,
-            pending: Vec::with_capacity(PENDING),
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                BATCH
-            ],
-            hdrs: vec![zero_hdr; BATCH],
-            addrs: vec![zero_addr; BATCH],
-            ctrl: vec![[0; 4]; BATCH],
-            no_gso: false,
-        }
-    }
-
-    /// Room for `len` bytes, sending what is queued first if needed.
-    fn reserve(&mut self, len: usize, socket: RawFd, counters: &Counters) -> &mut [u8] {
-        if self.used + len > self.arena.len() || self.pending.len() >= BATCH {
-            self.flush(socket, counters);
-        }
-        &mut self.arena[self.used..self.used + len]
-    }
-
-    /// Queues `len` bytes just written at the reservation as datagrams of `segment` bytes
-    /// (the last may be shorter): GSO trains within the kernel's limits, or single
-    /// datagrams when GSO is off.
-    fn commit(&mut self, len: usize, segment: usize, dst: SockAddr) {
-        let per_message = if self.no_gso {
-            segment
-        } else {
-            (MAX_UDP_PAYLOAD / segment).clamp(1, MAX_GSO_SEGMENTS) * segment
-        };
-        let mut offset = self.used;
-        let end = self.used + len;
-        while offset < end {
-            let this = per_message.min(end - offset);
-            self.pending.push(Pending {
-                offset,
-                len: this,
-                segment: if this > segment { segment as u16 } else { 0 },
-                dst,
-            });
-            offset += this;
-        }
-        self.used = end;
-    }
-
-    fn flush(&mut self, socket: RawFd, counters: &Counters) {
-        let mut start = 0;
-        while start < self.pending.len() {
-            let count = BATCH.min(self.pending.len() - start);
-            self.send_window(start, count, socket, counters);
-            start += count;
-        }
-        self.pending.clear();
-        self.used = 0;
-    }
-
-    /// Sends pending[start..start + count] (at most [`BATCH`]) with sendmmsg.
-    fn send_window(&mut self, start: usize, count: usize, socket: RawFd, counters: &Counters) {
-        for i in 0..count {
-            let p = self.pending[start + i];
-            self.iovs[i] = libc::iovec {
-                // SAFETY: offset + len lie inside the arena (commit keeps them there).
-                iov_base: unsafe { self.arena.as_mut_ptr().add(p.offset) }.cast(),
-                iov_len: p.len,
-            };
-            self.addrs[i] = p.dst.0;
-            let hdr = &mut self.hdrs[i].msg_hdr;
-            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
-            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            hdr.msg_iov = &mut self.iovs[i];
-            hdr.msg_iovlen = 1;
-            hdr.msg_flags = 0;
-            if p.segment > 0 {
-                set_segment_cmsg(hdr, &mut self.ctrl[i], p.segment);
-            } else {
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
-            }
-        }
-        let mut sent = 0;
-        let mut waits = 0;
-        // Each pass sends, skips a failing message or waits (at most SEND_WAITS times).
-        while sent < count {
-            // SAFETY: hdrs[sent..count] point at live iovecs, addresses and control
-            // buffers of this window.
-            let n = unsafe {
-                libc::sendmmsg(
-                    socket,
-                    self.hdrs[sent..].as_mut_ptr(),
-                    (count - sent) as u32,
-                    0,
-                )
-            };
-            if n > 0 {
-                for p in &self.pending[start + sent..start + sent + n as usize] {
-                    count_sent(p, counters);
-                }
-                sent += n as usize;
-                continue;
-            }
-            match errno() {
-                libc::EINTR => continue,
-                libc::EAGAIN if waits < SEND_WAITS => {
-                    waits += 1;
-                    wait_writable(socket);
-                }
-                libc::EIO | libc::EINVAL if self.pending[start + sent].segment > 0 => {
-                    self.fall_back_from_gso(start + sent, socket, counters);
-                    sent += 1;
-                }
-                _ => {
-                    // Peer unreachable, refused, buffer full for too long: drop, go on.
-                    add(&counters.drop_send_error, 1);
-                    sent += 1;
-                }
-            }
-        }
-    }
-
-    /// The kernel refused a GSO train (the underlay cannot offload UDP checksums): sends
-    /// its segments one by one and stops using GSO.
-    fn fall_back_from_gso(&mut self, index: usize, socket: RawFd, counters: &Counters) {
-        if !self.no_gso {
-            tracing::warn!(
-                "the underlay refuses UDP GSO; the udp forwarder sends segments one by one (slower)"
-            );
-            self.no_gso = true;
-        }
-        let p = self.pending[index];
-        let segment = usize::from(p.segment);
-        for offset in (p.offset..p.offset + p.len).step_by(segment) {
-            let len = segment.min(p.offset + p.len - offset);
-            // SAFETY: sends `len` bytes of the arena to a valid sockaddr_in.
-            let n = unsafe {
-                libc::sendto(
-                    socket,
-                    self.arena.as_ptr().add(offset).cast(),
-                    len,
-                    0,
-                    (&p.dst.0 as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                )
-            };
-            if n < 0 {
-                add(&counters.drop_send_error, 1);
-            } else {
-                add(&counters.udp_sent_datagrams, 1);
-                add(&counters.udp_sent_bytes, len as u64);
-            }
-        }
-    }
-}
-
-fn count_sent(p: &Pending, counters: &Counters) {
-    let segment = if p.segment > 0 {
-        usize::from(p.segment)
-    } else {
-        p.len
-    };
-    add(&counters.udp_sent_datagrams, p.len.div_ceil(segment) as u64);
-    add(&counters.udp_sent_bytes, p.len as u64);
-}
-
-fn set_segment_cmsg(hdr: &mut libc::msghdr, buf: &mut [u64; 4], segment: u16) {
-    // SAFETY: CMSG_SPACE(2) (24 bytes) fits in the 32-byte, 8-aligned buffer; the macros
-    // only compute offsets inside it.
-    unsafe {
-        hdr.msg_control = buf.as_mut_ptr().cast();
-        hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
-        let cmsg = libc::CMSG_FIRSTHDR(hdr);
-        (*cmsg).cmsg_level = SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
-        std::ptr::copy_nonoverlapping(segment.to_ne_bytes().as_ptr(), libc::CMSG_DATA(cmsg), 2);
-    }
-}
-
 /// Waits (at most one poll period) for room in the socket's send buffer.
-fn wait_writable(fd: RawFd) {
+pub(super) fn wait_writable(fd: RawFd) {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLOUT,
@@ -484,7 +260,6 @@ fn wait_writable(fd: RawFd) {
 /// TUN → UDP.
 struct TxLoop {
     ctx: Ctx,
-    read_buf: Vec<u8>,
     icmp_buf: Vec<u8>,
     batch: SendBatch,
     icmp_limit: RateLimit,
@@ -494,7 +269,6 @@ impl TxLoop {
     fn new(ctx: Ctx) -> TxLoop {
         TxLoop {
             ctx,
-            read_buf: vec![0; VNET_HDR_LEN + MAX_IP_PACKET],
             icmp_buf: vec![0; VNET_HDR_LEN + 1024],
             batch: SendBatch::new(),
             // The kernel's default ICMP rate: bursts of 50, about 1000 a second.
@@ -513,14 +287,9 @@ impl TxLoop {
             }
             let table = self.ctx.shared.current_table();
             for _ in 0..READS_PER_BATCH {
-                // SAFETY: reads into our own buffer of the length given.
-                let n = unsafe {
-                    libc::read(
-                        tun_fd,
-                        self.read_buf.as_mut_ptr().cast(),
-                        self.read_buf.len(),
-                    )
-                };
+                let slot = self.batch.read_slot(socket, &self.ctx.shared.counters);
+                // SAFETY: reads into the batch's slot, of the length given.
+                let n = unsafe { libc::read(tun_fd, slot.as_mut_ptr().cast(), slot.len()) };
                 if n < 0 {
                     match errno() {
                         libc::EINTR => continue,
@@ -542,7 +311,7 @@ impl TxLoop {
         self.ctx.lost.store(true, Ordering::Relaxed);
     }
 
-    /// Queues the packet of `n` bytes (vnet header included) in the read buffer.
+    /// Queues the packet of `n` bytes (vnet header included) just read into the slot.
     fn encapsulate(&mut self, n: usize, table: &Table) {
         let counters = &self.ctx.shared.counters;
         let socket = self.ctx.socket.as_raw_fd();
@@ -550,8 +319,9 @@ impl TxLoop {
             add(&counters.drop_malformed, 1);
             return;
         }
-        let hdr = VnetHdr::parse(&self.read_buf[..VNET_HDR_LEN]);
-        let pkt = &mut self.read_buf[VNET_HDR_LEN..n];
+        let buf = self.batch.slot(n);
+        let hdr = VnetHdr::parse(&buf[..VNET_HDR_LEN]);
+        let pkt = &mut buf[VNET_HDR_LEN..];
         add(&counters.tun_read_packets, 1);
         add(&counters.tun_read_bytes, pkt.len() as u64);
         if pkt[0] >> 4 != 4 {
@@ -571,47 +341,36 @@ impl TxLoop {
                 return;
             }
         };
-        match gso::gso_kind(&hdr) {
+        let queued = match gso::gso_kind(&hdr) {
             gso::GSO_TCPV4 if hdr.gso_size > 0 => {
                 let mss = usize::from(hdr.gso_size);
-                let Some((size, segment)) = gso::segmented_size(pkt, mss) else {
-                    add(&counters.drop_malformed, 1);
-                    return;
-                };
-                let out = self.batch.reserve(size, socket, counters);
-                if gso::segment_tcp4(pkt, mss, out).is_none() {
-                    add(&counters.drop_malformed, 1);
-                    return;
-                }
-                self.batch.commit(size, segment, peer);
+                self.batch.push_segments(n, mss, peer, socket, counters)
             }
             gso::GSO_NONE => {
-                if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0
-                    && !gso::finish_partial_checksum(
+                let complete = hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM == 0
+                    || gso::finish_partial_checksum(
                         pkt,
                         usize::from(hdr.csum_start),
                         usize::from(hdr.csum_offset),
-                    )
-                {
-                    add(&counters.drop_malformed, 1);
-                    return;
+                    );
+                if complete {
+                    self.batch.push_single(n, peer, socket, counters);
                 }
-                let len = pkt.len();
-                self.batch
-                    .reserve(len, socket, counters)
-                    .copy_from_slice(pkt);
-                self.batch.commit(len, len, peer);
+                complete
             }
-            _ => add(&counters.drop_malformed, 1),
+            _ => false,
+        };
+        if !queued {
+            add(&counters.drop_malformed, 1);
         }
     }
 
-    /// Answers the packet in the read buffer with ICMP net unreachable, rate-limited.
+    /// Answers the packet in the slot with ICMP net unreachable, rate-limited.
     fn unreachable(&mut self, n: usize) {
         if !self.icmp_limit.allow() {
             return;
         }
-        let original = &self.read_buf[VNET_HDR_LEN..n];
+        let original = &self.batch.slot(n)[VNET_HDR_LEN..];
         let Some(len) = icmp::net_unreachable(original, self.ctx.shared.router, &mut self.icmp_buf)
         else {
             return;

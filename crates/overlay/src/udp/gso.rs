@@ -52,48 +52,62 @@ impl Tcp4 {
     }
 }
 
-/// How many bytes [`segment_tcp4`] writes for `pkt` cut at `mss`, and the length of a full
-/// segment; `None` when `pkt` is not a TCP/IPv4 packet it can cut.
-pub fn segmented_size(pkt: &[u8], mss: usize) -> Option<(usize, usize)> {
+/// The plan for cutting a TCP/IPv4 super-packet: header length, segment count and the
+/// length of a full segment; `None` when `pkt` is not a TCP/IPv4 packet it can cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub header_len: usize,
+    pub segments: usize,
+    pub full_segment: usize,
+    /// Total bytes of all segments, headers included.
+    pub total: usize,
+}
+
+pub fn plan_cut(pkt: &[u8], mss: usize) -> Option<Cut> {
     let t = Tcp4::parse(pkt)?;
     if mss == 0 {
         return None;
     }
     let payload = t.total - t.header_len();
     let segments = payload.div_ceil(mss).max(1);
-    Some((segments * t.header_len() + payload, t.header_len() + mss))
+    Some(Cut {
+        header_len: t.header_len(),
+        segments,
+        full_segment: t.header_len() + mss,
+        total: segments * t.header_len() + payload,
+    })
 }
 
-/// Cuts TCP/IPv4 super-packet `pkt` into segments of `mss` payload bytes, written back to
-/// back into `out` (sized with [`segmented_size`]), each with its own IP id, length,
-/// sequence number, flags and full checksums. Returns the bytes written.
-pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<usize> {
+/// Cuts TCP/IPv4 super-packet `pkt` into segments of `mss` payload bytes without copying
+/// the payload: each segment's headers (own IP id, length, sequence number, flags and
+/// full checksums) are written into `headers` (`segments × header_len` bytes, see
+/// [`plan_cut`]), and `each` gets, per segment, its header's offset in `headers` and its
+/// payload's range in `pkt`, to send the two as one datagram.
+pub fn cut_tcp4(
+    pkt: &[u8],
+    mss: usize,
+    headers: &mut [u8],
+    mut each: impl FnMut(usize, std::ops::Range<usize>),
+) -> Option<()> {
     let t = Tcp4::parse(pkt)?;
     let hl = t.header_len();
-    let payload = &pkt[hl..t.total];
+    let payload_len = t.total - hl;
     let ip_id = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let seq0 = u32::from_be_bytes([
-        pkt[t.iphl + 4],
-        pkt[t.iphl + 5],
-        pkt[t.iphl + 6],
-        pkt[t.iphl + 7],
-    ]);
+    let seq0 = seq_of(pkt, t.iphl);
     let flags = pkt[t.iphl + 13];
     let pseudo_base = csum::pseudo_v4(&pkt[12..16], &pkt[16..20], PROTO_TCP, 0);
-    let count = payload.len().div_ceil(mss).max(1);
-    let mut pos = 0;
+    let count = payload_len.div_ceil(mss).max(1);
     for i in 0..count {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let seg_len = hl + chunk.len();
-        let seg = out.get_mut(pos..pos + seg_len)?;
-        seg[..hl].copy_from_slice(&pkt[..hl]);
-        seg[hl..].copy_from_slice(chunk);
-        seg[2..4].copy_from_slice(&(seg_len as u16).to_be_bytes());
-        seg[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
-        csum::set_ipv4_header(&mut seg[..t.iphl]);
-        let tcp = &mut seg[t.iphl..];
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        let start = hl + (i * mss).min(payload_len);
+        let end = hl + ((i + 1) * mss).min(payload_len);
+        let payload = &pkt[start..end];
+        let hdr = headers.get_mut(i * hl..(i + 1) * hl)?;
+        hdr.copy_from_slice(&pkt[..hl]);
+        hdr[2..4].copy_from_slice(&((hl + payload.len()) as u16).to_be_bytes());
+        hdr[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
+        csum::set_ipv4_header(&mut hdr[..t.iphl]);
+        let tcp = &mut hdr[t.iphl..];
+        tcp[4..8].copy_from_slice(&seq0.wrapping_add((i * mss) as u32).to_be_bytes());
         let mut seg_flags = flags;
         if i + 1 < count {
             seg_flags &= !(TCP_FIN | TCP_PSH);
@@ -104,12 +118,18 @@ pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut [u8]) -> Option<usize> {
         tcp[13] = seg_flags;
         tcp[16] = 0;
         tcp[17] = 0;
-        let tcp_len = t.tcphl + chunk.len();
-        let sum = csum::combine(&[pseudo_base, tcp_len as u32, csum::sum(tcp)]);
+        // The TCP header is a multiple of 4 bytes: the payload's sum starts even.
+        let tcp_len = t.tcphl + payload.len();
+        let sum = csum::combine(&[
+            pseudo_base,
+            tcp_len as u32,
+            csum::sum(tcp),
+            csum::sum(payload),
+        ]);
         tcp[16..18].copy_from_slice(&csum::finish(sum).to_be_bytes());
-        pos += seg_len;
+        each(i * hl, start..end);
     }
-    Some(pos)
+    Some(())
 }
 
 /// Completes the checksum the kernel left partial (`VIRTIO_NET_HDR_F_NEEDS_CSUM`): the
@@ -336,10 +356,20 @@ mod tests {
     fn a_super_packet_is_cut_into_valid_segments_and_merged_back_whole() {
         let mss = 1420;
         let original = tcp_packet(60_000, TCP_ACK | TCP_PSH);
-        let (size, full) = segmented_size(&original, mss).unwrap();
-        let mut out = vec![0u8; size];
-        assert_eq!(segment_tcp4(&original, mss, &mut out), Some(size));
-        let segments: Vec<&[u8]> = out.chunks(full).collect();
+        let cut = plan_cut(&original, mss).unwrap();
+        let mut headers = vec![0u8; cut.segments * cut.header_len];
+        let mut pieces = Vec::new();
+        cut_tcp4(&original, mss, &mut headers, |h, payload| {
+            pieces.push((h, payload))
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        for (h, payload) in pieces {
+            out.extend_from_slice(&headers[h..h + cut.header_len]);
+            out.extend_from_slice(&original[payload]);
+        }
+        assert_eq!(out.len(), cut.total);
+        let segments: Vec<&[u8]> = out.chunks(cut.full_segment).collect();
         assert_eq!(segments.len(), 60_000usize.div_ceil(mss));
         for (i, seg) in segments.iter().enumerate() {
             assert_eq!(csum::finish(csum::sum(&seg[..20])), 0, "IP checksum of {i}");

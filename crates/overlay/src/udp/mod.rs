@@ -14,6 +14,7 @@ mod csum;
 pub mod forwarder;
 pub mod gso;
 mod icmp;
+mod send;
 pub mod table;
 pub mod tun;
 
