@@ -3,9 +3,10 @@
 //! `<dataDir>/<network>/` holds one file per allocated address, named by the address and
 //! containing `"<containerID>\r\n<ifname>"`, plus `last_reserved_ip.0` (the last address handed
 //! out, for round-robin) and `lock`. Every operation holds an exclusive `flock` on `lock` for
-//! its whole duration, so concurrent plugin processes (and threads) are serialised. Records
-//! are written to a temporary file (`.tmp-*`, never parsed as a record) and renamed into
-//! place, then the directory is fsynced once (after the lock is released, possibly on a
+//! its whole duration, so concurrent plugin processes (and threads) are serialised and no
+//! reader sees a write half done. Files are written in place (earlier versions wrote `.tmp-*`
+//! files and renamed them; leftovers are removed, never parsed as records), then the
+//! directory is fsynced once (after the lock is released, possibly on a
 //! thread of its own, but always before the allocation is reported); a record left empty by a
 //! crash counts as in use.
 //! Beside each record, `attachment-<containerID>@<ifname>` holds its address (written
@@ -17,7 +18,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -93,8 +93,6 @@ fn index_name(container_id: &str, ifname: &str) -> String {
 pub struct Ipam {
     dir: PathBuf,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::io(format!("IPAM: {what} {}: {e}", path.display()))
@@ -223,14 +221,19 @@ impl Ipam {
             }
             // The index first: a record on disk always has its index, so a
             // missing index means this attachment has no address.
-            self.write_atomic(&index_name(container_id, ifname), ip.to_string().as_bytes())?;
-            self.write_atomic(
+            self.write_in_place(
+                &index_name(container_id, ifname),
+                ip.to_string().as_bytes(),
+                false,
+            )?;
+            self.write_in_place(
                 &ip.to_string(),
                 format!("{container_id}\r\n{ifname}").as_bytes(),
+                true,
             )?;
             // A hint, written before the fsync so that one covers it too (a rename right
             // after an fsync waits for the journal commit the fsync started).
-            self.write_atomic(LAST_RESERVED_FILE, ip.to_string().as_bytes())?;
+            self.write_in_place(LAST_RESERVED_FILE, ip.to_string().as_bytes(), false)?;
             return Ok((alloc(ip), true));
         }
         let in_use = used.iter().filter(|ip| pool.is_allocatable(**ip)).count();
@@ -414,26 +417,25 @@ impl Ipam {
         Ok(Scan { records, names })
     }
 
-    /// Writes `name` by rename, so readers see the whole content or none. Not synced: the
-    /// caller fsyncs the directory once after all its writes ([`PendingSync`]). The file's
-    /// data is never fsynced: after a crash a record may be empty, and an empty record
-    /// counts as in use (GC frees it), so an address is never handed out twice.
-    fn write_atomic(&self, name: &str, content: &[u8]) -> Result<()> {
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}{name}-{}-{n}", std::process::id()));
+    /// Writes `name` in place: a new record with `O_EXCL` (`fresh`), the index and the
+    /// round-robin hint over their old content. No temporary file and rename: every reader
+    /// holds the lock, so none sees a write half done, and a crash half-way leaves what the
+    /// readers already tolerate (an empty record counts as in use until GC frees it, so an
+    /// address is never handed out twice; an unreadable index or hint counts as absent).
+    /// Not synced: the caller fsyncs the directory once after all its writes
+    /// ([`PendingSync`]); the file's data is never fsynced, for the same reason.
+    fn write_in_place(&self, name: &str, content: &[u8], fresh: bool) -> Result<()> {
         let target = self.dir.join(name);
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(content)?;
-            fs::rename(&tmp, &target)
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("writing", &target, e));
+        let mut options = OpenOptions::new();
+        if fresh {
+            options.write(true).create_new(true);
+        } else {
+            options.write(true).create(true).truncate(true);
         }
-        Ok(())
+        options
+            .open(&target)
+            .and_then(|mut f| f.write_all(content))
+            .map_err(|e| io_err("writing", &target, e))
     }
 }
 
