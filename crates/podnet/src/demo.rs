@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::cli::GlobalArgs;
 use crate::cli::client::Client;
 use crate::cli::layout::{NodeDirs, PodRecord};
+use crate::lab::state::LabState;
 use crate::lab::{LabPaths, UpArgs, validate_name};
 
 const NODES: u32 = 2;
@@ -224,7 +225,7 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
 
     check_interrupted()?;
     for node in [&node1, &node2] {
-        print_node_tables(node, &pods)?;
+        print_node_tables(paths, node, &pods)?;
     }
     Ok(())
 }
@@ -426,35 +427,51 @@ fn send_from(exe: &Path, pod: &DemoPod, target: &str, data: &str, timeout: u64) 
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A node's route table (`route -n`) and its bridge's ports, from netlink in
-/// the node's namespace.
-fn print_node_tables(node: &str, pods: &[DemoPod]) -> Result<()> {
+/// A node's routes, `ip route`-like and explained (the article's tables: the other nodes'
+/// pod subnets to the overlay, the node's own subnet to cni0), and its bridge's ports, from
+/// netlink in the node's namespace.
+fn print_node_tables(paths: &LabPaths, node: &str, pods: &[DemoPod]) -> Result<()> {
+    let state = LabState::load(paths)?;
+    let cluster = state.as_ref().map(|s| s.cluster_cidr);
+    let backend = state.as_ref().map(|s| s.backend.as_str()).unwrap_or("?");
     let ns = NetNs::open(node)?;
     let mut nl = Netlink::open_in(&ns)?;
     let links = nl.links()?;
-    let name_of = |i: Option<u32>| {
-        links
-            .iter()
-            .find(|l| Some(l.index) == i)
-            .map(|l| l.name.clone())
-            .unwrap_or_default()
-    };
-    println!("\nRoute table of {node} (route -n):");
-    println!(
-        "   {:<16}{:<16}{:<16}{:<6}Iface",
-        "Destination", "Gateway", "Genmask", "Flags"
-    );
+    let link_of = |i: Option<u32>| links.iter().find(|l| Some(l.index) == i);
+    println!("\nRoute table of {node} (ip route, read through netlink; backend {backend}):");
     for r in nl.routes(route::MAIN_TABLE)? {
-        let gw = r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let flags = if r.gateway.is_some() { "UG" } else { "U" };
-        println!(
-            "   {:<16}{:<16}{:<16}{:<6}{}",
-            r.dst.network(),
-            gw,
-            r.dst.netmask(),
-            flags,
-            name_of(r.oif)
-        );
+        let link = link_of(r.oif);
+        let dev = link.map(|l| l.name.as_str()).unwrap_or("?");
+        let mut line = r.dst.to_string();
+        if let Some(gw) = r.gateway {
+            line.push_str(&format!(" via {gw}"));
+        }
+        line.push_str(&format!(" dev {dev}"));
+        line.push_str(match r.protocol {
+            route::PROTO_PODNET => " proto podnet",
+            2 => " proto kernel",
+            _ => "",
+        });
+        if r.onlink {
+            line.push_str(" onlink");
+        }
+        if let Some(src) = r.prefsrc {
+            line.push_str(&format!(" src {src}"));
+        }
+        let in_cluster = cluster.is_some_and(|c| c.contains(&r.dst));
+        let why = if dev == "cni0" {
+            "this node's pods, on its bridge".to_string()
+        } else if Some(r.dst) == cluster {
+            format!("the whole pod range, into the overlay device {dev}")
+        } else if in_cluster {
+            match link.and_then(|l| l.kind.as_deref()) {
+                Some(kind) => format!("another node's pods, through the {kind} device {dev}"),
+                None => format!("another node's pods, routed to that node over {dev}"),
+            }
+        } else {
+            "the underlay".to_string()
+        };
+        println!("   {line:<60} # {why}");
     }
     match links.iter().find(|l| l.name == "cni0") {
         Some(bridge) => {

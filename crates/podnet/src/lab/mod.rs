@@ -12,7 +12,7 @@ mod api;
 pub mod down;
 mod http;
 mod processes;
-mod state;
+pub(crate) mod state;
 pub mod status;
 mod topology;
 pub mod up;
