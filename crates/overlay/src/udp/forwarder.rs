@@ -495,7 +495,9 @@ impl RxLoop {
                 add(&ctx.shared.counters.drop_not_local, 1);
                 continue;
             }
-            self.coalescer.push(pkt, &mut |p| write_tun(ctx, p));
+            // SAFETY: the receive buffers stay untouched until the next recvmmsg, and the
+            // coalescer is flushed at the end of every batch, before it.
+            unsafe { self.coalescer.push(pkt, &mut |p| write_tun(ctx, p)) };
         }
     }
 }
@@ -517,17 +519,18 @@ fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
     None
 }
 
-fn write_tun(ctx: &Ctx, pkt: &[u8]) {
+/// Writes one packet, given as iovecs (vnet header first), to the TUN device.
+fn write_tun(ctx: &Ctx, iovs: &[libc::iovec]) {
     let counters = &ctx.shared.counters;
     // Bounded: EINTR is retried at most a few times.
     for _ in 0..4 {
-        // SAFETY: writes the bytes of `pkt`.
-        let n = unsafe { libc::write(ctx.tun.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+        // SAFETY: the iovecs point at live buffers (see Coalescer::push).
+        let n = unsafe { libc::writev(ctx.tun.as_raw_fd(), iovs.as_ptr(), iovs.len() as i32) };
         if n >= 0 {
             add(&counters.tun_written_packets, 1);
             add(
                 &counters.tun_written_bytes,
-                (pkt.len() - VNET_HDR_LEN) as u64,
+                (n as u64).saturating_sub(VNET_HDR_LEN as u64),
             );
             return;
         }

@@ -152,10 +152,15 @@ pub fn finish_partial_checksum(pkt: &mut [u8], start: usize, offset: usize) -> b
 /// (Linux GRO's rules: same addresses, ports, ack, window, options, TTL and TOS, each
 /// segment starting where the last ended, all but the last exactly `mss` long, only the
 /// last with PSH or FIN). Other packets pass through alone.
+///
+/// Without copying: the merged packet is handed over as iovecs (its rebuilt headers, then
+/// each segment's payload where it was received) for one writev to the TUN device.
 pub struct Coalescer {
-    /// `virtio_net_hdr` then the packet being built.
-    out: Vec<u8>,
-    /// Packet bytes in `out` after the header; 0 when no packet is open.
+    /// The vnet header and the IP and TCP headers of the packet being built.
+    head: [u8; HEAD],
+    /// `head`, then the payloads.
+    iovs: Vec<libc::iovec>,
+    /// Packet bytes (headers and payloads); 0 when no packet is open.
     len: usize,
     segments: usize,
     mss: usize,
@@ -166,16 +171,32 @@ pub struct Coalescer {
     open: bool,
 }
 
+/// vnet header + the largest IPv4 and TCP headers.
+const HEAD: usize = VNET_HDR_LEN + 60 + 60;
+/// Iovecs per write (the kernel's UIO_MAXIOV is 1024).
+const MAX_IOVS: usize = 1024;
+/// The vnet header of a packet that needs nothing from the kernel.
+static PLAIN: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+
 impl Default for Coalescer {
     fn default() -> Self {
         Coalescer::new()
     }
 }
 
+fn iov(bytes: &[u8]) -> libc::iovec {
+    libc::iovec {
+        // The kernel only reads from these (writev).
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    }
+}
+
 impl Coalescer {
     pub fn new() -> Coalescer {
         Coalescer {
-            out: vec![0; VNET_HDR_LEN + MAX_IP_PACKET],
+            head: [0; HEAD],
+            iovs: Vec::with_capacity(MAX_IOVS),
             len: 0,
             segments: 0,
             mss: 0,
@@ -187,14 +208,15 @@ impl Coalescer {
     }
 
     /// Adds one packet received from the tunnel; `emit` gets every packet ready for the
-    /// TUN device (vnet header included).
-    pub fn push(&mut self, pkt: &[u8], emit: &mut impl FnMut(&[u8])) {
+    /// TUN device, as iovecs (vnet header first).
+    ///
+    /// # Safety
+    /// `pkt` must stay valid and unchanged until the next [`Coalescer::flush`]: the
+    /// merged packet points into it.
+    pub unsafe fn push(&mut self, pkt: &[u8], emit: &mut impl FnMut(&[libc::iovec])) {
         let Some(t) = Tcp4::parse(pkt).filter(|t| coalescable(pkt, t)) else {
             self.flush(emit);
-            self.len = pkt.len();
-            self.out[VNET_HDR_LEN..VNET_HDR_LEN + pkt.len()].copy_from_slice(pkt);
-            self.segments = 1;
-            self.flush(emit);
+            emit(&[iov(&PLAIN), iov(pkt)]);
             return;
         };
         if self.len > 0 && self.extends(pkt, &t) {
@@ -206,19 +228,22 @@ impl Coalescer {
     }
 
     fn start(&mut self, pkt: &[u8], t: &Tcp4) {
-        let body = &pkt[..t.total];
-        self.out[VNET_HDR_LEN..VNET_HDR_LEN + body.len()].copy_from_slice(body);
-        self.len = body.len();
+        let hl = t.header_len();
+        self.head[VNET_HDR_LEN..VNET_HDR_LEN + hl].copy_from_slice(&pkt[..hl]);
+        self.iovs.clear();
+        self.iovs.push(iov(&[]));
+        self.iovs.push(iov(&pkt[hl..t.total]));
+        self.len = t.total;
         self.segments = 1;
         self.iphl = t.iphl;
         self.tcphl = t.tcphl;
-        self.mss = t.total - t.header_len();
+        self.mss = t.total - hl;
         self.next_seq = seq_of(pkt, t.iphl).wrapping_add(self.mss as u32);
         self.open = pkt[t.iphl + 13] & (TCP_PSH | TCP_FIN) == 0;
     }
 
     fn extends(&self, pkt: &[u8], t: &Tcp4) -> bool {
-        let cur = &self.out[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
+        let cur = &self.head[VNET_HDR_LEN..VNET_HDR_LEN + self.iphl + self.tcphl];
         let payload = t.total - t.header_len();
         let (ip, tcp) = (self.iphl, self.iphl + 20);
         self.open
@@ -226,6 +251,7 @@ impl Coalescer {
             && t.tcphl == self.tcphl
             && payload <= self.mss
             && self.len + payload <= MAX_IP_PACKET
+            && self.iovs.len() < MAX_IOVS
             && seq_of(pkt, t.iphl) == self.next_seq
             // TOS, DF, TTL, addresses; ports; ack; offset, flags bar PSH/FIN, window;
             // options.
@@ -242,20 +268,19 @@ impl Coalescer {
 
     fn append(&mut self, pkt: &[u8], t: &Tcp4) {
         let payload = &pkt[t.header_len()..t.total];
-        let at = VNET_HDR_LEN + self.len;
-        self.out[at..at + payload.len()].copy_from_slice(payload);
+        self.iovs.push(iov(payload));
         self.len += payload.len();
         self.segments += 1;
         self.next_seq = self.next_seq.wrapping_add(payload.len() as u32);
         let flags = pkt[t.iphl + 13] & (TCP_PSH | TCP_FIN);
-        self.out[VNET_HDR_LEN + self.iphl + 13] |= flags;
+        self.head[VNET_HDR_LEN + self.iphl + 13] |= flags;
         if payload.len() < self.mss || flags != 0 {
             self.open = false;
         }
     }
 
     /// Hands the open packet (if any) to `emit`.
-    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+    pub fn flush(&mut self, emit: &mut impl FnMut(&[libc::iovec])) {
         if self.len == 0 {
             return;
         }
@@ -264,8 +289,9 @@ impl Coalescer {
         } else {
             VnetHdr::default()
         };
-        hdr.write(&mut self.out[..VNET_HDR_LEN]);
-        emit(&self.out[..VNET_HDR_LEN + self.len]);
+        hdr.write(&mut self.head[..VNET_HDR_LEN]);
+        self.iovs[0] = iov(&self.head[..VNET_HDR_LEN + self.iphl + self.tcphl]);
+        emit(&self.iovs);
         self.len = 0;
         self.segments = 0;
     }
@@ -274,12 +300,12 @@ impl Coalescer {
     /// (pseudo-header only: the kernel finishes it, or the pod's stack trusts it as a
     /// locally made packet), and describes it as a TSO packet of `mss`.
     fn finish_merged(&mut self) -> VnetHdr {
-        let pkt = &mut self.out[VNET_HDR_LEN..VNET_HDR_LEN + self.len];
-        pkt[2..4].copy_from_slice(&(self.len as u16).to_be_bytes());
-        csum::set_ipv4_header(&mut pkt[..self.iphl]);
+        let ip = &mut self.head[VNET_HDR_LEN..VNET_HDR_LEN + self.iphl + self.tcphl];
+        ip[2..4].copy_from_slice(&(self.len as u16).to_be_bytes());
+        csum::set_ipv4_header(&mut ip[..self.iphl]);
         let tcp_len = self.len - self.iphl;
-        let pseudo = csum::pseudo_v4(&pkt[12..16], &pkt[16..20], PROTO_TCP, tcp_len);
-        pkt[self.iphl + 16..self.iphl + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        let pseudo = csum::pseudo_v4(&ip[12..16], &ip[16..20], PROTO_TCP, tcp_len);
+        ip[self.iphl + 16..self.iphl + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
         VnetHdr {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
             gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
@@ -347,6 +373,18 @@ mod tests {
         p
     }
 
+    /// The bytes a writev of `iovs` would write.
+    fn gather(iovs: &[libc::iovec]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in iovs {
+            // SAFETY: the iovecs point at live test buffers.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        out
+    }
+
     fn tcp_checksum_ok(seg: &[u8]) -> bool {
         let pseudo = csum::pseudo_v4(&seg[12..16], &seg[16..20], PROTO_TCP, seg.len() - 20);
         csum::finish(csum::combine(&[pseudo, csum::sum(&seg[20..])])) == 0
@@ -382,9 +420,10 @@ mod tests {
         let mut emitted = Vec::new();
         let mut co = Coalescer::new();
         for seg in &segments {
-            co.push(seg, &mut |p| emitted.push(p.to_vec()));
+            // SAFETY: `out` outlives the coalescer's use of it.
+            unsafe { co.push(seg, &mut |p| emitted.push(gather(p))) };
         }
-        co.flush(&mut |p| emitted.push(p.to_vec()));
+        co.flush(&mut |p| emitted.push(gather(p)));
         assert_eq!(emitted.len(), 1, "one merged packet");
         let merged = &emitted[0];
         let hdr = VnetHdr::parse(merged);
@@ -402,7 +441,7 @@ mod tests {
 
     #[test]
     fn a_gap_or_another_flow_starts_a_new_packet() {
-        let mut a = tcp_packet(100, TCP_ACK);
+        let a = tcp_packet(100, TCP_ACK);
         let mut b = tcp_packet(100, TCP_ACK);
         b[24..28].copy_from_slice(&1100u32.to_be_bytes());
         let mut c = tcp_packet(100, TCP_ACK);
@@ -410,10 +449,10 @@ mod tests {
         let syn = tcp_packet(0, TCP_SYN);
         let mut count = 0;
         let mut co = Coalescer::new();
-        for p in [&mut a, &mut b, &mut c] {
-            co.push(p, &mut |_| count += 1);
+        for p in [&a, &b, &c, &syn] {
+            // SAFETY: the packets outlive the coalescer's use of them.
+            unsafe { co.push(p, &mut |_| count += 1) };
         }
-        co.push(&syn, &mut |_| count += 1);
         co.flush(&mut |_| count += 1);
         assert_eq!(count, 3, "a+b merged, c alone, the SYN alone");
     }
