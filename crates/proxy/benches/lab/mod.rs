@@ -62,7 +62,9 @@ impl Namespaces {
         ip(&["-n", &node, "link", "add", "cni0", "type", "bridge"]);
         ip(&["-n", &node, "addr", "add", "10.244.1.1/24", "dev", "cni0"]);
         ip(&["-n", &node, "link", "set", "cni0", "up"]);
-        ip(&["-n", &node, "route", "add", "blackhole", "default"]);
+        // The node's own connections to ClusterIPs need a route to leave by (DNAT in the
+        // output hook then redirects them), as a real node's default route provides.
+        ip(&["-n", &node, "route", "add", "10.96.0.0/12", "dev", "cni0"]);
         podnet_kernel::sysctl::write(me.ns("node"), "net.ipv4.ip_forward", "1").unwrap();
         for i in 0..pods {
             let pod = me.name(&format!("pod-{i}"));
