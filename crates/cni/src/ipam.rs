@@ -221,19 +221,13 @@ impl Ipam {
             }
             // The index first: a record on disk always has its index, so a
             // missing index means this attachment has no address.
-            self.write_in_place(
-                &index_name(container_id, ifname),
-                ip.to_string().as_bytes(),
-                false,
-            )?;
-            self.write_in_place(
+            self.write_new(&index_name(container_id, ifname), ip.to_string().as_bytes())?;
+            self.write_new(
                 &ip.to_string(),
                 format!("{container_id}\r\n{ifname}").as_bytes(),
-                true,
             )?;
-            // A hint, written before the fsync so that one covers it too (a rename right
-            // after an fsync waits for the journal commit the fsync started).
-            self.write_in_place(LAST_RESERVED_FILE, ip.to_string().as_bytes(), false)?;
+            // A hint, written before the fsync so that one covers it too.
+            self.write_new(LAST_RESERVED_FILE, ip.to_string().as_bytes())?;
             return Ok((alloc(ip), true));
         }
         let in_use = used.iter().filter(|ip| pool.is_allocatable(**ip)).count();
@@ -417,24 +411,29 @@ impl Ipam {
         Ok(Scan { records, names })
     }
 
-    /// Writes `name` in place: a new record with `O_EXCL` (`fresh`), the index and the
-    /// round-robin hint over their old content. No temporary file and rename: every reader
-    /// holds the lock, so none sees a write half done, and a crash half-way leaves what the
-    /// readers already tolerate (an empty record counts as in use until GC frees it, so an
-    /// address is never handed out twice; an unreadable index or hint counts as absent).
-    /// Not synced: the caller fsyncs the directory once after all its writes
-    /// ([`PendingSync`]); the file's data is never fsynced, for the same reason.
-    fn write_in_place(&self, name: &str, content: &[u8], fresh: bool) -> Result<()> {
+    /// Creates `name` with `content` (`O_EXCL`), replacing an older file of that name by
+    /// unlinking it first. No temporary file and rename, and no truncation of a file in place:
+    /// ext4 flushes a file replaced either way to disk when it is closed (its `auto_da_alloc`
+    /// safeguard), I/O this path need not wait for. Every reader holds the lock, so none sees
+    /// a write half done, and a crash half-way leaves what the readers already tolerate (an
+    /// empty record counts as in use until GC frees it, so an address is never handed out
+    /// twice; an unreadable index or hint counts as absent). Not synced: the caller fsyncs the
+    /// directory once after all its writes ([`PendingSync`]); file data is never fsynced.
+    fn write_new(&self, name: &str, content: &[u8]) -> Result<()> {
         let target = self.dir.join(name);
-        let mut options = OpenOptions::new();
-        if fresh {
-            options.write(true).create_new(true);
-        } else {
-            options.write(true).create(true).truncate(true);
-        }
-        options
-            .open(&target)
-            .and_then(|mut f| f.write_all(content))
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+        };
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&target).and_then(|()| create())
+            }
+            other => other,
+        };
+        file.and_then(|mut f| f.write_all(content))
             .map_err(|e| io_err("writing", &target, e))
     }
 }
