@@ -366,3 +366,25 @@ fn an_underlay_without_checksum_offload_still_carries_super_packets_one_datagram
     let c = cluster.backends[0].counters();
     assert!(c.udp_sent_bytes >= size as u64, "{c:?}");
 }
+
+#[test]
+fn each_node_is_one_ip_hop_and_the_forwarder_leaves_the_ttl_alone() {
+    let cluster = Cluster::new("ttl");
+    let (a, b) = (&cluster.lab.nodes[0], &cluster.lab.nodes[1]);
+    let to = b.pod_ip.to_string();
+    // Pod → node 1 (TTL − 1, into the tunnel) → node 2 (TTL − 1, out of it) → pod.
+    let out = exec_in(&a.pod.name, &["ping", "-c1", "-W2", "-t", "3", &to]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "TTL 3 reaches: {text}");
+    assert!(
+        text.contains("ttl=62"),
+        "the reply crossed two routers: {text}"
+    );
+    let out = exec_in(&a.pod.name, &["ping", "-c1", "-W2", "-t", "2", &to]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "TTL 2 must not reach: {text}");
+    assert!(
+        text.contains("Time to live exceeded"),
+        "node 2 says why: {text}"
+    );
+}
