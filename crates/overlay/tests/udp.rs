@@ -388,3 +388,39 @@ fn each_node_is_one_ip_hop_and_the_forwarder_leaves_the_ttl_alone() {
         "node 2 says why: {text}"
     );
 }
+
+#[test]
+fn a_hand_changed_mtu_address_or_state_is_put_back_by_ensure_device() {
+    let mut cluster = Cluster::new("repair");
+    let ns = cluster.lab.nodes[0].ns.name.clone();
+    for args in [
+        &["ip", "link", "set", DEVICE, "mtu", "1300"][..],
+        &["ip", "addr", "flush", "dev", DEVICE],
+        &["ip", "addr", "add", "10.244.77.1/16", "dev", DEVICE],
+        &["ip", "link", "set", DEVICE, "down"],
+    ] {
+        let out = exec_in(&ns, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(ping(&cluster.lab.nodes[0].pod, cluster.lab.nodes[1].pod_ip).is_err());
+    cluster.backends[0]
+        .ensure_device()
+        .expect("ensure_device repairs");
+    let out = exec_in(&ns, &["ip", "-4", "addr", "show", "dev", DEVICE]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("mtu {POD_MTU}")) && text.contains(",UP"),
+        "{text}"
+    );
+    assert!(text.contains("inet 10.244.1.0/16"), "{text}");
+    assert!(
+        !text.contains("10.244.77.1"),
+        "the stray address is gone: {text}"
+    );
+    cluster.ping_ok(0, 1);
+    cluster.ping_ok(2, 0);
+}
