@@ -342,11 +342,11 @@ pub const GSO_NONE: u8 = VIRTIO_NET_HDR_GSO_NONE;
 pub const GSO_TCPV4: u8 = VIRTIO_NET_HDR_GSO_TCPV4;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A TCP/IPv4 packet with timestamps-sized options and `payload` bytes.
-    fn tcp_packet(payload: usize, flags: u8) -> Vec<u8> {
+    pub(in crate::udp) fn tcp_packet(payload: usize, flags: u8) -> Vec<u8> {
         let tcphl = 32;
         let total = 20 + tcphl + payload;
         let mut p = vec![0u8; total];
@@ -385,7 +385,7 @@ mod tests {
         out
     }
 
-    fn tcp_checksum_ok(seg: &[u8]) -> bool {
+    pub(in crate::udp) fn tcp_checksum_ok(seg: &[u8]) -> bool {
         let pseudo = csum::pseudo_v4(&seg[12..16], &seg[16..20], PROTO_TCP, seg.len() - 20);
         csum::finish(csum::combine(&[pseudo, csum::sum(&seg[20..])])) == 0
     }

@@ -343,3 +343,91 @@ fn set_segment_cmsg(hdr: &mut libc::msghdr, buf: &mut [u64; 4], segment: u16) {
         std::ptr::copy_nonoverlapping(segment.to_ne_bytes().as_ptr(), libc::CMSG_DATA(cmsg), 2);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udp::gso::tests::{tcp_checksum_ok, tcp_packet};
+    use crate::udp::tun::{VIRTIO_NET_HDR_GSO_TCPV4, VnetHdr};
+    use std::net::{SocketAddrV4, UdpSocket};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// Cuts a 60 KB super-packet at a tiny MSS (more segments than one GSO train may
+    /// carry, and more trains than one sendmmsg window) and sends it over loopback: every
+    /// datagram arrives, in order, a valid TCP segment.
+    #[test]
+    fn a_super_packet_at_a_tiny_mss_goes_out_as_valid_segments_over_several_trains() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // Room for every datagram before the test reads them.
+        let big: libc::c_int = 8 << 20;
+        // SAFETY: one c_int to a valid socket.
+        unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&big as *const libc::c_int).cast(),
+                4,
+            )
+        };
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => SockAddr::new(SocketAddrV4::new(*a.ip(), a.port())),
+            _ => unreachable!(),
+        };
+        let counters = Counters::default();
+        let mut batch = SendBatch::new();
+        let mss = 48;
+        let payload = 60_000;
+        // Small packets first, then a super-packet whose trains overflow the window.
+        let small = 20;
+        for _ in 0..small {
+            let pkt = tcp_packet(10, 0x10);
+            let slot = batch.read_slot(tx.as_raw_fd(), &counters);
+            slot[..VNET_HDR_LEN].fill(0);
+            slot[VNET_HDR_LEN..VNET_HDR_LEN + pkt.len()].copy_from_slice(&pkt);
+            batch.push_single(VNET_HDR_LEN + pkt.len(), dst, tx.as_raw_fd(), &counters);
+        }
+        let pkt = tcp_packet(payload, 0x18);
+        let slot = batch.read_slot(tx.as_raw_fd(), &counters);
+        VnetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            gso_size: mss as u16,
+            ..VnetHdr::default()
+        }
+        .write(&mut slot[..VNET_HDR_LEN]);
+        slot[VNET_HDR_LEN..VNET_HDR_LEN + pkt.len()].copy_from_slice(&pkt);
+        let n = VNET_HDR_LEN + pkt.len();
+        assert!(batch.push_segments(n, mss, dst, tx.as_raw_fd(), &counters));
+        assert!(batch.pending.len() > BATCH, "several sendmmsg windows");
+        batch.flush(tx.as_raw_fd(), &counters);
+
+        let segments = payload.div_ceil(mss);
+        let mut buf = [0u8; 2048];
+        for i in 0..small {
+            let len = rx
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("small {i}: {e}"));
+            assert_eq!(len, 62, "small packet {i} as it was");
+        }
+        let mut seq = 1000u32;
+        for i in 0..segments {
+            let len = rx
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("segment {i}: {e}"));
+            let seg = &buf[..len];
+            assert!(tcp_checksum_ok(seg), "segment {i}");
+            assert_eq!(
+                u32::from_be_bytes([seg[24], seg[25], seg[26], seg[27]]),
+                seq
+            );
+            seq = seq.wrapping_add((len - 52) as u32);
+        }
+        let sent = counters
+            .udp_sent_datagrams
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(sent, (small + segments) as u64);
+    }
+}
