@@ -11,12 +11,12 @@
 //! into one super-packet (see [`gso`]). The per-packet work is one table look-up.
 
 mod csum;
-pub mod forwarder;
-pub mod gso;
+mod forwarder;
+mod gso;
 mod icmp;
 mod send;
-pub mod table;
-pub mod tun;
+mod table;
+mod tun;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
