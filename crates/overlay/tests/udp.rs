@@ -424,3 +424,29 @@ fn a_hand_changed_mtu_address_or_state_is_put_back_by_ensure_device() {
     cluster.ping_ok(0, 1);
     cluster.ping_ok(2, 0);
 }
+
+#[test]
+fn dropping_the_backend_stops_its_threads_and_removes_the_device() {
+    let lab = Lab::new("drop", 1, POD_MTU);
+    let node = &lab.nodes[0];
+    let mut backend = UdpBackend::new(node.udp_config()).expect("backend");
+    backend.ensure_device().expect("ensure_device");
+    assert_eq!(forwarder_threads(), 2, "one tx and one rx thread");
+    drop(backend);
+    assert_eq!(forwarder_threads(), 0, "threads joined on drop");
+    let out = exec_in(&node.ns.name, &["ip", "link", "show", DEVICE]);
+    assert!(!out.status.success(), "the device went with its last fd");
+}
+
+/// Forwarder threads of this process (other tests' included: this one runs alone in its
+/// process under nextest).
+fn forwarder_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("podnet-udp"))
+        })
+        .count()
+}
