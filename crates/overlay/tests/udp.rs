@@ -431,6 +431,11 @@ fn dropping_the_backend_stops_its_threads_and_removes_the_device() {
     let node = &lab.nodes[0];
     let mut backend = UdpBackend::new(node.udp_config()).expect("backend");
     backend.ensure_device().expect("ensure_device");
+    // A new thread names itself once it runs: give both a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while forwarder_threads() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(forwarder_threads(), 2, "one tx and one rx thread");
     drop(backend);
     assert_eq!(forwarder_threads(), 0, "threads joined on drop");
