@@ -26,7 +26,9 @@ use super::wiring::{self, Tombstones};
 /// deletes them here when no process can be started.
 ///
 /// Must be called while the process has a single thread (DEL starts none),
-/// as `fork` only copies the calling thread.
+/// as `fork` only copies the calling thread. The children share the caller's
+/// open netlink sockets; they never read from them (the worker opens its
+/// own), so the caller's replies stay the caller's.
 pub fn delete_detached(tombstones: &Tombstones, pod_ns: Option<&NetNs>) {
     if tombstones.is_empty() {
         return;

@@ -95,10 +95,10 @@ fn create_pair(
     a: &Attachment,
 ) -> podnet_kernel::Result<Link> {
     let mut batch = Batch::new();
-    if a.is_gateway {
-        // The prefix was validated with the pool; a gateway that does not fit
-        // it makes the address request fail with the kernel's reason.
-        let gw = Ipv4Net::new(a.gateway, a.address.prefix_len()).unwrap_or(a.address);
+    // The prefix comes from a valid network, so the gateway's always builds.
+    if a.is_gateway
+        && let Ok(gw) = Ipv4Net::new(a.gateway, a.address.prefix_len())
+    {
         batch.ensure_address(bridge.index, IpNet::V4(gw));
     }
     if !bridge.up {
@@ -137,8 +137,15 @@ fn remove_leftovers(host: &mut Netlink, pod: &mut Netlink, a: &Attachment) -> Re
                 link.kind.as_deref().unwrap_or("physical")
             )));
         }
-        pod.delete_link(link.index)
-            .map_err(|e| kernel(&format!("remove leftover {} in the pod", a.ifname), e))?;
+        match pod.delete_link(link.index) {
+            Err(e) if !e.is_not_found() => {
+                return Err(kernel(
+                    &format!("remove leftover {} in the pod", a.ifname),
+                    e,
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
