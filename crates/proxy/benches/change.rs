@@ -103,6 +103,13 @@ fn answer(addr: SocketAddrV4) -> Option<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // RUST_LOG=podnet_proxy=debug shows each sync and its duration.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "podnet_proxy=warn".into()),
+        )
+        .try_init();
     let services = lab::env_usize("PODNET_BENCH_SERVICES", 10000).max(1);
     let changes = lab::env_usize("PODNET_BENCH_CHANGES", 100).max(1);
     let ns = lab::Namespaces::node_with_pods("chg", 2);

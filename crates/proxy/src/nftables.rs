@@ -388,14 +388,33 @@ pub fn render_partial(
             .get(&name)
             .map(|r| r.hairpin.clone())
             .unwrap_or_default();
-        for (map, key) in installed.release(&name) {
-            delete_element_line(&mut deletes, map, &key);
-        }
+        let freed = installed.release(&name);
         let old = installed.services.remove(&name);
+        let mut added = Vec::new();
         if let Some(rules) = &new {
             define_service(&mut defines, rules);
-            for e in installed.claim(&name, rules) {
-                add_element_line(&mut adds, &e);
+            added = installed.claim(&name, rules);
+        }
+        // An element that stays as it was is left alone: most changes only touch the
+        // service's chains, and every element command makes nft read the map.
+        let old_verdicts: BTreeMap<(&str, &str), &str> = old
+            .iter()
+            .flat_map(|r| r.elements.iter())
+            .map(|e| ((e.map, e.key.as_str()), e.verdict.as_str()))
+            .collect();
+        let readded: BTreeSet<(&str, &str)> = added
+            .iter()
+            .filter(|e| old_verdicts.get(&(e.map, e.key.as_str())) == Some(&e.verdict.as_str()))
+            .map(|e| (e.map, e.key.as_str()))
+            .collect();
+        for (map, key) in &freed {
+            if !readded.contains(&(*map, key.as_str())) {
+                delete_element_line(&mut deletes, map, key);
+            }
+        }
+        for e in &added {
+            if !readded.contains(&(e.map, e.key.as_str())) {
+                add_element_line(&mut adds, e);
             }
         }
         // ClusterIPs no longer used by anyone leave the set; new ones join it.
