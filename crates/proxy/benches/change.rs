@@ -189,6 +189,7 @@ async fn main() {
         sync_period: Duration::from_secs(3600),
         min_sync_interval: Duration::from_millis(10),
         healthz_bind: None,
+        state_dir: None,
     };
     let t = Instant::now();
     let proxy = tokio::spawn(podnet_proxy::run(client.clone(), config, rx));

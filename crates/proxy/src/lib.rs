@@ -55,6 +55,9 @@ pub struct ProxyConfig {
     /// Where healthCheckNodePorts are served (the port is the service's; only the address
     /// is used). `None`: on every node IP.
     pub healthz_bind: Option<SocketAddr>,
+    /// Where the userspace mode keeps its state (its listening ports, re-bound after a
+    /// restart); not used by the nftables mode, whose state is the kernel's table.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
@@ -71,6 +74,7 @@ impl ProxyConfig {
             sync_period: DEFAULT_SYNC_PERIOD,
             min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
             healthz_bind: None,
+            state_dir: None,
         }
     }
 }

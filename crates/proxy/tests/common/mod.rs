@@ -322,6 +322,7 @@ impl Cluster {
             sync_period: Duration::from_secs(600),
             min_sync_interval: Duration::from_millis(10),
             healthz_bind: None,
+            state_dir: None,
         }
     }
 
