@@ -164,6 +164,8 @@ pub struct Categorized {
     pub cluster: Vec<Endpoint>,
     /// The node's own usable endpoints (for `externalTrafficPolicy: Local`).
     pub local: Vec<Endpoint>,
+    /// Every usable endpoint, on any node (external traffic with policy Cluster).
+    pub all: Vec<Endpoint>,
     /// Whether the service has any usable endpoint anywhere.
     pub any: bool,
 }
@@ -192,6 +194,7 @@ pub fn categorize(state: &ServiceState, node: &str) -> Categorized {
         cluster,
         local,
         any: !all.is_empty(),
+        all,
     }
 }
 
@@ -286,9 +289,18 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     };
 
     // Endpoint chains for every endpoint either path may use.
+    let has_external =
+        sp.node_port.is_some() || !sp.external_ips.is_empty() || !sp.load_balancer_ips.is_empty();
+    // External traffic uses the local endpoints (policy Local) or all of them (Cluster),
+    // whatever the internal policy says.
+    let external_eps: &[Endpoint] = if sp.external_local {
+        &cat.local
+    } else {
+        &cat.all
+    };
     let mut used: Vec<Endpoint> = cat.cluster.clone();
-    if sp.external_local {
-        used.extend(cat.local.iter().cloned());
+    if has_external {
+        used.extend(external_eps.iter().cloned());
     }
     used.sort();
     used.dedup();
@@ -307,9 +319,6 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
             });
         }
     }
-
-    let has_external =
-        sp.node_port.is_some() || !sp.external_ips.is_empty() || !sp.load_balancer_ips.is_empty();
 
     // The ClusterIP.
     let cluster_key = format!("{} . {proto} . {}", sp.cluster_ip, sp.port);
@@ -343,11 +352,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     }
     // External destinations (NodePort, externalIPs, LoadBalancer IPs) go through the
     // external chain, which masquerades unless the policy is Local.
-    let external_usable = if sp.external_local {
-        !cat.local.is_empty()
-    } else {
-        !cat.cluster.is_empty()
-    };
+    let external_usable = !external_eps.is_empty();
     let ext_rules = if sp.external_local {
         let mut r = vec![
             // Pods and the node itself get the cluster-wide behaviour (kube-proxy's
@@ -367,10 +372,14 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         }
         r
     } else {
-        vec![
-            format!("jump {MARK_FOR_MASQUERADE}"),
-            format!("goto {svc_chain}"),
-        ]
+        let mut r = vec![format!("jump {MARK_FOR_MASQUERADE}")];
+        if cat.cluster == cat.all {
+            r.push(format!("goto {svc_chain}"));
+        } else {
+            // internalTrafficPolicy Local: the service chain only has this node's.
+            r.extend(pick_endpoint(sp, &cat.all, chains));
+        }
+        r
     };
     let ext_dsts: Vec<Ipv4Addr> = sp
         .external_ips

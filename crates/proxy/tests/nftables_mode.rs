@@ -611,3 +611,37 @@ async fn a_restarted_proxy_writes_the_same_rules_and_keeps_connections() {
         .expect("the connection made before the restart still works");
     assert!(answer.starts_with("pod-"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_traffic_policy_local_keeps_cluster_traffic_on_this_node() {
+    let c = Cluster::start().await;
+    let svc = c
+        .create_service(json!({
+            "metadata": {"name": "itp", "namespace": "default"},
+            "spec": {"type": "NodePort", "internalTrafficPolicy": "Local",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .await;
+    // pod-a is on this node; pod-b and pod-c are reported on another one.
+    let eps = [
+        (0, NODE, true, true, false),
+        (1, "node-2", true, true, false),
+        (2, "node-2", true, true, false),
+    ];
+    c.set_endpoints("itp", tcp_ports(), &eps).await;
+    let cip = SocketAddrV4::new(cluster_ip(&svc), 80);
+    eventually("itp answers", Duration::from_secs(10), || {
+        connect_in(&c.ns.pods[2], cip).ok()
+    })
+    .await;
+    assert_eq!(
+        names(&connect_many(&c.ns.pods[2], cip, 30)),
+        BTreeSet::from(["pod-a".to_string()]),
+        "ClusterIP traffic stays on this node's endpoint"
+    );
+    // External traffic (policy Cluster) still uses every endpoint, also from the node
+    // itself through its own NodePort.
+    let np = SocketAddrV4::new(NODE_IP, node_port(&svc));
+    assert_eq!(names(&connect_many(&c.ns.client, np, 60)), all_pods());
+    assert_eq!(names(&connect_many(&c.ns.node, np, 60)), all_pods());
+}
