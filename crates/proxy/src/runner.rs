@@ -213,6 +213,7 @@ struct Watches {
     slices_synced: bool,
     services_buf: Vec<Service>,
     slices_buf: Vec<EndpointSlice>,
+    logged_synced: bool,
 }
 
 fn on_service(
@@ -318,6 +319,7 @@ pub(crate) async fn run(
     let mut services = pin!(services);
     let mut slices = pin!(slices);
 
+    let started = Instant::now();
     let min_interval = config.min_sync_interval;
     let mut last_sync: Option<Instant> = None;
     let mut last_full = Instant::now();
@@ -330,6 +332,15 @@ pub(crate) async fn run(
             break;
         }
         let synced = watches.services_synced && watches.slices_synced;
+        if synced && !watches.logged_synced {
+            watches.logged_synced = true;
+            tracing::info!(
+                services = tracker.service_count(),
+                endpoint_slices = tracker.slice_count(),
+                after_ms = started.elapsed().as_millis() as u64,
+                "listed Services and EndpointSlices; syncing the rules"
+            );
+        }
         let mut due: Option<Instant> = None;
         if synced {
             let syncer_ref = syncer.as_ref();
@@ -397,6 +408,14 @@ pub(crate) async fn run(
                 }
                 retry = RETRY_FIRST;
                 retry_at = None;
+                let level_info = report.full;
+                if level_info {
+                    tracing::info!(
+                        changed = report.changed_ports,
+                        elapsed_ms = report.elapsed.as_secs_f64() * 1000.0,
+                        "full sync of the service rules done"
+                    );
+                }
                 tracing::debug!(
                     full = report.full,
                     changed = report.changed_ports,

@@ -296,6 +296,15 @@ impl ChangeTracker {
         }
     }
 
+    /// How many Services and EndpointSlices are known (for logs).
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.dirty.is_empty()
     }
