@@ -24,11 +24,13 @@ pub const BRIDGE: &str = "cni0";
 pub const CNI_VERSION: &str = "1.1.0";
 
 /// The `subnet.env` for a node whose pod subnet is `pod_cidr`: `FLANNEL_SUBNET` is the
-/// subnet's first address (the bridge's gateway address) with its prefix.
+/// subnet's first address (the bridge's gateway address) with its prefix; `FLANNEL_IPMASQ`
+/// says whether the node masquerades pod traffic leaving the cluster (`--ip-masq`).
 pub fn subnet_env(
     cluster_cidr: Ipv4Net,
     pod_cidr: Ipv4Net,
     mtu: u32,
+    ip_masq: bool,
 ) -> Result<SubnetEnv, NodeError> {
     let pod_cidr = pod_cidr.trunc();
     if !cluster_cidr.contains(&pod_cidr) {
@@ -49,7 +51,7 @@ pub fn subnet_env(
         network: Some(cluster_cidr.trunc()),
         subnet: Some(subnet),
         mtu: Some(mtu),
-        ipmasq: Some(true),
+        ipmasq: Some(ip_masq),
     })
 }
 
@@ -204,14 +206,14 @@ mod tests {
 
     #[test]
     fn subnet_env_of_a_node() {
-        let env = subnet_env(net("10.244.0.0/16"), net("10.244.1.0/24"), 1450).unwrap();
+        let env = subnet_env(net("10.244.0.0/16"), net("10.244.1.0/24"), 1450, true).unwrap();
         assert_eq!(
             env.render(),
             "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
         );
-        let err = subnet_env(net("10.244.0.0/16"), net("10.245.1.0/24"), 1500).unwrap_err();
+        let err = subnet_env(net("10.244.0.0/16"), net("10.245.1.0/24"), 1500, true).unwrap_err();
         assert!(err.to_string().contains("--cluster-cidr"), "{err}");
-        assert!(subnet_env(net("10.244.0.0/16"), net("10.244.1.0/31"), 1500).is_err());
+        assert!(subnet_env(net("10.244.0.0/16"), net("10.244.1.0/31"), 1500, true).is_err());
     }
 
     #[test]

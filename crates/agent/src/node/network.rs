@@ -295,7 +295,7 @@ fn annotations_to_patch(
 
 /// The files; the readiness that results.
 fn write_files(input: &PassInput, pod_cidr: Ipv4Net, mtu: u32) -> Readiness {
-    let written = files::subnet_env(input.cluster_cidr, pod_cidr, mtu)
+    let written = files::subnet_env(input.cluster_cidr, pod_cidr, mtu, input.overlay.ip_masq)
         .and_then(|env| input.files.ensure(&env).map(|w| (env, w)));
     match written {
         Ok((env, w)) => {
