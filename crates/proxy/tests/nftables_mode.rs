@@ -645,3 +645,52 @@ async fn internal_traffic_policy_local_keeps_cluster_traffic_on_this_node() {
     assert_eq!(names(&connect_many(&c.ns.client, np, 60)), all_pods());
     assert_eq!(names(&connect_many(&c.ns.node, np, 60)), all_pods());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sctp_and_named_target_ports_are_installed() {
+    // This kernel may lack SCTP sockets, so the SCTP service is checked in the ruleset
+    // (its transaction applied) rather than with a connection; a TCP service next to it
+    // with a named targetPort (resolved in its EndpointSlice) is checked for real.
+    let c = Cluster::start().await;
+    let sctp = c
+        .create_service(json!({
+            "metadata": {"name": "sig", "namespace": "default"},
+            "spec": {"ports": [{"name": "sig", "port": 3868, "targetPort": 3868, "protocol": "SCTP"}]}
+        }))
+        .await;
+    c.set_endpoints(
+        "sig",
+        json!([{"name": "sig", "port": 3868, "protocol": "SCTP"}]),
+        &[(0, NODE, true, true, false)],
+    )
+    .await;
+    let named = c
+        .create_service(json!({
+            "metadata": {"name": "named", "namespace": "default"},
+            "spec": {"ports": [{"name": "web", "port": 80, "targetPort": "http-alt"}]}
+        }))
+        .await;
+    c.set_endpoints(
+        "named",
+        json!([{"name": "web", "port": POD_PORT, "protocol": "TCP"}]),
+        &[(1, NODE, true, true, false)],
+    )
+    .await;
+    let key = format!("{}", cluster_ip(&sctp));
+    eventually(
+        "the SCTP service's element",
+        Duration::from_secs(10),
+        || {
+            let t = table_json(&c.ns)?;
+            let text = t.to_string();
+            (text.contains(&key) && text.contains("\"sctp\"")).then_some(())
+        },
+    )
+    .await;
+    let cip = SocketAddrV4::new(cluster_ip(&named), 80);
+    let got = eventually("the named port answers", Duration::from_secs(10), || {
+        connect_in(&c.ns.pods[2], cip).ok()
+    })
+    .await;
+    assert!(got.starts_with("pod-b"), "{got}");
+}
