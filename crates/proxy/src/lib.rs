@@ -86,14 +86,14 @@ pub const DEFAULT_MIN_SYNC_INTERVAL: Duration = Duration::from_millis(20);
 pub enum ProxyError {
     #[error("invalid proxy configuration: {0}")]
     Config(String),
-    #[error("proxy mode {0} is not built yet; use --proxy-mode nftables")]
-    NotBuilt(&'static str),
     #[error(transparent)]
     Kernel(#[from] podnet_kernel::KernelError),
     #[error("{0}; the proxy stops so that its supervisor restarts it")]
     Watch(String),
     #[error("internal error: {0}")]
     Task(String),
+    #[error("the userspace proxy: {0}")]
+    Userspace(String),
 }
 
 /// Runs the proxy until `shutdown` turns `true` (or its sender goes). The rules stay in
@@ -106,7 +106,7 @@ pub async fn run(
     validate(&config)?;
     match config.mode {
         ProxyMode::Nftables => runner::run(client, config, shutdown).await,
-        ProxyMode::Userspace => Err(ProxyError::NotBuilt("userspace")),
+        ProxyMode::Userspace => runner::run(client, config, shutdown).await,
     }
 }
 
@@ -114,6 +114,11 @@ fn validate(config: &ProxyConfig) -> Result<(), ProxyError> {
     if config.node_name.is_empty() {
         return Err(ProxyError::Config(
             "node_name is empty: give the name of this node's Node object".into(),
+        ));
+    }
+    if config.mode == ProxyMode::Userspace && config.node_ips.is_empty() {
+        return Err(ProxyError::Config(
+            "the userspace mode needs the node's IP (KUBE-PORTALS-HOST sends the node's own traffic to it): give node_ips".into(),
         ));
     }
     if config.min_sync_interval > config.sync_period {

@@ -23,7 +23,8 @@ use crate::healthcheck::{HealthServers, HealthStatus};
 use crate::model::{self, NodeContext, Protocol, ServicePortName, ServiceState, categorize};
 use crate::nftables::{self, Installed, TableConfig};
 use crate::tracker::{ChangeTracker, PortChange};
-use crate::{ProxyConfig, ProxyError};
+use crate::userspace::{self, UserspaceConfig, UserspaceProxy};
+use crate::{ProxyConfig, ProxyError, ProxyMode};
 
 /// How long to wait before retrying a failed sync (doubling up to the maximum).
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -39,6 +40,9 @@ pub struct Syncer {
     pub need_full: bool,
     /// healthCheckNodePort per service port, with the local endpoint count.
     health: BTreeMap<ServicePortName, (u16, usize)>,
+    /// The userspace mode's proxy: set, the rules are its four chains instead of the
+    /// nftables mode's table, and every sync hands it every service port.
+    userspace: Option<UserspaceProxy>,
 }
 
 /// What one sync did.
@@ -59,7 +63,42 @@ impl Syncer {
             installed: Installed::default(),
             need_full: true,
             health: BTreeMap::new(),
+            userspace: None,
         }
+    }
+
+    /// A syncer for the userspace mode.
+    pub fn with_userspace(mut self, proxy: UserspaceProxy) -> Syncer {
+        self.userspace = Some(proxy);
+        self
+    }
+
+    /// Whether every sync needs every service port (the userspace mode diffs its
+    /// listeners itself and rewrites its small table whole).
+    pub fn wants_all(&self) -> bool {
+        self.need_full || self.userspace.is_some()
+    }
+
+    fn sync_userspace(
+        &mut self,
+        proxy: &UserspaceProxy,
+        states: BTreeMap<ServicePortName, ServiceState>,
+        changed_ports: usize,
+        started: Instant,
+    ) -> Result<SyncReport, ProxyError> {
+        let ports = states
+            .values()
+            .map(|s| userspace::from_state(s, &self.ctx.node_name))
+            .collect();
+        futures::executor::block_on(proxy.sync(ports))
+            .map_err(|e| ProxyError::Userspace(e.to_string()))?;
+        self.need_full = false;
+        Ok(SyncReport {
+            full: true,
+            changed_ports,
+            conntrack_deleted: 0,
+            elapsed: started.elapsed(),
+        })
     }
 
     /// One sync: `all` is every service port (only read for a full sync), `changes` what
@@ -70,6 +109,11 @@ impl Syncer {
         changes: &[PortChange],
     ) -> Result<SyncReport, ProxyError> {
         let started = Instant::now();
+        if let Some(proxy) = self.userspace.take() {
+            let result = self.sync_userspace(&proxy, all(), changes.len(), started);
+            self.userspace = Some(proxy);
+            return result;
+        }
         let full = self.need_full;
         // A failure leaves the kernel and `installed` in doubt: rebuild next time.
         self.need_full = true;
@@ -273,6 +317,42 @@ fn enable_bridge_netfilter(netns: Option<&NetNs>) {
     }
 }
 
+/// The syncer of the configured mode; the other mode's rules are removed first (a node
+/// switched between modes keeps no stale rules, as kube-proxy cleans up other modes).
+fn start_dataplane(
+    config: &ProxyConfig,
+    ctx: NodeContext,
+    table: TableConfig,
+    netns: Option<NetNs>,
+) -> Result<Syncer, ProxyError> {
+    match config.mode {
+        ProxyMode::Nftables => {
+            userspace::cleanup(netns.as_ref()).map_err(|e| ProxyError::Userspace(e.to_string()))?;
+            Ok(Syncer::new(ctx, table, netns))
+        }
+        ProxyMode::Userspace => {
+            nftables::cleanup(netns.as_ref())?;
+            let node_ip = config.node_ips.first().copied().ok_or_else(|| {
+                ProxyError::Config("the userspace mode needs the node's IP".into())
+            })?;
+            let proxy = UserspaceProxy::start(UserspaceConfig {
+                netns: match &netns {
+                    Some(ns) => Some(ns.try_clone()?),
+                    None => None,
+                },
+                node_ip,
+                udp_idle_timeout: userspace::udp::DEFAULT_IDLE_TIMEOUT,
+                state_file: config
+                    .state_dir
+                    .as_ref()
+                    .map(|d| d.join("userspace-proxy-ports.json")),
+            })
+            .map_err(|e| ProxyError::Userspace(e.to_string()))?;
+            Ok(Syncer::new(ctx, table, netns).with_userspace(proxy))
+        }
+    }
+}
+
 pub(crate) async fn run(
     client: kube::Client,
     config: ProxyConfig,
@@ -302,7 +382,7 @@ pub(crate) async fn run(
         None => None,
     };
     let mut health = HealthServers::new(health_netns, health_addrs);
-    let mut syncer = Some(Syncer::new(ctx, table, netns));
+    let mut syncer = Some(start_dataplane(&config, ctx, table, netns)?);
     let mut tracker = ChangeTracker::new();
     let mut watches = Watches::default();
 
@@ -387,9 +467,8 @@ pub(crate) async fn run(
         if last_full.elapsed() >= config.sync_period {
             s.need_full = true;
         }
-        let full = s.need_full;
         let changes = tracker.take_changes();
-        let all = if full {
+        let all = if s.wants_all() {
             tracker.all_states()
         } else {
             BTreeMap::new()

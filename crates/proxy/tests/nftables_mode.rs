@@ -536,7 +536,7 @@ async fn userspace_mode_and_bad_configuration_are_refused_clearly() {
     let e = podnet_proxy::run(client.clone(), cfg, rx.clone())
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("not built yet"), "{e}");
+    assert!(e.to_string().contains("needs the node's IP"), "{e}");
     let mut cfg = podnet_proxy::ProxyConfig::new("n1", vec![]);
     cfg.service_cidr = Some("10.244.0.0/20".parse().unwrap());
     let e = podnet_proxy::run(client, cfg, rx).await.unwrap_err();

@@ -219,7 +219,7 @@ fn endpoints(pods: &[u8]) -> Vec<SocketAddrV4> {
 
 fn web(protocol: Protocol, pods: &[u8], affinity: Option<Duration>) -> ServicePort {
     ServicePort {
-        name: format!("default/web:{}", protocol.as_nft()),
+        name: format!("default/web:{}", protocol.nft()),
         protocol,
         cluster_ip: Some(CLUSTER_IP),
         port: 80,

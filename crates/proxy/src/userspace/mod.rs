@@ -22,7 +22,6 @@ pub mod tcp;
 pub mod udp;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,24 +34,7 @@ use tokio::task::AbortHandle;
 use balancer::Balancer;
 use rules::Portal;
 
-/// A service port's protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// The name nftables uses.
-    pub fn as_nft(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
+pub use crate::model::Protocol;
 
 /// One service port as the userspace proxy serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,6 +353,31 @@ async fn bind_udp(preferred: u16) -> Result<tokio::net::UdpSocket, String> {
         .map_err(|e| format!("cannot listen on a UDP port: {e}"))
 }
 
+/// The userspace view of a tracked service port: every usable endpoint (the userspace
+/// mode knows no traffic policies: its backends see the node as the client anyway),
+/// ClientIP affinity, and every address the port answers on.
+pub fn from_state(state: &crate::model::ServiceState, node: &str) -> ServicePort {
+    let p = &state.port;
+    let usable = crate::model::categorize(state, node).all;
+    let mut external_ips = p.external_ips.clone();
+    external_ips.extend(&p.load_balancer_ips);
+    ServicePort {
+        name: p.name.to_string(),
+        protocol: p.name.protocol,
+        cluster_ip: Some(p.cluster_ip),
+        port: p.port,
+        external_ips,
+        node_port: p.node_port,
+        affinity: p
+            .affinity_timeout
+            .map(|secs| Duration::from_secs(u64::from(secs))),
+        endpoints: usable
+            .iter()
+            .map(|e| SocketAddrV4::new(e.ip, e.port))
+            .collect(),
+    }
+}
+
 fn portal(service: &ServicePort, proxy_port: u16) -> Portal {
     let mut addresses: Vec<Ipv4Addr> = service.cluster_ip.into_iter().collect();
     addresses.extend(&service.external_ips);
@@ -383,11 +390,5 @@ fn portal(service: &ServicePort, proxy_port: u16) -> Portal {
         port: service.port,
         node_port: service.node_port,
         proxy_port: (!service.endpoints.is_empty()).then_some(proxy_port),
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_nft())
     }
 }

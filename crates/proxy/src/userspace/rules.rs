@@ -57,20 +57,25 @@ pub fn render(node_ip: Ipv4Addr, portals: &[Portal]) -> String {
         let _ = writeln!(out, "  chain {chain} {{\n  }}");
     }
     out.push_str("}\n");
-    for chain in CHAINS {
+    for chain in BASE_CHAINS.iter().chain(&CHAINS) {
         let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
     }
     let _ = writeln!(out, "flush set ip {TABLE} no-endpoints");
     let _ = writeln!(out, "flush set ip {TABLE} no-endpoint-nodeports");
+    for (chain, rule) in BASE_RULES {
+        let _ = writeln!(out, "add rule ip {TABLE} {chain} {rule}");
+    }
     for portal in portals {
         render_portal(&mut out, node_ip, portal);
     }
     out
 }
 
-/// The base chains: NAT in prerouting and output jumps to the four chains; the filter
-/// chains reject service ports without endpoints, before NAT. (Output priorities are
-/// numbers: nft 1.0.6 knows `dstnat` only for prerouting; -100 is its value.)
+/// The sets and base chains, declared without rules (a declaration adds its rules again
+/// each time it is applied, so the rules come after the flushes, in [`BASE_RULES`]). NAT in
+/// prerouting and output jumps to the four chains; the filter chains reject service ports
+/// without endpoints, before NAT. (Output priorities are numbers: nft 1.0.6 knows
+/// `dstnat` only for prerouting; -100 is its value.)
 const BASE: &str = r#"  set no-endpoints {
     type ipv4_addr . inet_proto . inet_service
     comment "service ports without endpoints: rejected"
@@ -81,28 +86,50 @@ const BASE: &str = r#"  set no-endpoints {
   }
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    jump KUBE-PORTALS-CONTAINER
-    fib daddr type local jump KUBE-NODEPORT-CONTAINER
   }
   chain output {
     type nat hook output priority -100; policy accept;
-    jump KUBE-PORTALS-HOST
-    fib daddr type local jump KUBE-NODEPORT-HOST
   }
   chain reject-prerouting {
     type filter hook prerouting priority dstnat - 10; policy accept;
-    ip daddr . meta l4proto . th dport @no-endpoints reject
-    fib daddr type local meta l4proto . th dport @no-endpoint-nodeports reject
   }
   chain reject-output {
     type filter hook output priority -110; policy accept;
-    ip daddr . meta l4proto . th dport @no-endpoints reject
-    fib daddr type local meta l4proto . th dport @no-endpoint-nodeports reject
   }
 "#;
 
+/// The base chains, flushed and refilled with the rest.
+const BASE_CHAINS: [&str; 4] = ["prerouting", "output", "reject-prerouting", "reject-output"];
+
+/// The base chains' rules: (chain, rule).
+const BASE_RULES: [(&str, &str); 8] = [
+    ("prerouting", "jump KUBE-PORTALS-CONTAINER"),
+    (
+        "prerouting",
+        "fib daddr type local jump KUBE-NODEPORT-CONTAINER",
+    ),
+    ("output", "jump KUBE-PORTALS-HOST"),
+    ("output", "fib daddr type local jump KUBE-NODEPORT-HOST"),
+    (
+        "reject-prerouting",
+        "ip daddr . meta l4proto . th dport @no-endpoints reject",
+    ),
+    (
+        "reject-prerouting",
+        "fib daddr type local meta l4proto . th dport @no-endpoint-nodeports reject",
+    ),
+    (
+        "reject-output",
+        "ip daddr . meta l4proto . th dport @no-endpoints reject",
+    ),
+    (
+        "reject-output",
+        "fib daddr type local meta l4proto . th dport @no-endpoint-nodeports reject",
+    ),
+];
+
 fn render_portal(out: &mut String, node_ip: Ipv4Addr, portal: &Portal) {
-    let proto = portal.protocol.as_nft();
+    let proto = portal.protocol.nft();
     let Some(proxy_port) = portal.proxy_port else {
         for addr in &portal.addresses {
             let _ = writeln!(
@@ -159,8 +186,11 @@ mod tests {
         }
     }
 
+    /// The service's own rules and elements (the base chains' rules left out).
     fn rules(text: &str) -> Vec<&str> {
-        text.lines().filter(|l| l.starts_with("add ")).collect()
+        text.lines()
+            .filter(|l| l.starts_with("add ") && l.contains("default/web") || l.contains("element"))
+            .collect()
     }
 
     #[test]

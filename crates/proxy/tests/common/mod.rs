@@ -237,6 +237,8 @@ type RunningProxy = (
 /// The whole fixture. Field order is drop order: the proxy stops first, then the servers,
 /// the apiserver, and the namespaces last.
 pub struct Cluster {
+    /// The mode [`Cluster::start_proxy`] runs.
+    pub mode: ProxyMode,
     proxy: Option<RunningProxy>,
     servers: Vec<PodServer>,
     apiserver: Option<ApiServer>,
@@ -255,6 +257,7 @@ impl Drop for Cluster {
         // The node namespace goes with its table; removing it explicitly too keeps a
         // leftover out of sight even if a process still holds the namespace.
         let _ = podnet_proxy::cleanup(Some(&self.ns.node));
+        let _ = podnet_proxy::userspace::cleanup(Some(&self.ns.node));
     }
 }
 
@@ -279,6 +282,11 @@ fn apiserver_config(dir: &std::path::Path) -> Config {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Cluster::start_in(ProxyMode::Nftables).await
+    }
+
+    /// A cluster whose proxy runs in `mode`.
+    pub async fn start_in(mode: ProxyMode) -> Cluster {
         // The proxy's warnings and errors show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -300,6 +308,7 @@ impl Cluster {
             .map(|((name, _), pod)| PodServer::start(pod, name))
             .collect();
         let mut cluster = Cluster {
+            mode,
             proxy: None,
             servers,
             apiserver: Some(apiserver),
@@ -317,12 +326,12 @@ impl Cluster {
             node_ips: vec![NODE_IP],
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: Some("10.96.0.0/12".parse().unwrap()),
-            mode: ProxyMode::Nftables,
+            mode: self.mode,
             netns: Some(self.ns.node.try_clone().unwrap()),
             sync_period: Duration::from_secs(600),
             min_sync_interval: Duration::from_millis(10),
             healthz_bind: None,
-            state_dir: None,
+            state_dir: Some(self._dir.path().to_path_buf()),
         }
     }
 
