@@ -22,6 +22,7 @@ use crate::node::registration::{self, NodeIdentity, Readiness};
 use crate::node::sysinfo::{self, SystemInfo};
 use crate::node::{NodeError, NodeTimings, stopped};
 use crate::pods::{self, PodRuntimeConfig};
+use crate::proxy::{self, ProxyNode, ProxySettings};
 
 /// Default `--cluster-cidr`: the range the apiserver allocates node subnets from.
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -61,6 +62,8 @@ pub struct AgentConfig {
     pub timings: NodeTimings,
     /// The cross-node backend and its settings, masquerade.
     pub overlay: OverlaySettings,
+    /// The service proxy; `None`: services are left to another proxy.
+    pub proxy: Option<ProxySettings>,
 }
 
 /// Why the agent stopped with an error.
@@ -91,6 +94,8 @@ pub enum AgentError {
     Node(#[from] NodeError),
     #[error("the pod runtime failed: {0}")]
     Pods(String),
+    #[error("the service proxy cannot run: {0}")]
+    Proxy(String),
     #[error("the agent's {task} task ended unexpectedly")]
     TaskEnded { task: &'static str },
     #[error("the agent's {task} task panicked or was cancelled: {source}")]
@@ -237,6 +242,16 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    if let Some(settings) = config.proxy.clone() {
+        let node = ProxyNode {
+            name: config.node_name.clone(),
+            ip: node_ip,
+            cluster_cidr: config.cluster_cidr,
+            state_dir: config.state_dir.clone(),
+        };
+        tasks.spawn(proxy_task(client.clone(), settings, node, stop_rx.clone()));
+    }
+
     let pods_config = PodRuntimeConfig {
         node_name: config.node_name.clone(),
         podnet_bin: config.podnet_bin.clone(),
@@ -315,6 +330,19 @@ async fn status_task(
 ) -> TaskResult {
     registration::run_status_loop(api, identity, readiness, timings, stop).await;
     ("node status", Ok(()))
+}
+
+async fn proxy_task(
+    client: kube::Client,
+    settings: ProxySettings,
+    node: ProxyNode,
+    stop: watch::Receiver<bool>,
+) -> TaskResult {
+    let result = proxy::run(client, settings, node, stop).await;
+    (
+        "service proxy",
+        result.map_err(|e| AgentError::Proxy(e.to_string())),
+    )
 }
 
 async fn network_task(

@@ -712,6 +712,7 @@ fn agent_runs_and_stops_inside_a_namespace() {
                 subnet_file: root.join("subnet.env"),
                 timings: fast_timings(),
                 overlay: host_gw(),
+                proxy: None,
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let agent = tokio::spawn(agent::run(config, stop_rx));
@@ -785,6 +786,7 @@ async fn agent_reports_a_bad_kubeconfig_clearly() {
         subnet_file: dir.path().join("subnet.env"),
         timings: NodeTimings::default(),
         overlay: host_gw(),
+        proxy: None,
     };
     let (_stop_tx, stop_rx) = watch::channel(false);
     let err = agent::run(config.clone(), stop_rx.clone())

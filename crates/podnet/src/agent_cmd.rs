@@ -11,7 +11,20 @@ use podnet_agent::agent::{
 };
 use podnet_agent::node::NodeTimings;
 use podnet_agent::node::network::OverlaySettings;
+use podnet_agent::proxy::ProxySettings;
 use podnet_overlay::{BackendKind, DEFAULT_UDP_PORT, VxlanOptions};
+use podnet_proxy::ProxyMode;
+
+/// `--proxy-mode`: how Services are implemented on this node.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyModeArg {
+    /// In the kernel, with nftables (today's kube-proxy).
+    Nftables,
+    /// The article's mode: a local port per service port and the KUBE-PORTALS-*/KUBE-NODEPORT-* chains.
+    Userspace,
+    /// No service proxy on this node (another one runs).
+    None,
+}
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -66,6 +79,46 @@ pub struct AgentArgs {
     /// Seconds between full passes of the node network (repairs hand-made changes).
     #[arg(long, default_value_t = 5)]
     network_resync: u64,
+    /// How Services are implemented on this node.
+    #[arg(long, value_enum, default_value = "nftables")]
+    proxy_mode: ProxyModeArg,
+    /// The range ClusterIPs come from (the apiserver's --service-cidr): traffic to an
+    /// unallocated address in it is rejected.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: ipnet::Ipv4Net,
+    /// Seconds between full rewrites of the service rules even without a change.
+    #[arg(long, default_value_t = 900)]
+    proxy_sync_period: u64,
+}
+
+fn proxy_settings(args: &AgentArgs) -> anyhow::Result<Option<ProxySettings>> {
+    let mode = match args.proxy_mode {
+        ProxyModeArg::Nftables => ProxyMode::Nftables,
+        ProxyModeArg::Userspace => ProxyMode::Userspace,
+        ProxyModeArg::None => return Ok(None),
+    };
+    if args.service_cidr.trunc() != args.service_cidr {
+        anyhow::bail!(
+            "--service-cidr {} has host bits set: did you mean {}?",
+            args.service_cidr,
+            args.service_cidr.trunc()
+        );
+    }
+    if podnet_api::net::overlaps(&args.service_cidr, &args.cluster_cidr) {
+        anyhow::bail!(
+            "--service-cidr {} overlaps --cluster-cidr {}: Service and pod addresses must be apart",
+            args.service_cidr,
+            args.cluster_cidr
+        );
+    }
+    if args.proxy_sync_period == 0 {
+        anyhow::bail!("--proxy-sync-period 0: give it at least 1 second");
+    }
+    Ok(Some(ProxySettings {
+        mode,
+        service_cidr: Some(args.service_cidr),
+        sync_period: std::time::Duration::from_secs(args.proxy_sync_period),
+    }))
 }
 
 fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
@@ -87,6 +140,7 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
     if args.network_resync == 0 {
         anyhow::bail!("--network-resync 0: give it at least 1 second");
     }
+    let proxy = proxy_settings(&args)?;
     let podnet_bin = std::env::current_exe()
         .context("finding the podnet binary (for pause and sandbox exec)")?;
     let cni_bin_dir = match args.cni_bin_dir {
@@ -130,6 +184,7 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             mtu_override: args.mtu,
             ip_masq: args.ip_masq,
         },
+        proxy,
     })
 }
 

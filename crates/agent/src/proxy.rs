@@ -1,0 +1,76 @@
+//! The node's service proxy (kube-proxy's job), run by the agent: [`podnet_proxy`] in the
+//! mode `--proxy-mode` names. A proxy that fails (its watch ended, the API went away) is
+//! restarted with back-off instead of stopping the agent: the node's pods keep running and
+//! the rules already in the kernel keep serving meanwhile.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use podnet_proxy::{ProxyConfig, ProxyMode};
+use tokio::sync::watch;
+
+use crate::node::backoff::Backoff;
+use crate::node::{sleep_or_stop, stopping};
+
+/// The proxy's part of the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub mode: ProxyMode,
+    /// The range ClusterIPs come from: an unallocated address in it is rejected.
+    pub service_cidr: Option<Ipv4Net>,
+    /// Full resync period.
+    pub sync_period: Duration,
+}
+
+/// What the proxy needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct ProxyNode {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub cluster_cidr: Ipv4Net,
+    /// Where the userspace mode remembers its listening ports.
+    pub state_dir: PathBuf,
+}
+
+impl ProxySettings {
+    fn config(&self, node: &ProxyNode) -> ProxyConfig {
+        let mut config = ProxyConfig::new(node.name.clone(), vec![node.ip]);
+        config.cluster_cidr = node.cluster_cidr;
+        config.service_cidr = self.service_cidr;
+        config.mode = self.mode;
+        config.sync_period = self.sync_period;
+        config.state_dir = Some(node.state_dir.clone());
+        config
+    }
+}
+
+/// Runs the proxy until `stop`; restarts it after a failure. Returns an error only for a
+/// configuration the proxy refuses, which a restart cannot mend.
+pub async fn run(
+    client: kube::Client,
+    settings: ProxySettings,
+    node: ProxyNode,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), podnet_proxy::ProxyError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    while !stopping(&stop) {
+        let started = std::time::Instant::now();
+        match podnet_proxy::run(client.clone(), settings.config(&node), stop.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e @ podnet_proxy::ProxyError::Config(_)) => return Err(e),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, ?delay, "the service proxy failed; restarting it");
+                if sleep_or_stop(delay, &mut stop).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
