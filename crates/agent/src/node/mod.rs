@@ -4,9 +4,10 @@
 //! - [`registration`]: creates or updates the Node object (labels, addresses, system info,
 //!   capacity, conditions) and re-posts its status;
 //! - [`lease`]: renews the node's heartbeat Lease `kube-node-lease/<node>`;
-//! - [`network`]: waits for the Node's `spec.podCIDR`, writes `subnet.env` and the CNI
-//!   conflist ([`files`]), enables forwarding and keeps routes to the other nodes' pod
-//!   subnets ([`routes`]), level-triggered with a periodic resync;
+//! - [`network`]: waits for the Node's `spec.podCIDR`, runs the overlay backend
+//!   (`--backend`), writes `subnet.env` and the CNI conflist ([`files`]), enables forwarding,
+//!   hands the backend the other nodes as peers ([`peers`]), keeps the masquerade table and
+//!   publishes the node's overlay annotations, level-triggered with a periodic resync;
 //! - [`sysinfo`]: what the node reports about itself (OS, kernel, CPUs, memory, node IP, MTU).
 //!
 //! Everything talks to the control plane only through the Kubernetes API (kube-rs), so it
@@ -16,8 +17,8 @@ pub mod backoff;
 pub mod files;
 pub mod lease;
 pub mod network;
-pub mod registration;
 pub mod peers;
+pub mod registration;
 pub mod sysinfo;
 
 use std::path::PathBuf;
@@ -93,7 +94,8 @@ pub struct NodeTimings {
     /// How often the Node status is re-posted when nothing changed (kubelet's
     /// `nodeStatusReportFrequency`).
     pub status_report: Duration,
-    /// Full resync of the node network (files, forwarding, routes) even without a change.
+    /// Full pass of the node network (files, forwarding, backend device and peers,
+    /// masquerade) even without a change: it repairs hand-made changes.
     pub network_resync: Duration,
     /// The longest wait between retries after an API error.
     pub max_backoff: Duration,
