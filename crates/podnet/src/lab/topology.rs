@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result, bail};
 use ipnet::{IpNet, Ipv4Net};
+use podnet_kernel::route::Route;
 use podnet_kernel::{NetNs, Netlink, sysctl};
 
 use super::{AGENT_API_PORT, LabPaths, MAX_NODES, NODE_IFACE, UNDERLAY_BRIDGE};
@@ -66,8 +67,10 @@ pub fn create_underlay(paths: &LabPaths, underlay: &Underlay) -> Result<NetNs> {
 
 /// Creates node `i`'s namespace `<lab>-node<i>`: a veth pair (`<lab>n<i>` on
 /// the underlay bridge, `eth0` in the node) with the node's address, lo up,
-/// IPv4 forwarding on. The nodes need no default route: everything they
-/// talk to is on the underlay subnet.
+/// IPv4 forwarding on, and a default route via the bridge address as a real
+/// node has: a node's own connection to a ClusterIP (or any address off the
+/// underlay) needs a route before the nat output hook rewrites it, or the
+/// kernel fails it with "network unreachable".
 pub fn create_node(
     paths: &LabPaths,
     underlay_ns: &NetNs,
@@ -93,6 +96,8 @@ pub fn create_node(
     let eth = nl.require_link(NODE_IFACE)?;
     nl.ensure_address(eth.index, underlay.with_prefix(underlay.node_ip(i))?)?;
     nl.set_up(eth.index)?;
+    let default = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).context("default route")?;
+    nl.ensure_route(&Route::via(default, underlay.bridge_ip()))?;
     sysctl::write(&node, "net.ipv4.ip_forward", "1")?;
     Ok(node)
 }
