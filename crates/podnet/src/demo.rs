@@ -20,7 +20,7 @@ use crate::cli::GlobalArgs;
 use crate::cli::client::Client;
 use crate::cli::layout::{NodeDirs, PodRecord};
 use crate::lab::state::LabState;
-use crate::lab::{LabPaths, UpArgs, validate_name};
+use crate::lab::{LabPaths, ProxyMode, UpArgs, validate_name};
 
 const NODES: u32 = 2;
 const NAMESPACE: &str = "default";
@@ -209,17 +209,14 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
         .unwrap_or("")
         .to_string();
     println!(
-        "\n4. Pod to Service web (ClusterIP {cluster_ip}:{SERVICE_PORT} -> pod-b, pod-c), through the node's service proxy"
+        "\n4. Pod to Service web (ClusterIP {cluster_ip}:{SERVICE_PORT} -> pod-c on {node2}), through {node1}'s service proxy"
     );
     if cluster_ip.parse::<Ipv4Addr>().is_ok() {
         let target = format!("{cluster_ip}:{SERVICE_PORT}");
-        // Said as it is: the Service path works only with an agent that runs the proxy.
-        match send_from(exe, a, &target, data, 3) {
-            Ok(reply) => println!("   pod-a -> {target} sent \"{data}\", received \"{reply}\""),
-            Err(e) => println!(
-                "   pod-a -> {target} sent \"{data}\", no answer: not available yet (needs the service proxy, issue 6) ({e:#})"
-            ),
-        }
+        let data = "hello, web";
+        let reply = send_from(exe, a, &target, data, 3)?;
+        println!("   pod-a -> {target} sent \"{data}\", received \"{reply}\"");
+        print_service_rules(paths, &node1, &cluster_ip)?;
     }
 
     check_interrupted()?;
@@ -260,7 +257,8 @@ fn manifests(exe: &Path, node1: &str, node2: &str) -> Vec<(String, Value)> {
         ),
         (
             pods.clone(),
-            pod("pod-b", "web", node1, vec![server.clone()]),
+            // Not behind web: the Service's only pod is on the other node.
+            pod("pod-b", "local", node1, vec![server.clone()]),
         ),
         (pods, pod("pod-c", "web", node2, vec![server])),
         (
@@ -424,6 +422,100 @@ fn send_from(exe: &Path, pod: &DemoPod, target: &str, data: &str, timeout: u64) 
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The rules in `node` that sent pod-a's connection to web's pod: in nftables
+/// mode the dispatch element of the ClusterIP and the service's chain (the
+/// DNAT to the pod); in userspace mode the KUBE-PORTALS lines that redirect
+/// the ClusterIP to the proxy's local port. Read from the node's whole
+/// ruleset: the proxy may spread its services over several tables.
+fn print_service_rules(paths: &LabPaths, node: &str, cluster_ip: &str) -> Result<()> {
+    let mode = LabState::load(paths)?
+        .map(|s| s.proxy_mode)
+        .unwrap_or(ProxyMode::Nftables);
+    let out = Command::new("ip")
+        .args(["netns", "exec", node, "nft", "list", "ruleset", "ip"])
+        .stdin(Stdio::null())
+        .output()
+        .context("run nft list ruleset ip")?;
+    if !out.status.success() {
+        bail!(
+            "nft list ruleset ip in {node} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let listing = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "   the rules that did it, in {node} (nft list ruleset ip, proxy mode {}):",
+        mode.as_str()
+    );
+    let lines = match mode {
+        ProxyMode::Nftables => nftables_service_lines(&listing, cluster_ip),
+        ProxyMode::Userspace => userspace_portal_lines(&listing, cluster_ip),
+    };
+    if lines.is_empty() {
+        println!("     (none found for {cluster_ip}: the proxy has not synced)");
+    }
+    for line in lines {
+        println!("     {line}");
+    }
+    Ok(())
+}
+
+/// The dispatch map element of the ClusterIP, then the chain it goes to, in
+/// the same table.
+fn nftables_service_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
+    let key = format!("{cluster_ip} . tcp . {SERVICE_PORT} : goto ");
+    let mut table = "";
+    let mut found = None;
+    for line in listing.lines() {
+        if line.starts_with("table ") {
+            table = line.trim_end_matches(" {");
+        } else if line.contains(&key) {
+            found = Some((table, line));
+            break;
+        }
+    }
+    let Some((table, element)) = found else {
+        return Vec::new();
+    };
+    // The element may share its line with others: keep only ours.
+    let start = element.find(&key).unwrap_or(0);
+    let element = element[start..]
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(" }");
+    let chain = element.rsplit(' ').next().unwrap_or("");
+    let mut out = vec![format!("{table}, dispatch map element: {element}")];
+    let header = format!("chain {chain} {{");
+    let mut body = listing
+        .lines()
+        .skip_while(|l| !l.starts_with(table))
+        .skip_while(|l| l.trim() != header)
+        .take_while(|l| l.trim() != "}");
+    if let Some(first) = body.next() {
+        out.push(first.trim().to_string());
+        out.extend(body.map(|l| format!("  {}", l.trim())));
+        out.push("}".to_string());
+    }
+    out
+}
+
+/// The lines of the KUBE-PORTALS-* chains that name the ClusterIP.
+fn userspace_portal_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chain = "";
+    for line in listing.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("chain ") {
+            chain = name.trim_end_matches(" {");
+        } else if chain.starts_with("KUBE-PORTALS") && t.contains(cluster_ip) {
+            out.push(format!("{chain}: {t}"));
+        }
+    }
+    out
 }
 
 /// A node's routes, `ip route`-like and explained (the article's tables: the other nodes'
