@@ -177,20 +177,12 @@ impl Lab {
         }
     }
 
-    /// `nft list table ip <the mode's table>` in node `i`.
+    /// `nft list ruleset` in node `i`: the proxy's tables (one, or several
+    /// when the proxy shards its services) and the node's other rules.
     fn rules(&self, i: u32) -> String {
         run_ok(
             "ip",
-            &[
-                "netns",
-                "exec",
-                &self.node(i),
-                "nft",
-                "list",
-                "table",
-                "ip",
-                self.table(),
-            ],
+            &["netns", "exec", &self.node(i), "nft", "list", "ruleset"],
         )
     }
 
@@ -761,7 +753,7 @@ fn check_agent_restart(lab: &mut Lab, web: &Service) {
     }
 }
 
-/// A table listing as a sorted list of its chains, sets and maps. The full
+/// A ruleset listing as a sorted list of its tables' chains, sets and maps. The full
 /// sync of a restarted proxy recreates the table, so nft lists the same
 /// objects in another order; the order of a set's or map's elements is not
 /// meaning either (a chain's rule order is, and is kept). The elements of
@@ -770,11 +762,14 @@ fn check_agent_restart(lab: &mut Lab, web: &Service) {
 fn canonical(listing: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<Vec<&str>> = None;
+    let mut table = "";
     for line in listing.lines() {
         let top = line.starts_with('\t') && !line.starts_with("\t\t");
-        if top && line.trim() == "}" {
+        if line.starts_with("table ") {
+            table = line;
+        } else if top && line.trim() == "}" {
             if let Some(block) = current.take() {
-                blocks.push(canonical_block(block));
+                blocks.push(format!("{table}\n{}", canonical_block(block)));
             }
         } else if top {
             current = Some(vec![line]);
@@ -936,6 +931,8 @@ fn spawn_in_netns(argv: &[String], node: &str, log: &Path) -> (Child, u64) {
 /// keeps working.
 fn check_service_deleted(lab: &Lab, web: &Service) {
     let before = lab.rules(1);
+    let table = format!("table ip {}", lab.table());
+    assert!(before.contains(&table), "no {table} in node1:\n{before}");
     assert!(
         before.contains(&web.cluster_ip),
         "web's ClusterIP is not in:\n{before}"
