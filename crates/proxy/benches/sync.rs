@@ -52,6 +52,9 @@ fn main() {
                 .collect();
             let (text, installed) = nftables::render_full(&cfg, rules);
             let render = ms(t);
+            if let Ok(dir) = std::env::var("PODNET_BENCH_DUMP") {
+                std::fs::write(format!("{dir}/full-{n}.nft"), &text).unwrap();
+            }
             let t = Instant::now();
             nftables::apply(Some(node), &text).expect("full sync applies");
             let apply = ms(t);
@@ -83,6 +86,9 @@ fn main() {
                 Some(model::service_rules(&changed_state, &ctx)),
             );
             let text = nftables::render_partial(&mut installed, changed);
+            if let Ok(dir) = std::env::var("PODNET_BENCH_DUMP") {
+                std::fs::write(format!("{dir}/partial-{n}-{}.nft", run % 2), &text).unwrap();
+            }
             nftables::apply(Some(node), &text).expect("partial sync applies");
             times.push(ms(t));
         }

@@ -484,7 +484,9 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() ->
     }
 }
 
-/// `nft -j list table ip podnet-proxy` in the node, parsed; `None` when there is no table.
+/// The proxy's tables (`ip podnet-proxy` and its shards `ip podnet-proxy-<k>`) in the
+/// node as `nft -j list ruleset` shows them, merged into one document; `None` when there
+/// is none of them.
 pub fn table_json(ns: &Namespaces) -> Option<Value> {
     let out = Command::new("ip")
         .args([
@@ -494,21 +496,71 @@ pub fn table_json(ns: &Namespaces) -> Option<Value> {
             "nft",
             "-j",
             "list",
-            "table",
-            "ip",
-            "podnet-proxy",
+            "ruleset",
         ])
         .output()
         .unwrap();
-    if !out.status.success() {
+    assert!(
+        out.status.success(),
+        "nft -j list ruleset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables = podnet_proxy::nftables::all_tables();
+    let ours = |item: &Value| {
+        item.as_object()
+            .and_then(|o| o.iter().next())
+            .is_some_and(|(kind, o)| {
+                let table = if kind == "table" {
+                    &o["name"]
+                } else {
+                    &o["table"]
+                };
+                o["family"] == "ip" && tables.iter().any(|t| table == t)
+            })
+    };
+    let items: Vec<Value> = all["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| ours(i))
+        .cloned()
+        .collect();
+    if items.is_empty() {
         return None;
     }
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    Some(serde_json::json!({ "nftables": items }))
 }
 
-/// `nft list table ip podnet-proxy` in the node (text), `None` when there is none.
+/// The proxy's tables (`ip podnet-proxy` and its shards) from one `nft list ruleset` in
+/// the node (one snapshot, so a table being deleted meanwhile is all there or all gone),
+/// concatenated; `None` when there is none.
 pub fn table_text(ns: &Namespaces) -> Option<String> {
-    podnet_kernel::nft::list_table(Some(&ns.node), "ip", "podnet-proxy").unwrap()
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name("node"), "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nft list ruleset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers: Vec<String> = podnet_proxy::nftables::all_tables()
+        .iter()
+        .map(|t| format!("table ip {t} {{"))
+        .collect();
+    let mut text = String::new();
+    let mut ours = false;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("table ") {
+            ours = headers.iter().any(|h| h == line);
+        }
+        if ours {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 /// Every chain, set and map name and every map element key in the table, as text.
