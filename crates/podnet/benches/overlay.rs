@@ -1,7 +1,8 @@
 //! Cross-node pod throughput and latency of each podnet backend, next to hand-built kernel
 //! paths, in one run: iperf3 (Debian's `iperf3`), a single TCP stream from a pod on one node
 //! to a pod on another, `PODNET_BENCH_SECONDS` (10) per run, median of `PODNET_BENCH_RUNS`
-//! (3) runs; then the median RTT of 100 pings 10 ms apart.
+//! (3) runs, every path built first and measured round-robin (one run of each per round, so
+//! load from elsewhere weighs on all alike); then the median RTT of 100 pings 10 ms apart.
 //!
 //! - podnet: a 2-node lab per backend (`podnet lab up --backend …`), two pods;
 //! - (a) a bare veth between two namespaces (the ceiling);
@@ -83,40 +84,45 @@ fn nsenter(netns: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Median Gbit/s of `runs` iperf3 runs of `seconds`, and the median ping RTT in ms.
-fn measure(path: &Path, seconds: u64, runs: usize) -> Result<(f64, f64), String> {
+/// Starts the iperf3 server of a path (stopped when the returned guard drops).
+fn start_server(path: &Path) -> Result<Proc, String> {
     let server = nsenter(&path.server, &["iperf3", "-s", "-p", "5301"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("iperf3 -s: {e} (apt-get install -y iperf3)"))?;
-    let _server = Proc(server);
     std::thread::sleep(Duration::from_millis(300));
+    Ok(Proc(server))
+}
+
+/// One iperf3 run of `seconds`: Gbit/s received.
+fn throughput(path: &Path, seconds: u64) -> Result<f64, String> {
     let secs = seconds.to_string();
-    let mut rates = Vec::new();
-    for _ in 0..runs {
-        let out = nsenter(
-            &path.client,
-            &[
-                "iperf3",
-                "-c",
-                &path.server_ip,
-                "-p",
-                "5301",
-                "-t",
-                &secs,
-                "-J",
-            ],
-        )
-        .output()
-        .map_err(|e| format!("iperf3 -c: {e}"))?;
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("iperf3 -J output: {e}: {}", text(&out)))?;
-        let bps = report["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .ok_or_else(|| format!("iperf3 reported no result: {}", text(&out)))?;
-        rates.push(bps / 1e9);
-    }
+    let out = nsenter(
+        &path.client,
+        &[
+            "iperf3",
+            "-c",
+            &path.server_ip,
+            "-p",
+            "5301",
+            "-t",
+            &secs,
+            "-J",
+        ],
+    )
+    .output()
+    .map_err(|e| format!("iperf3 -c: {e}"))?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("iperf3 -J output: {e}: {}", text(&out)))?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|bps| bps / 1e9)
+        .ok_or_else(|| format!("iperf3 reported no result: {}", text(&out)))
+}
+
+/// The median RTT in ms of 100 pings 10 ms apart.
+fn rtt(path: &Path) -> Result<f64, String> {
     let out = nsenter(
         &path.client,
         &[
@@ -140,7 +146,7 @@ fn measure(path: &Path, seconds: u64, runs: usize) -> Result<(f64, f64), String>
     if rtts.is_empty() {
         return Err(format!("ping answered nothing: {}", text(&out)));
     }
-    Ok((median(&mut rates), median(&mut rtts)))
+    Ok(median(&mut rtts))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -425,33 +431,73 @@ fn main() {
         "bench overlay: single TCP stream pod to pod across 2 nodes (iperf3), {runs} run(s) of {seconds} s, median; ping RTT median of 100"
     );
     let tag = std::process::id() % 10_000;
-    let mut rows: Vec<Row> = Vec::new();
 
+    // Every path is built first and measured round-robin (one iperf3 run of each per round),
+    // so that whatever else the machine does weighs on all of them alike.
     let mut nss = Namespaces::default();
+    let mut labs: Vec<Lab> = Vec::new();
+    let mut paths: Vec<(String, Result<Path, String>)> = Vec::new();
     let baselines: [(&str, Builder); 3] = [
         ("(a) bare veth", |n| bare_veth(n, "v")),
         ("(b) hand-built vxlan, MTU 1450", hand_vxlan),
         ("(c) hand-built routes, MTU 1500", hand_routed),
     ];
     for (label, build) in baselines {
-        let result = build(&mut nss).and_then(|p| measure(&p, seconds, runs));
-        print_row(label, &result);
-        rows.push((label.to_string(), result));
+        paths.push((label.to_string(), build(&mut nss)));
     }
-    drop(nss);
-
     for (i, backend) in ["vxlan", "host-gw", "udp"].into_iter().enumerate() {
         if !wanted(backend) {
             continue;
         }
         let name = format!("bo{}{tag}", &backend[..1]);
-        let result = podnet_lab(backend, &name, UNDERLAYS[i])
-            .and_then(|(lab, path)| measure(&path, seconds, runs).map(|r| (lab, r)))
-            .map(|(_lab, r)| r);
-        let label = format!("podnet {backend}");
-        print_row(&label, &result);
-        rows.push((label, result));
+        let path = podnet_lab(backend, &name, UNDERLAYS[i]).map(|(lab, path)| {
+            labs.push(lab);
+            path
+        });
+        paths.push((format!("podnet {backend}"), path));
     }
+    let mut servers = Vec::new();
+    for (label, path) in &mut paths {
+        if let Ok(p) = path {
+            match start_server(p) {
+                Ok(s) => servers.push(s),
+                Err(e) => *path = Err(format!("{label}: {e}")),
+            }
+        }
+    }
+    let mut rates: Vec<Result<Vec<f64>, String>> = paths
+        .iter()
+        .map(|(_, p)| p.as_ref().map(|_| Vec::new()).map_err(|e| e.clone()))
+        .collect();
+    for round in 1..=runs {
+        for ((label, path), rate) in paths.iter().zip(&mut rates) {
+            let (Ok(path), Ok(list)) = (path, rate.as_mut()) else {
+                continue;
+            };
+            match throughput(path, seconds) {
+                Ok(gbps) => {
+                    println!("round {round}: {label}: {gbps:.2} Gbit/s");
+                    list.push(gbps);
+                }
+                Err(e) => *rate = Err(e),
+            }
+        }
+    }
+    let rows: Vec<Row> = paths
+        .iter()
+        .zip(rates)
+        .map(|((label, path), rate)| {
+            let result = rate.and_then(|mut list| {
+                let path = path.as_ref().map_err(|e| e.clone())?;
+                Ok((median(&mut list), rtt(path)?))
+            });
+            print_row(label, &result);
+            (label.clone(), result)
+        })
+        .collect();
+    drop(servers);
+    drop(labs);
+    drop(nss);
 
     println!(
         "\n{:<34}{:>12}{:>14}{:>22}",
