@@ -337,10 +337,13 @@ fn lab_demo_shows_every_path_and_cleans_up() {
         text.contains("received \"pod-c got: hello from pod-a"),
         "{text}"
     );
+    // The Service step: web's only pod is on the other node, reached through the ClusterIP
+    // by node1's service proxy, and the rules that did it are shown.
     assert!(
-        text.contains("not available yet (needs the service proxy, issue 6)"),
+        text.contains("sent \"hello, web\", received \"pod-c got: hello, web"),
         "{text}"
     );
+    assert!(text.contains("the rules that did it"), "{text}");
     assert!(!text.contains("unexpected"), "{text}");
     assert!(
         text.contains(&format!("Route table of {lab}-node2")),
