@@ -156,19 +156,30 @@ async fn switching_modes_removes_the_other_modes_rules() {
     c.stop_proxy().await;
     c.mode = ProxyMode::Nftables;
     c.start_proxy();
+    // The old mode's rules still answer until the new proxy has removed them: wait for the
+    // switch itself, then check that the new mode answers.
+    eventually(
+        "the userspace table is replaced by the nftables mode's",
+        Duration::from_secs(10),
+        || (userspace_table(&c).is_none() && table_text(&c.ns).is_some()).then_some(()),
+    )
+    .await;
     eventually("nftables answers", Duration::from_secs(10), || {
         connect_in(&c.ns.pods[1], cip).ok()
     })
     .await;
-    assert_eq!(userspace_table(&c), None, "the userspace table is left");
-    assert!(table_text(&c.ns).is_some());
 
     c.stop_proxy().await;
     c.mode = ProxyMode::Userspace;
     c.start_proxy();
+    eventually(
+        "the nftables mode's tables are replaced by the userspace table",
+        Duration::from_secs(10),
+        || (table_text(&c.ns).is_none() && userspace_table(&c).is_some()).then_some(()),
+    )
+    .await;
     eventually("userspace answers again", Duration::from_secs(10), || {
         connect_in(&c.ns.pods[1], cip).ok()
     })
     .await;
-    assert_eq!(table_text(&c.ns), None, "the nftables mode's table is left");
 }
