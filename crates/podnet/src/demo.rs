@@ -20,7 +20,7 @@ use crate::cli::GlobalArgs;
 use crate::cli::client::Client;
 use crate::cli::layout::{NodeDirs, PodRecord};
 use crate::lab::state::LabState;
-use crate::lab::{LabPaths, ProxyMode, UpArgs, validate_name};
+use crate::lab::{Backend, LabPaths, ProxyMode, UpArgs, validate_name};
 
 const NODES: u32 = 2;
 const NAMESPACE: &str = "default";
@@ -88,7 +88,12 @@ struct DemoPod {
     host_veth: Option<String>,
 }
 
-pub fn run(lab: &str, keep: bool) -> Result<()> {
+pub fn run(
+    lab: &str,
+    keep: bool,
+    backend: Option<Backend>,
+    proxy_mode: Option<ProxyMode>,
+) -> Result<()> {
     validate_name(lab)?;
     let paths = LabPaths::new(lab);
     // Only a lab the demo builds is the demo's to remove: anything of a lab
@@ -110,8 +115,8 @@ pub fn run(lab: &str, keep: bool) -> Result<()> {
     crate::lab::up::run(UpArgs {
         name: lab.to_string(),
         nodes: Some(NODES),
-        backend: None,
-        proxy_mode: None,
+        backend,
+        proxy_mode,
         store: None,
         underlay_cidr: None,
         cluster_cidr: None,

@@ -69,7 +69,8 @@ enum Cmd {
 enum LabCmd {
     /// Brings up a 2-node lab and shows the article's ways of talking, live:
     /// containers of one pod over localhost, pod to pod on a node and across
-    /// nodes, and what is not built yet (Services).
+    /// nodes, and a pod to a Service on the other node, with the routes and
+    /// rules that did it.
     Demo {
         /// Lab name (namespaces are called NAME-node1, NAME-node2…).
         #[arg(long, default_value = "podnet")]
@@ -77,6 +78,12 @@ enum LabCmd {
         /// Leave the lab up to explore.
         #[arg(long)]
         keep: bool,
+        /// Overlay backend: vxlan | host-gw | udp [default: vxlan].
+        #[arg(long)]
+        backend: Option<lab::Backend>,
+        /// Service proxy mode: nftables | userspace [default: nftables].
+        #[arg(long)]
+        proxy_mode: Option<lab::ProxyMode>,
     },
     /// Builds a multi-node lab: an underlay switch, N node namespaces each
     /// running `podnet agent`, and the apiserver.
@@ -126,7 +133,12 @@ fn main() {
             report(apiserver::run(args))
         }
         Cmd::Lab { command } => match command {
-            LabCmd::Demo { name, keep } => report(demo::run(&name, keep)),
+            LabCmd::Demo {
+                name,
+                keep,
+                backend,
+                proxy_mode,
+            } => report(demo::run(&name, keep, backend, proxy_mode)),
             LabCmd::Up(args) => report(lab::up::run(args)),
             LabCmd::Down { name } => report(lab::down::run(&name)),
             LabCmd::Status(args) => report(lab::status::run(args)),
