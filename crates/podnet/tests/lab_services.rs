@@ -32,7 +32,9 @@ const ROTATION_WITHIN: Duration = Duration::from_secs(3);
 /// The LoadBalancer ingress IP the test assigns, as a cloud controller would
 /// (the lab's apiserver has no --lb-pool): TEST-NET-1, routed by the outside
 /// client to a node.
-const LB_IP: &str = "192.0.2.10";
+/// The lab apiserver's `--lb-pool` (routed to a node by the outside client, as a router
+/// announcing the pool would).
+const LB_POOL: &str = "192.0.2.0/28";
 /// The outside client's address on the lab's underlay (nodes are .11 and up).
 const OUTSIDE_HOST: u32 = 200;
 
@@ -445,25 +447,14 @@ fn make_outside_client(lab: &mut Lab, node_ips: &[String]) -> String {
     run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
     run_ok(
         "ip",
-        &[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            &format!("{LB_IP}/32"),
-            "via",
-            &node_ips[1],
-        ],
+        &["-n", &ns, "route", "add", LB_POOL, "via", &node_ips[1]],
     );
     ns
 }
 
-/// Writes `status.loadBalancer.ingress` of Service `name`, as a cloud
-/// load-balancer controller would.
-fn set_lb_ingress(lab: &Lab, name: &str, ip: &str) {
-    use k8s_openapi::api::core::v1::{
-        LoadBalancerIngress, LoadBalancerStatus, Service as K8sService, ServiceStatus,
-    };
+/// The load-balancer IP the apiserver allocated to Service `name` from the lab's pool.
+fn allocated_lb_ip(lab: &Lab, name: &str) -> String {
+    use k8s_openapi::api::core::v1::Service as K8sService;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -476,20 +467,24 @@ fn set_lb_ingress(lab: &Lab, name: &str, ip: &str) {
                 .unwrap();
         let client = kube::Client::try_from(config).unwrap();
         let api: kube::Api<K8sService> = kube::Api::namespaced(client, "default");
-        let mut svc = api.get_status(name).await.unwrap();
-        svc.status = Some(ServiceStatus {
-            load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress {
-                    ip: Some(ip.to_string()),
-                    ..Default::default()
-                }]),
-            }),
-            ..Default::default()
-        });
-        api.replace_status(name, &kube::api::PostParams::default(), &svc)
-            .await
-            .unwrap_or_else(|e| panic!("write the LB ingress of {name}: {e}"));
-    });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let svc = api.get_status(name).await.unwrap();
+            let ip = svc
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|lb| lb.ingress)
+                .and_then(|i| i.into_iter().find_map(|i| i.ip));
+            if let Some(ip) = ip {
+                return ip;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Service {name} got no load-balancer IP from the lab's --lb-pool"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 /// ClusterIP from a pod and from the node itself on every node: each source
@@ -521,9 +516,14 @@ fn check_from_outside(lab: &Lab, outside: &str, node_ips: &[String]) {
         let seen = names_seen(lab, &from, &addr, 30);
         assert_eq!(seen, all, "{}: outside -> NodePort {addr}", lab.mode);
     }
-    set_lb_ingress(lab, "lb", LB_IP);
-    let addr = format!("{LB_IP}:81");
-    // The proxy picks up the new ingress IP at its next sync.
+    let lb_ip = allocated_lb_ip(lab, "lb");
+    assert!(
+        lb_ip.starts_with("192.0.2."),
+        "{}: the LB IP {lb_ip} is not from the lab's pool {LB_POOL}",
+        lab.mode
+    );
+    let addr = format!("{lb_ip}:81");
+    // The proxy picks up the ingress IP at its next sync.
     wait_for(Duration::from_secs(10), "the LB IP answers", || {
         probe(lab, &from, &addr)
     });

@@ -29,6 +29,10 @@ const DEFAULT_UNDERLAY: &str = "172.30.0.0/24";
 const DEFAULT_CLUSTER: &str = "10.244.0.0/16";
 const DEFAULT_SERVICE: &str = "10.96.0.0/12";
 const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
+/// The apiserver's `--lb-pool`: LoadBalancer Services get their ingress IP from it (TEST-NET-1,
+/// outside every lab range; a client reaches it through any node, as through a router that
+/// announces the pool).
+const LB_POOL: &str = "192.0.2.0/28";
 /// Where Debian's etcd-server installs etcd.
 const ETCD_BIN: &str = "/usr/bin/etcd";
 const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -609,6 +613,8 @@ impl Builder {
             .arg(state.service_cidr.to_string())
             .arg("--node-cidr-size")
             .arg(state.node_cidr_size.to_string())
+            .arg("--lb-pool")
+            .arg(LB_POOL)
             .arg("--listen-fd")
             .arg(processes::INHERITED_FD.to_string())
             .arg("--listen-fd-kubeconfig")
