@@ -332,10 +332,17 @@ fn three_nodes_up_then_down_leaves_the_machine_as_before() {
     assert_eq!(pod_namespaces.len(), 3, "{pod_namespaces:?}");
 
     // Nothing was added to the root namespace while the lab is up.
-    let inodes: BTreeSet<u64> = std::iter::once(underlay.clone())
+    let lab_namespaces: Vec<String> = std::iter::once(underlay.clone())
         .chain((1..=3).map(|i| format!("{name}-node{i}")))
         .chain(pod_namespaces.iter().cloned())
-        .map(|n| netns_inode(&n))
+        .collect();
+    let inodes: BTreeSet<u64> = lab_namespaces.iter().map(|n| netns_inode(n)).collect();
+    // Held open until the last snapshot: a namespace's inode number is reused once the
+    // namespace is gone, and other tests create namespaces meanwhile, so only a held one
+    // keeps "a process in one of the lab's namespaces" meaning the lab's.
+    let _held: Vec<fs::File> = lab_namespaces
+        .iter()
+        .map(|n| fs::File::open(format!("/run/netns/{n}")).unwrap())
         .collect();
     let during = snapshot(name, &inodes);
     assert_eq!(
