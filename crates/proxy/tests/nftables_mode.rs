@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn names(answers: &[std::io::Result<String>]) -> BTreeSet<String> {
-    answers
-        .iter()
-        .map(|a| {
-            let line = a.as_ref().expect("connection answered");
-            line.split_whitespace().next().unwrap().to_string()
-        })
-        .collect()
-}
-
-fn all_pods() -> BTreeSet<String> {
-    PODS.iter().map(|(n, _)| n.to_string()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ip_node_port_external_ip_and_lb_ip_reach_every_endpoint() {
     let c = Cluster::start().await;

@@ -16,16 +16,6 @@ use podnet_proxy::ProxyMode;
 use podnet_proxy::userspace::rules;
 use serde_json::json;
 
-fn names(answers: &[std::io::Result<String>]) -> BTreeSet<String> {
-    answers
-        .iter()
-        .map(|a| {
-            let line = a.as_ref().expect("connection answered");
-            line.split_whitespace().next().unwrap().to_string()
-        })
-        .collect()
-}
-
 fn userspace_table(c: &Cluster) -> Option<String> {
     podnet_kernel::nft::list_table(Some(&c.ns.node), "ip", rules::TABLE).unwrap()
 }
@@ -53,7 +43,7 @@ async fn userspace_mode_serves_cluster_ip_node_port_and_external_ip_and_follows_
         || connect_in(&c.ns.pods[0], cip).ok(),
     )
     .await;
-    let every_pod: BTreeSet<String> = PODS.iter().map(|(n, _)| n.to_string()).collect();
+    let every_pod = all_pods();
 
     // Round-robin: a few connects reach every endpoint, from a pod and from the node.
     assert_eq!(names(&connect_many(&c.ns.pods[0], cip, 9)), every_pod);

@@ -7,6 +7,7 @@
 //! when a test fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
@@ -577,4 +578,20 @@ pub fn table_names(v: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// The backend names in connection answers (`<pod> <client address>`).
+pub fn names(answers: &[std::io::Result<String>]) -> BTreeSet<String> {
+    answers
+        .iter()
+        .map(|a| {
+            let line = a.as_ref().expect("connection answered");
+            line.split_whitespace().next().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The names of all backend pods.
+pub fn all_pods() -> BTreeSet<String> {
+    PODS.iter().map(|(n, _)| n.to_string()).collect()
 }
