@@ -266,18 +266,23 @@ fn shard_skeleton(cfg: &TableConfig, k: usize, out: &mut String) {
     out.push_str("}\n");
 }
 
-/// The elements that are installed, keyed by (map, key), with their owner: a key claimed
-/// by two services (say the same externalIP:port) goes to the first, and the second is
-/// logged, so one bad Service cannot make the transaction fail for everyone.
+/// The elements that are installed, keyed by (map, key), with every service port that
+/// claims the key: a key claimed by two (say the same externalIP:port) belongs to the
+/// lowest ServicePortName, whatever order they came in, and the others are logged, so one
+/// bad Service cannot make the transaction fail for everyone.
 #[derive(Debug, Clone, Default)]
 pub struct Installed {
     pub services: BTreeMap<ServicePortName, ServiceRules>,
-    pub elements: BTreeMap<(&'static str, String), (String, ServicePortName)>,
+    /// Claimants of each (map, key), with the verdict each wants; the first one owns it.
+    pub claims: BTreeMap<ElementKey, BTreeMap<ServicePortName, String>>,
     pub cluster_ips: BTreeMap<Ipv4Addr, BTreeSet<ServicePortName>>,
     /// How many service ports DNAT to each endpoint without an endpoint chain (one
     /// `endpoint-hairpin` element each, while any uses it).
     pub hairpin: BTreeMap<Ipv4Addr, usize>,
 }
+
+/// A map element's identity: the map and the key.
+pub type ElementKey = (&'static str, String);
 
 fn add_element_line(out: &mut String, owner: &ServicePortName, e: &Element) {
     let _ = writeln!(
@@ -316,23 +321,27 @@ fn define_service(out: &mut String, table: &str, rules: &ServiceRules) {
 }
 
 impl Installed {
-    /// Claims the service's elements that nobody else holds; returns those to add.
+    /// The (owner, verdict) of an element key, if anyone claims it.
+    fn owner(&self, key: &ElementKey) -> Option<(ServicePortName, String)> {
+        self.claims
+            .get(key)
+            .and_then(|c| c.first_key_value())
+            .map(|(n, v)| (n.clone(), v.clone()))
+    }
+
+    /// Records the service's claims; returns the elements it owns now (those it wins).
     fn claim(&mut self, name: &ServicePortName, rules: &ServiceRules) -> Vec<Element> {
-        let mut added = Vec::new();
+        let mut owned = Vec::new();
         for e in &rules.elements {
-            let key = (e.map, e.key.clone());
-            match self.elements.get(&key) {
-                Some((_, owner)) if owner != name => {
-                    tracing::warn!(
-                        service = %name, owner = %owner, map = e.map, key = %e.key,
-                        "another service already uses this address, protocol and port; skipping it for this service"
-                    );
-                }
-                Some(_) => {}
-                None => {
-                    self.elements.insert(key, (e.verdict.clone(), name.clone()));
-                    added.push(e.clone());
-                }
+            let claimants = self.claims.entry((e.map, e.key.clone())).or_default();
+            claimants.insert(name.clone(), e.verdict.clone());
+            match claimants.first_key_value() {
+                Some((owner, _)) if owner == name => owned.push(e.clone()),
+                Some((owner, _)) => tracing::warn!(
+                    service = %name, owner = %owner, map = e.map, key = %e.key,
+                    "another service already uses this address, protocol and port; skipping it for this service"
+                ),
+                None => {}
             }
         }
         for ip in &rules.cluster_ips {
@@ -344,20 +353,21 @@ impl Installed {
         for ip in &rules.hairpin {
             *self.hairpin.entry(*ip).or_default() += 1;
         }
-        added
+        owned
     }
 
-    /// Releases the service's elements; returns the (map, key) pairs it held.
-    fn release(&mut self, name: &ServicePortName) -> Vec<(&'static str, String)> {
+    /// Drops the installed service's claims.
+    fn release(&mut self, name: &ServicePortName) {
         let Some(old) = self.services.get(name) else {
-            return Vec::new();
+            return;
         };
-        let mut freed = Vec::new();
         for e in &old.elements {
             let key = (e.map, e.key.clone());
-            if self.elements.get(&key).is_some_and(|(_, o)| o == name) {
-                self.elements.remove(&key);
-                freed.push(key);
+            if let Some(claimants) = self.claims.get_mut(&key) {
+                claimants.remove(name);
+                if claimants.is_empty() {
+                    self.claims.remove(&key);
+                }
             }
         }
         for ip in &old.cluster_ips {
@@ -376,7 +386,6 @@ impl Installed {
                 }
             }
         }
-        freed
     }
 }
 
@@ -474,6 +483,7 @@ pub fn render_partial(
     installed: &mut Installed,
     changed: BTreeMap<ServicePortName, Option<ServiceRules>>,
 ) -> String {
+    let owners_before = element_owners(installed, &changed);
     let mut deletes = String::new();
     let mut defines = String::new();
     let mut adds = String::new();
@@ -490,34 +500,11 @@ pub fn render_partial(
             .map(|r| r.hairpin.clone())
             .unwrap_or_default();
         let shard = shard_table(shard_of(&name));
-        let freed = installed.release(&name);
+        installed.release(&name);
         let old = installed.services.remove(&name);
-        let mut added = Vec::new();
         if let Some(rules) = &new {
             define_service(&mut defines, &shard, rules);
-            added = installed.claim(&name, rules);
-        }
-        // An element that stays as it was is left alone: most changes only touch the
-        // service's chains, and every element command makes nft read the map.
-        let old_verdicts: BTreeMap<(&str, &str), &str> = old
-            .iter()
-            .flat_map(|r| r.elements.iter())
-            .map(|e| ((e.map, e.key.as_str()), e.verdict.as_str()))
-            .collect();
-        let readded: BTreeSet<(&str, &str)> = added
-            .iter()
-            .filter(|e| old_verdicts.get(&(e.map, e.key.as_str())) == Some(&e.verdict.as_str()))
-            .map(|e| (e.map, e.key.as_str()))
-            .collect();
-        for (map, key) in &freed {
-            if !readded.contains(&(*map, key.as_str())) {
-                delete_element_line(&mut deletes, &name, map, key);
-            }
-        }
-        for e in &added {
-            if !readded.contains(&(e.map, e.key.as_str())) {
-                add_element_line(&mut adds, &name, e);
-            }
+            installed.claim(&name, rules);
         }
         // ClusterIPs no longer used by anyone leave the set; new ones join it.
         for ip in &old_cluster_ips {
@@ -558,34 +545,100 @@ pub fn render_partial(
                 }
             }
         }
-        // Chains and sets the new rules no longer have go last, once nothing refers to them.
         if let Some(old) = old {
-            let keep_chains: BTreeSet<&str> = new
-                .iter()
-                .flat_map(|r| r.chains.iter().map(|c| c.name.as_str()))
-                .collect();
-            let keep_sets: BTreeSet<&str> = new
-                .iter()
-                .flat_map(|r| r.sets.iter().map(|s| s.name.as_str()))
-                .collect();
-            for c in &old.chains {
-                if !keep_chains.contains(c.name.as_str()) {
-                    // Flushed first: a stale chain may jump to another stale chain.
-                    let _ = writeln!(defines, "flush chain {FAMILY} {shard} {}", c.name);
-                    let _ = writeln!(removals, "delete chain {FAMILY} {shard} {}", c.name);
-                }
-            }
-            for s in &old.sets {
-                if !keep_sets.contains(s.name.as_str()) {
-                    let _ = writeln!(removals, "delete set {FAMILY} {shard} {}", s.name);
-                }
-            }
+            remove_unused_objects(&old, new.as_ref(), &shard, &mut defines, &mut removals);
         }
         if let Some(rules) = new {
             installed.services.insert(name, rules);
         }
     }
-    deletes + &defines + &adds + &removals
+    let (element_deletes, element_adds) = element_changes(installed, owners_before);
+    element_deletes + &deletes + &defines + &element_adds + &adds + &removals
+}
+
+/// Who owns each element key the changed ports had or want, before the change.
+fn element_owners(
+    installed: &Installed,
+    changed: &BTreeMap<ServicePortName, Option<ServiceRules>>,
+) -> BTreeMap<ElementKey, Option<(ServicePortName, String)>> {
+    let mut owners = BTreeMap::new();
+    for (name, new) in changed {
+        let old = installed.services.get(name);
+        for e in old
+            .into_iter()
+            .chain(new.as_ref())
+            .flat_map(|r| r.elements.iter())
+        {
+            let key = (e.map, e.key.clone());
+            if !owners.contains_key(&key) {
+                let owner = installed.owner(&key);
+                owners.insert(key, owner);
+            }
+        }
+    }
+    owners
+}
+
+/// The element deletes and adds that take each key from its owner before to its owner
+/// now. A key whose owner and verdict stay is left alone: most changes only touch the
+/// service's chains, and every element command makes nft read the map. A key handed to
+/// another claimant (its owner went, or a lower name came) is deleted from the old
+/// owner's table and added to the new one's.
+fn element_changes(
+    installed: &Installed,
+    owners_before: BTreeMap<ElementKey, Option<(ServicePortName, String)>>,
+) -> (String, String) {
+    let mut deletes = String::new();
+    let mut adds = String::new();
+    for (key, before) in owners_before {
+        let after = installed.owner(&key);
+        if before == after {
+            continue;
+        }
+        let (map, k) = (key.0, key.1.as_str());
+        if let Some((owner, _)) = &before {
+            delete_element_line(&mut deletes, owner, map, k);
+        }
+        if let Some((owner, verdict)) = &after {
+            let e = Element {
+                map,
+                key: k.to_string(),
+                verdict: verdict.clone(),
+            };
+            add_element_line(&mut adds, owner, &e);
+        }
+    }
+    (deletes, adds)
+}
+
+/// Chains and sets the new rules no longer have go last, once nothing refers to them.
+fn remove_unused_objects(
+    old: &ServiceRules,
+    new: Option<&ServiceRules>,
+    shard: &str,
+    defines: &mut String,
+    removals: &mut String,
+) {
+    let keep_chains: BTreeSet<&str> = new
+        .iter()
+        .flat_map(|r| r.chains.iter().map(|c| c.name.as_str()))
+        .collect();
+    let keep_sets: BTreeSet<&str> = new
+        .iter()
+        .flat_map(|r| r.sets.iter().map(|s| s.name.as_str()))
+        .collect();
+    for c in &old.chains {
+        if !keep_chains.contains(c.name.as_str()) {
+            // Flushed first: a stale chain may jump to another stale chain.
+            let _ = writeln!(defines, "flush chain {FAMILY} {shard} {}", c.name);
+            let _ = writeln!(removals, "delete chain {FAMILY} {shard} {}", c.name);
+        }
+    }
+    for s in &old.sets {
+        if !keep_sets.contains(s.name.as_str()) {
+            let _ = writeln!(removals, "delete set {FAMILY} {shard} {}", s.name);
+        }
+    }
 }
 
 /// Applies one transaction in `ns` (or here).
@@ -684,18 +737,64 @@ mod tests {
             "add element ip {shard} service-ips {{ 10.96.0.1 . tcp . 80 : goto service-X-a }}\n\
              add element ip podnet-proxy cluster-ips {{ 10.96.0.1 }}\n"
         )));
-        assert_eq!(installed.elements.len(), 1);
+        assert_eq!(installed.claims.len(), 1);
     }
 
     #[test]
-    fn conflicting_key_goes_to_first_service_only() {
+    fn conflicting_key_goes_to_one_service_only() {
         let mut svcs = BTreeMap::new();
         svcs.insert(name("a"), rules("a", "10.96.0.1", ""));
         svcs.insert(name("b"), rules("b", "10.96.0.1", ""));
         let (text, installed) = render_full(&cfg(), svcs);
         assert_eq!(text.matches(" service-ips { 10.96.0.1").count(), 1);
-        assert_eq!(installed.elements.len(), 1);
+        assert_eq!(installed.claims.len(), 1);
         assert_eq!(text.matches("cluster-ips { 10.96.0.1 }").count(), 1);
+    }
+
+    #[test]
+    fn a_clashing_key_goes_to_the_lowest_name_whatever_the_order() {
+        let mut svcs = BTreeMap::new();
+        svcs.insert(name("b"), rules("b", "10.96.0.1", ""));
+        let (_, mut installed) = render_full(&cfg(), svcs);
+        let (a, b) = (
+            shard_table(shard_of(&name("a"))),
+            shard_table(shard_of(&name("b"))),
+        );
+        // A lower name arrives: the key is handed over to it.
+        let text = render_partial(
+            &mut installed,
+            BTreeMap::from([(name("a"), Some(rules("a", "10.96.0.1", "")))]),
+        );
+        assert!(text.starts_with(&format!(
+            "delete element ip {b} service-ips {{ 10.96.0.1 . tcp . 80 }}\n"
+        )));
+        assert!(text.contains(&format!(
+            "add element ip {a} service-ips {{ 10.96.0.1 . tcp . 80 : goto service-X-a }}\n"
+        )));
+        // The same state a full sync builds.
+        let (_, full) = render_full(&cfg(), installed.services.clone());
+        assert_eq!(
+            installed.owner(&("service-ips", "10.96.0.1 . tcp . 80".into())),
+            full.owner(&("service-ips", "10.96.0.1 . tcp . 80".into()))
+        );
+        // A higher name changing touches no element it does not own.
+        let text = render_partial(
+            &mut installed,
+            BTreeMap::from([(name("b"), Some(rules("b", "10.96.0.1", "-v2")))]),
+        );
+        assert!(!text.contains("element"), "{text}");
+        // The owner goes: the key passes to the next claimant, with its verdict.
+        let text = render_partial(&mut installed, BTreeMap::from([(name("a"), None)]));
+        assert!(text.starts_with(&format!(
+            "delete element ip {a} service-ips {{ 10.96.0.1 . tcp . 80 }}\n"
+        )));
+        assert!(text.contains(&format!(
+            "add element ip {b} service-ips {{ 10.96.0.1 . tcp . 80 : goto service-X-b-v2 }}\n"
+        )));
+        // The last claimant goes: the key is deleted once and nobody gets it.
+        let text = render_partial(&mut installed, BTreeMap::from([(name("b"), None)]));
+        assert_eq!(text.matches("service-ips").count(), 1, "{text}");
+        assert!(installed.claims.is_empty());
     }
 
     #[test]
@@ -735,7 +834,7 @@ mod tests {
             )
         );
         assert_eq!(installed.services.len(), 1);
-        assert_eq!(installed.elements.len(), 1);
+        assert_eq!(installed.claims.len(), 1);
     }
 
     #[test]

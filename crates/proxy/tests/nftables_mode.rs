@@ -267,7 +267,8 @@ async fn endpoint_changes_go_live_quickly_and_a_deleted_service_leaves_nothing()
     )
     .await;
 
-    // The first owner of the clashing externalIP keeps it; the ClusterIPs of both work.
+    // The clashing externalIP belongs to the lowest name (clash), whichever synced first;
+    // the ClusterIPs of both work.
     let ext = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 50), 80);
     assert_eq!(
         names(&connect_many(&c.ns.client, ext, 10)),
