@@ -570,9 +570,9 @@ fn element_owners(
             .flat_map(|r| r.elements.iter())
         {
             let key = (e.map, e.key.clone());
-            if !owners.contains_key(&key) {
-                let owner = installed.owner(&key);
-                owners.insert(key, owner);
+            if let std::collections::btree_map::Entry::Vacant(v) = owners.entry(key) {
+                let owner = installed.owner(v.key());
+                v.insert(owner);
             }
         }
     }
