@@ -90,7 +90,23 @@ async fn crud_and_selectors(backend: Backend) {
     assert_eq!(page2.items.len(), 1);
     assert!(page2.metadata.continue_.is_none());
 
-    // Stale update: 409 Conflict.
+    // Stale update: 409 Conflict. The scheduler writes web-0 once (this server has no
+    // nodes: PodScheduled False, Unschedulable); wait for that write so the only writes
+    // racing below are the test's own.
+    eventually(
+        "the scheduler marked web-0",
+        Duration::from_secs(10),
+        || async {
+            let p = pods.get("web-0").await.map_err(|e| e.to_string())?;
+            let conditions = p.status.and_then(|s| s.conditions).unwrap_or_default();
+            conditions
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"))
+                .map(|_| ())
+                .ok_or_else(|| format!("conditions: {conditions:?}"))
+        },
+    )
+    .await;
     let mut stale = pods.get("web-0").await.unwrap();
     let mut fresh = stale.clone();
     fresh
