@@ -126,14 +126,16 @@ pub struct ServiceState {
 /// How a service chain reaches its endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
-    /// The service chain DNATs itself: one rule per endpoint, each taken with probability
-    /// 1/(endpoints left) (`numgen random mod K 0 … dnat to …`), and hairpin traffic is
-    /// masqueraded by one shared rule (`ip saddr . ip daddr @endpoint-hairpin`). No chain
-    /// or set per endpoint, which keeps a sync of 10,000 services fast: the kernel's cost
-    /// grows with the square of the number of chains (chain dumps, which every `nft`
-    /// command does) and of anonymous sets (their names are allocated by a scan).
-    /// Services with ClientIP affinity still use endpoint chains (they need a set per
-    /// endpoint).
+    /// The service chain DNATs itself with one rule, `dnat to numgen random mod N map
+    /// @endpoints-…`, through a named map of the service port (`0 : ip . port`, …), and
+    /// hairpin traffic is masqueraded by one shared rule (`ip saddr . ip daddr
+    /// @endpoint-hairpin`). No chain or set per endpoint and one rule per service, which
+    /// keeps a sync of 10,000 services fast: the kernel's cost grows with the square of
+    /// the number of chains (chain dumps, which every `nft` command does), of anonymous
+    /// sets (their names are allocated by a scan) and of the rules bound to one map (each
+    /// element is checked against every binding), and `nft` parses a rule far slower
+    /// than a map element. Services with ClientIP affinity still use endpoint chains
+    /// (they need a set per endpoint).
     #[default]
     Compact,
     /// kube-proxy's nftables layout: `numgen random mod N vmap { 0 : goto endpoint-… }`
@@ -212,6 +214,15 @@ pub struct AffinitySet {
     pub timeout_seconds: u32,
 }
 
+/// A service port's map from a random pick to an endpoint (`N : ip . port`): the cluster
+/// pick's endpoints from 0, an external pick's after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetMap {
+    pub name: String,
+    pub protocol: Protocol,
+    pub targets: Vec<(Ipv4Addr, u16)>,
+}
+
 /// An element of one of the shared verdict maps.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
@@ -225,6 +236,8 @@ pub struct Element {
 pub struct ServiceRules {
     pub chains: Vec<Chain>,
     pub sets: Vec<AffinitySet>,
+    /// The port's endpoint map, if it DNATs without endpoint chains.
+    pub maps: Vec<TargetMap>,
     pub elements: Vec<Element>,
     /// ClusterIPs for the `cluster-ips` set (traffic to a known ClusterIP on a port it
     /// does not serve is rejected).
@@ -264,6 +277,11 @@ pub fn endpoint_chain(name: &ServicePortName, ep: &Endpoint) -> String {
     format!("endpoint-{}-{n}", hash_name(&n))
 }
 
+pub fn target_map(name: &ServicePortName) -> String {
+    let n = name.to_string();
+    format!("endpoints-{}-{n}", hash_name(&n))
+}
+
 pub fn affinity_set(name: &ServicePortName, ep: &Endpoint) -> String {
     let n = format!("{name}__{}/{}", ep.ip, ep.port);
     format!("affinity-{}-{n}", hash_name(&n))
@@ -286,6 +304,11 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     let mut rules = ServiceRules {
         cluster_ips: vec![sp.cluster_ip],
         ..ServiceRules::default()
+    };
+    let mut targets = TargetMap {
+        name: target_map(&sp.name),
+        protocol: sp.name.protocol,
+        targets: Vec::new(),
     };
 
     // Endpoint chains for every endpoint either path may use.
@@ -327,7 +350,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
             "ip daddr {} {proto} dport {} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
             sp.cluster_ip, sp.port, ctx.cluster_cidr
         )];
-        r.extend(pick_endpoint(sp, &cat.cluster, chains));
+        r.extend(pick_endpoint(sp, &cat.cluster, chains, &mut targets));
         rules.chains.push(Chain {
             name: svc_chain.clone(),
             rules: r,
@@ -348,6 +371,9 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     }
 
     if !has_external {
+        rules
+            .maps
+            .extend(Some(targets).filter(|t| !t.targets.is_empty()));
         return rules;
     }
     // External destinations (NodePort, externalIPs, LoadBalancer IPs) go through the
@@ -368,7 +394,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         if cat.local.is_empty() {
             r.push("drop".to_string());
         } else {
-            r.extend(pick_endpoint(sp, &cat.local, chains));
+            r.extend(pick_endpoint(sp, &cat.local, chains, &mut targets));
         }
         r
     } else {
@@ -377,7 +403,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
             r.push(format!("goto {svc_chain}"));
         } else {
             // internalTrafficPolicy Local: the service chain only has this node's.
-            r.extend(pick_endpoint(sp, &cat.all, chains));
+            r.extend(pick_endpoint(sp, &cat.all, chains, &mut targets));
         }
         r
     };
@@ -425,6 +451,9 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         }
     }
     rules
+        .maps
+        .extend(Some(targets).filter(|t| !t.targets.is_empty()));
+    rules
 }
 
 fn no_endpoint_verdict(has_other_endpoints: bool) -> String {
@@ -437,9 +466,14 @@ fn no_endpoint_verdict(has_other_endpoints: bool) -> String {
 
 /// The rules that choose an endpoint: the affinity checks first (a client seen recently
 /// goes back to its endpoint), then a random pick.
-fn pick_endpoint(sp: &ServicePort, eps: &[Endpoint], chains: bool) -> Vec<String> {
+fn pick_endpoint(
+    sp: &ServicePort,
+    eps: &[Endpoint],
+    chains: bool,
+    targets: &mut TargetMap,
+) -> Vec<String> {
     if !chains {
-        return pick_inline(sp, eps);
+        return vec![pick_mapped(sp, eps, targets)];
     }
     let mut r = Vec::new();
     if sp.affinity_timeout.is_some() {
@@ -464,22 +498,24 @@ fn pick_endpoint(sp: &ServicePort, eps: &[Endpoint], chains: bool) -> Vec<String
     r
 }
 
-/// The compact pick: endpoint i (of n) is taken with probability 1/(n-i) among the
-/// packets that got that far, so every endpoint gets 1/n; the last one takes the rest.
-fn pick_inline(sp: &ServicePort, eps: &[Endpoint]) -> Vec<String> {
-    let proto = sp.name.protocol.nft();
-    let n = eps.len();
-    eps.iter()
-        .enumerate()
-        .map(|(i, ep)| {
-            let dnat = format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port);
-            if i + 1 == n {
-                dnat
-            } else {
-                format!("numgen random mod {} 0 {dnat}", n - i)
-            }
-        })
-        .collect()
+/// The compact pick: one random number in `offset..offset+n`, looked up in the port's
+/// map where these endpoints were just added, so each gets 1/n.
+fn pick_mapped(sp: &ServicePort, eps: &[Endpoint], targets: &mut TargetMap) -> String {
+    let offset = targets.targets.len();
+    targets
+        .targets
+        .extend(eps.iter().map(|ep| (ep.ip, ep.port)));
+    let offset = if offset == 0 {
+        String::new()
+    } else {
+        format!(" offset {offset}")
+    };
+    format!(
+        "meta l4proto {} dnat to numgen random mod {}{offset} map @{}",
+        sp.name.protocol.nft(),
+        eps.len(),
+        targets.name
+    )
 }
 
 fn endpoint_rules(sp: &ServicePort, ep: &Endpoint) -> Chain {
@@ -567,10 +603,18 @@ mod tests {
             r.chains[0].rules,
             vec![
                 "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-                "numgen random mod 3 0 meta l4proto tcp dnat to 10.244.1.2:8080",
-                "numgen random mod 2 0 meta l4proto tcp dnat to 10.244.1.3:8080",
-                "meta l4proto tcp dnat to 10.244.1.4:8080",
+                "meta l4proto tcp dnat to numgen random mod 3 map @endpoints-UARQTUAX-default/web/tcp/http",
             ]
+        );
+        assert_eq!(
+            r.maps,
+            vec![TargetMap {
+                name: "endpoints-UARQTUAX-default/web/tcp/http".into(),
+                protocol: Protocol::Tcp,
+                targets: (2..=4)
+                    .map(|i| (Ipv4Addr::new(10, 244, 1, i), 8080))
+                    .collect(),
+            }]
         );
         assert_eq!(
             r.hairpin,
@@ -591,7 +635,43 @@ mod tests {
             },
         );
         assert_eq!(r.chains.len(), 4);
-        assert!(r.hairpin.is_empty());
+        assert!(r.hairpin.is_empty() && r.maps.is_empty());
+    }
+
+    #[test]
+    fn compact_external_local_pick_follows_the_cluster_pick_in_the_map() {
+        let mut s = ServiceState {
+            port: port("default", "web", "http", Protocol::Udp),
+            endpoints: vec![
+                ep(2, "n1", true, true, false),
+                ep(3, "n2", true, true, false),
+            ],
+        };
+        s.port.node_port = Some(30080);
+        s.port.external_local = true;
+        let ctx = NodeContext {
+            layout: Layout::Compact,
+            ..ctx()
+        };
+        let r = service_rules(&s, &ctx);
+        let map = target_map(&s.port.name);
+        let ext = r
+            .chains
+            .iter()
+            .find(|c| c.name == external_chain(&s.port.name))
+            .unwrap();
+        assert_eq!(
+            ext.rules.last().unwrap(),
+            &format!("meta l4proto udp dnat to numgen random mod 1 offset 2 map @{map}")
+        );
+        assert_eq!(
+            r.maps[0].targets,
+            vec![
+                (Ipv4Addr::new(10, 244, 1, 2), 8080),
+                (Ipv4Addr::new(10, 244, 1, 3), 8080),
+                (Ipv4Addr::new(10, 244, 1, 2), 8080),
+            ]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use podnet_kernel::NetNs;
 use crate::model::{
     CLUSTER_IPS, ENDPOINT_HAIRPIN, Element, MARK_FOR_MASQUERADE, MASQUERADE_MARK,
     NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS,
-    ServicePortName, ServiceRules,
+    ServicePortName, ServiceRules, TargetMap,
 };
 
 pub const FAMILY: &str = "ip";
@@ -300,8 +300,46 @@ fn delete_element_line(out: &mut String, owner: &ServicePortName, map: &str, key
     let _ = writeln!(out, "delete element {FAMILY} {table} {map} {{ {key} }}");
 }
 
-/// The port's sets and chains (created, or emptied if they exist) in its shard `table`.
+/// The type of a service port's endpoint map: a random number to an address and port.
+/// The port is typed by the service's protocol: with `th dport` nft cannot add a rule
+/// using a map it read back from the kernel ("conflicting protocols").
+fn target_map_type(map: &TargetMap) -> String {
+    format!(
+        "typeof numgen random mod 1 : ip daddr . {} dport",
+        map.protocol.nft()
+    )
+}
+
+/// The elements of an endpoint map, as nft writes them (`0 : 10.244.1.2 . 8080, …`).
+fn target_elements(map: &TargetMap) -> String {
+    let mut out = String::with_capacity(map.targets.len() * 24);
+    for (i, (ip, port)) in map.targets.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{i} : {ip} . {port}");
+    }
+    out
+}
+
+/// The port's sets, maps and chains (created, or emptied if they exist) in its shard
+/// `table`.
 fn define_service(out: &mut String, table: &str, rules: &ServiceRules) {
+    for m in &rules.maps {
+        let _ = writeln!(
+            out,
+            "add map {FAMILY} {table} {} {{ {}; }}",
+            m.name,
+            target_map_type(m)
+        );
+        let _ = writeln!(out, "flush map {FAMILY} {table} {}", m.name);
+        let _ = writeln!(
+            out,
+            "add element {FAMILY} {table} {} {{ {} }}",
+            m.name,
+            target_elements(m)
+        );
+    }
     for s in &rules.sets {
         let _ = writeln!(
             out,
@@ -421,6 +459,15 @@ pub fn render_full(
                 block,
                 "\tset {} {{ type ipv4_addr; flags dynamic,timeout; timeout {}s; }}",
                 s.name, s.timeout_seconds
+            );
+        }
+        for m in &rules.maps {
+            let _ = writeln!(
+                block,
+                "\tmap {} {{ {}; elements = {{ {} }}; }}",
+                m.name,
+                target_map_type(m),
+                target_elements(m)
             );
         }
         for c in &rules.chains {
@@ -639,6 +686,15 @@ fn remove_unused_objects(
             let _ = writeln!(removals, "delete set {FAMILY} {shard} {}", s.name);
         }
     }
+    let keep_maps: BTreeSet<&str> = new
+        .iter()
+        .flat_map(|r| r.maps.iter().map(|m| m.name.as_str()))
+        .collect();
+    for m in &old.maps {
+        if !keep_maps.contains(m.name.as_str()) {
+            let _ = writeln!(removals, "delete map {FAMILY} {shard} {}", m.name);
+        }
+    }
 }
 
 /// Applies one transaction in `ns` (or here).
@@ -675,6 +731,7 @@ mod tests {
                 rules: vec!["drop".into()],
             }],
             sets: vec![],
+            maps: vec![],
             elements: vec![Element {
                 map: SERVICE_IPS,
                 key: format!("{ip} . tcp . 80"),
