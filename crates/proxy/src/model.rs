@@ -329,7 +329,14 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     used.dedup();
     let chains = ctx.endpoint_chains(sp);
     if !chains {
-        rules.hairpin = used.iter().map(|e| e.ip).collect();
+        // Only a pod of this node (or the node itself) can be the client that lands on
+        // itself, so only this node's endpoints (and those of unknown node) need the
+        // hairpin element: a node's own pods, not the whole cluster's.
+        rules.hairpin = used
+            .iter()
+            .filter(|e| e.node_name.is_none() || e.is_local(&ctx.node_name))
+            .map(|e| e.ip)
+            .collect();
         rules.hairpin.dedup();
         used.clear();
     }
@@ -616,14 +623,8 @@ mod tests {
                     .collect(),
             }]
         );
-        assert_eq!(
-            r.hairpin,
-            vec![
-                Ipv4Addr::new(10, 244, 1, 2),
-                Ipv4Addr::new(10, 244, 1, 3),
-                Ipv4Addr::new(10, 244, 1, 4)
-            ]
-        );
+        // Only the endpoint on this node (n1) can be its own client.
+        assert_eq!(r.hairpin, vec![Ipv4Addr::new(10, 244, 1, 2)]);
         // Affinity keeps the endpoint chains even in the compact layout.
         let mut s = s;
         s.port.affinity_timeout = Some(30);
