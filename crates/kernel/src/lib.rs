@@ -14,6 +14,7 @@ pub mod neigh;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nftnl;
 pub mod route;
 pub mod sysctl;
 pub mod vxlan;

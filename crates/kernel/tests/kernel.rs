@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::{IpNet, Ipv4Net};
 use podnet_kernel::route::Scope;
-use podnet_kernel::{NetNs, Netlink, Route, nft, sysctl};
+use podnet_kernel::{NetNs, Netlink, Route, nft, nftnl, sysctl};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -321,5 +321,133 @@ fn nftables_transaction_in_namespace() {
         nft::list_table(Some(&t.ns), "ip", "podnet")
             .expect("list")
             .is_none()
+    );
+}
+
+/// The objects the netlink batches below change, made by `nft` in both namespaces.
+const NFTNL_BASE: &str = "table ip t {
+  map targets { typeof numgen random mod 1 : ip daddr . tcp dport; elements = { 0 : 10.9.9.9 . 1 }; }
+  set hairpin { type ipv4_addr . ipv4_addr; elements = { 10.0.0.7 . 10.0.0.7 }; }
+  chain mark-for-masquerade { }
+  chain svc { drop; }
+}
+";
+
+/// What `nft -f` writes for the same change as `nftnl_change`.
+const NFTNL_AS_TEXT: &str = "flush chain ip t svc
+add rule ip t svc ip daddr 10.96.0.1 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip t svc ip saddr 10.96.0.0/12 goto mark-for-masquerade
+add rule ip t svc meta l4proto tcp dnat to numgen random mod 2 offset 0 map @targets
+flush map ip t targets
+add element ip t targets { 0 : 10.0.0.1 . 8080, 1 : 10.0.0.2 . 8080 }
+delete element ip t hairpin { 10.0.0.7 . 10.0.0.7 }
+add element ip t hairpin { 10.0.0.1 . 10.0.0.1 }
+";
+
+fn nftnl_change() -> nftnl::Batch {
+    use nftnl::{Element, Expr, PayloadBase, Verdict, concat};
+    let ip = |a: [u8; 4]| a.to_vec();
+    let mut b = nftnl::Batch::new();
+    b.flush_chain("t", "svc");
+    let mut masq = vec![
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: 16,
+            len: 4,
+        },
+        Expr::Cmp {
+            equal: true,
+            data: ip([10, 96, 0, 1]),
+        },
+        Expr::MetaL4Proto,
+        Expr::Cmp {
+            equal: true,
+            data: vec![6],
+        },
+        Expr::Payload {
+            base: PayloadBase::Transport,
+            offset: 2,
+            len: 2,
+        },
+        Expr::Cmp {
+            equal: true,
+            data: 80u16.to_be_bytes().to_vec(),
+        },
+    ];
+    masq.extend(Expr::ip_prefix(12, Ipv4Addr::new(10, 244, 0, 0), 16, false));
+    masq.push(Expr::Verdict(Verdict::Jump("mark-for-masquerade".into())));
+    b.add_rule("t", "svc", &masq);
+    let mut from = Expr::ip_prefix(12, Ipv4Addr::new(10, 96, 0, 0), 12, true);
+    from.push(Expr::Verdict(Verdict::Goto("mark-for-masquerade".into())));
+    b.add_rule("t", "svc", &from);
+    b.add_rule(
+        "t",
+        "svc",
+        &[
+            Expr::MetaL4Proto,
+            Expr::Cmp {
+                equal: true,
+                data: vec![6],
+            },
+            Expr::NumgenRandom {
+                modulus: 2,
+                offset: 0,
+            },
+            Expr::Map {
+                set: "targets".into(),
+            },
+            Expr::DnatFromMap,
+        ],
+    );
+    b.flush_set("t", "targets");
+    let target = |i: u32, last: u8| Element {
+        key: i.to_ne_bytes().to_vec(),
+        value: Some(concat(&[&[10, 0, 0, last], &8080u16.to_be_bytes()])),
+    };
+    b.add_elements("t", "targets", &[target(0, 1), target(1, 2)]);
+    b.delete_elements("t", "hairpin", &[concat(&[&[10, 0, 0, 7], &[10, 0, 0, 7]])]);
+    b.add_elements(
+        "t",
+        "hairpin",
+        &[Element {
+            key: concat(&[&[10, 0, 0, 1], &[10, 0, 0, 1]]),
+            value: None,
+        }],
+    );
+    b
+}
+
+#[test]
+fn nftnl_batch_writes_what_nft_writes_and_is_all_or_nothing() {
+    let by_nft = TestNs::new("nftnl-a");
+    let by_netlink = TestNs::new("nftnl-b");
+    for t in [&by_nft, &by_netlink] {
+        nft::apply(Some(&t.ns), NFTNL_BASE).expect("base table");
+    }
+    nft::apply(Some(&by_nft.ns), NFTNL_AS_TEXT).expect("nft applies the change");
+    nftnl::apply(Some(&by_netlink.ns), &nftnl_change()).expect("netlink applies the change");
+    let listed = |t: &TestNs| {
+        nft::list_table(Some(&t.ns), "ip", "t")
+            .expect("list")
+            .expect("table exists")
+    };
+    let expected = listed(&by_nft);
+    assert!(expected.contains("10.0.0.2 . 8080"), "{expected}");
+    assert_eq!(listed(&by_netlink), expected);
+
+    // A batch the kernel refuses in its last message changes nothing, and the error
+    // names that message.
+    let mut bad = nftnl::Batch::new();
+    bad.flush_set("t", "targets");
+    bad.delete_elements("t", "hairpin", &[vec![10, 0, 0, 99, 10, 0, 0, 99]]);
+    let err = nftnl::apply(Some(&by_netlink.ns), &bad).expect_err("missing element");
+    assert!(
+        err.to_string().contains("delete element ip t hairpin"),
+        "{err}"
+    );
+    assert_eq!(
+        listed(&by_netlink),
+        expected,
+        "nothing of the refused batch applied"
     );
 }
