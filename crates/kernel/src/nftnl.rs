@@ -133,7 +133,7 @@ impl Expr {
             offset,
             len,
         };
-        if prefix % 8 == 0 && prefix > 0 {
+        if prefix.is_multiple_of(8) && prefix > 0 {
             let bytes = usize::from(prefix / 8);
             return vec![
                 payload(bytes as u32),
