@@ -13,6 +13,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod fastpath;
 pub mod healthcheck;
 pub mod model;
 pub mod nftables;

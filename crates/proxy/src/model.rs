@@ -223,6 +223,63 @@ pub struct TargetMap {
     pub targets: Vec<(Ipv4Addr, u16)>,
 }
 
+/// A service chain's first rule: traffic to the ClusterIP from outside the cluster is
+/// marked for masquerade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasqueradeCheck {
+    pub cluster_ip: Ipv4Addr,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub cluster_cidr: Ipv4Net,
+}
+
+impl fmt::Display for MasqueradeCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ip daddr {} {} dport {} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
+            self.cluster_ip,
+            self.protocol.nft(),
+            self.port,
+            self.cluster_cidr
+        )
+    }
+}
+
+/// The compact pick: a random number in `offset..offset + count`, looked up in the port's
+/// endpoint map, is the endpoint to DNAT to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedPick {
+    pub protocol: Protocol,
+    pub count: usize,
+    pub offset: usize,
+    pub map: String,
+}
+
+impl fmt::Display for MappedPick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "meta l4proto {} dnat to numgen random mod {}",
+            self.protocol.nft(),
+            self.count
+        )?;
+        if self.offset != 0 {
+            write!(f, " offset {}", self.offset)?;
+        }
+        write!(f, " map @{}", self.map)
+    }
+}
+
+/// A service chain of exactly two rules, the masquerade check and the pick: what an
+/// endpoint change rewrites, small enough to send over netlink without `nft`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainServiceChain {
+    pub name: String,
+    pub masquerade: MasqueradeCheck,
+    pub pick: MappedPick,
+}
+
 /// An element of one of the shared verdict maps.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
@@ -238,6 +295,8 @@ pub struct ServiceRules {
     pub sets: Vec<AffinitySet>,
     /// The port's endpoint map, if it DNATs without endpoint chains.
     pub maps: Vec<TargetMap>,
+    /// The service chain, when it is a plain one (its text is also in `chains`).
+    pub plain_chain: Option<PlainServiceChain>,
     pub elements: Vec<Element>,
     /// ClusterIPs for the `cluster-ips` set (traffic to a known ClusterIP on a port it
     /// does not serve is rejected).
@@ -353,11 +412,24 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     // The ClusterIP.
     let cluster_key = format!("{} . {proto} . {}", sp.cluster_ip, sp.port);
     if !cat.cluster.is_empty() {
-        let mut r = vec![format!(
-            "ip daddr {} {proto} dport {} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
-            sp.cluster_ip, sp.port, ctx.cluster_cidr
-        )];
-        r.extend(pick_endpoint(sp, &cat.cluster, chains, &mut targets));
+        let masquerade = MasqueradeCheck {
+            cluster_ip: sp.cluster_ip,
+            protocol: sp.name.protocol,
+            port: sp.port,
+            cluster_cidr: ctx.cluster_cidr,
+        };
+        let mut r = vec![masquerade.to_string()];
+        if chains {
+            r.extend(pick_endpoint(sp, &cat.cluster, chains, &mut targets));
+        } else {
+            let pick = pick_mapped(sp, &cat.cluster, &mut targets);
+            r.push(pick.to_string());
+            rules.plain_chain = Some(PlainServiceChain {
+                name: svc_chain.clone(),
+                masquerade,
+                pick,
+            });
+        }
         rules.chains.push(Chain {
             name: svc_chain.clone(),
             rules: r,
@@ -480,7 +552,7 @@ fn pick_endpoint(
     targets: &mut TargetMap,
 ) -> Vec<String> {
     if !chains {
-        return vec![pick_mapped(sp, eps, targets)];
+        return vec![pick_mapped(sp, eps, targets).to_string()];
     }
     let mut r = Vec::new();
     if sp.affinity_timeout.is_some() {
@@ -505,24 +577,18 @@ fn pick_endpoint(
     r
 }
 
-/// The compact pick: one random number in `offset..offset+n`, looked up in the port's
-/// map where these endpoints were just added, so each gets 1/n.
-fn pick_mapped(sp: &ServicePort, eps: &[Endpoint], targets: &mut TargetMap) -> String {
+/// The compact pick of `eps`, added to the port's endpoint map after what it holds.
+fn pick_mapped(sp: &ServicePort, eps: &[Endpoint], targets: &mut TargetMap) -> MappedPick {
     let offset = targets.targets.len();
     targets
         .targets
         .extend(eps.iter().map(|ep| (ep.ip, ep.port)));
-    let offset = if offset == 0 {
-        String::new()
-    } else {
-        format!(" offset {offset}")
-    };
-    format!(
-        "meta l4proto {} dnat to numgen random mod {}{offset} map @{}",
-        sp.name.protocol.nft(),
-        eps.len(),
-        targets.name
-    )
+    MappedPick {
+        protocol: sp.name.protocol,
+        count: eps.len(),
+        offset,
+        map: targets.name.clone(),
+    }
 }
 
 fn endpoint_rules(sp: &ServicePort, ep: &Endpoint) -> Chain {

@@ -732,6 +732,7 @@ mod tests {
             }],
             sets: vec![],
             maps: vec![],
+            plain_chain: None,
             elements: vec![Element {
                 map: SERVICE_IPS,
                 key: format!("{ip} . tcp . 80"),

@@ -19,6 +19,7 @@ use podnet_kernel::NetNs;
 use podnet_kernel::conntrack;
 use tokio::sync::watch;
 
+use crate::fastpath;
 use crate::healthcheck::{HealthServers, HealthStatus};
 use crate::model::{self, NodeContext, Protocol, ServicePortName, ServiceState, categorize};
 use crate::nftables::{self, Installed, TableConfig};
@@ -138,8 +139,13 @@ impl Syncer {
                     (c.name.clone(), rules)
                 })
                 .collect();
+            // Decided before `render_partial` moves `installed` on to the new state.
+            let batch = fastpath::partial_batch(&self.installed, &changed);
             let text = nftables::render_partial(&mut self.installed, changed);
-            nftables::apply(self.netns.as_ref(), &text)?;
+            match batch {
+                Some(batch) => podnet_kernel::nftnl::apply(self.netns.as_ref(), &batch)?,
+                None => nftables::apply(self.netns.as_ref(), &text)?,
+            }
             for c in changes {
                 match c.new.as_ref().and_then(|s| self.health_of(s)) {
                     Some(h) => self.health.insert(c.name.clone(), h),

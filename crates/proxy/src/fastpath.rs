@@ -1,0 +1,190 @@
+//! The partial syncs that skip `nft`: when every changed service port keeps its chains,
+//! sets, maps and shared map elements and only its endpoints moved (an endpoint added,
+//! removed, turned ready or not ready: the common change), the transaction is its
+//! endpoint maps refilled, its plain service chain rewritten and the hairpin elements
+//! adjusted, sent as one netlink batch (`podnet_kernel::nftnl`). `nft` would first read
+//! every chain and set of every table, ≈ 100 ms at 10,000 services; this takes a few
+//! milliseconds. Anything else goes through `nft -f` as before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use podnet_kernel::nftnl::{Batch, Element, Expr, PayloadBase, Verdict, concat};
+
+use crate::model::{
+    ENDPOINT_HAIRPIN, MARK_FOR_MASQUERADE, MappedPick, MasqueradeCheck, PlainServiceChain,
+    ServicePortName, ServiceRules, TargetMap,
+};
+use crate::nftables::{Installed, TABLE, shard_of, shard_table};
+
+/// The batch for `changed`, or `None` when some change needs `nft` (a port added or
+/// deleted, a chain, set or shared element that changes, a chain that is not plain).
+pub fn partial_batch(
+    installed: &Installed,
+    changed: &BTreeMap<ServicePortName, Option<ServiceRules>>,
+) -> Option<Batch> {
+    let mut batch = Batch::new();
+    for (name, new) in changed {
+        let old = installed.services.get(name)?;
+        let new = new.as_ref()?;
+        endpoint_change(&mut batch, &shard_table(shard_of(name)), old, new)?;
+    }
+    hairpin_changes(&mut batch, installed, changed);
+    Some(batch)
+}
+
+/// Adds to `batch` what takes `old` to `new` in `table`, if only endpoints changed.
+fn endpoint_change(
+    batch: &mut Batch,
+    table: &str,
+    old: &ServiceRules,
+    new: &ServiceRules,
+) -> Option<()> {
+    let same_maps = old.maps.len() == new.maps.len()
+        && old
+            .maps
+            .iter()
+            .zip(&new.maps)
+            .all(|(a, b)| a.name == b.name && a.protocol == b.protocol);
+    if old.sets != new.sets
+        || old.elements != new.elements
+        || old.cluster_ips != new.cluster_ips
+        || !same_maps
+        || old.chains.len() != new.chains.len()
+    {
+        return None;
+    }
+    let plain = new.plain_chain.as_ref();
+    let mut rewrite = None;
+    for (a, b) in old.chains.iter().zip(&new.chains) {
+        if a.name != b.name {
+            return None;
+        }
+        if a.rules != b.rules {
+            // Only the plain service chain may change.
+            rewrite = Some(plain.filter(|p| p.name == b.name)?);
+        }
+    }
+    for (a, b) in old.maps.iter().zip(&new.maps) {
+        if a.targets != b.targets {
+            batch.flush_set(table, &b.name);
+            batch.add_elements(table, &b.name, &target_elements(b));
+        }
+    }
+    if let Some(chain) = rewrite {
+        rewrite_chain(batch, table, chain);
+    }
+    Some(())
+}
+
+fn target_elements(map: &TargetMap) -> Vec<Element> {
+    map.targets
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, port))| Element {
+            // The random number is in host byte order, as numgen writes it.
+            key: (i as u32).to_ne_bytes().to_vec(),
+            value: Some(concat(&[&ip.octets(), &port.to_be_bytes()])),
+        })
+        .collect()
+}
+
+fn rewrite_chain(batch: &mut Batch, table: &str, chain: &PlainServiceChain) {
+    batch.flush_chain(table, &chain.name);
+    batch.add_rule(table, &chain.name, &masquerade_exprs(&chain.masquerade));
+    batch.add_rule(table, &chain.name, &pick_exprs(&chain.pick));
+}
+
+/// `ip daddr C <proto> dport P ip saddr != <cluster CIDR> jump mark-for-masquerade`.
+fn masquerade_exprs(m: &MasqueradeCheck) -> Vec<Expr> {
+    let mut e = vec![
+        Expr::Payload {
+            base: PayloadBase::Network,
+            offset: 16,
+            len: 4,
+        },
+        Expr::Cmp {
+            equal: true,
+            data: m.cluster_ip.octets().to_vec(),
+        },
+    ];
+    e.extend(l4proto(m.protocol.number()));
+    e.push(Expr::Payload {
+        base: PayloadBase::Transport,
+        offset: 2,
+        len: 2,
+    });
+    e.push(Expr::Cmp {
+        equal: true,
+        data: m.port.to_be_bytes().to_vec(),
+    });
+    e.extend(Expr::ip_prefix(
+        12,
+        m.cluster_cidr.network(),
+        m.cluster_cidr.prefix_len(),
+        false,
+    ));
+    e.push(Expr::Verdict(Verdict::Jump(
+        MARK_FOR_MASQUERADE.to_string(),
+    )));
+    e
+}
+
+/// `meta l4proto <proto> dnat to numgen random mod N [offset O] map @<map>`.
+fn pick_exprs(p: &MappedPick) -> Vec<Expr> {
+    let mut e = l4proto(p.protocol.number());
+    e.push(Expr::NumgenRandom {
+        modulus: p.count as u32,
+        offset: p.offset as u32,
+    });
+    e.push(Expr::Map { set: p.map.clone() });
+    e.push(Expr::DnatFromMap);
+    e
+}
+
+fn l4proto(number: u8) -> Vec<Expr> {
+    vec![
+        Expr::MetaL4Proto,
+        Expr::Cmp {
+            equal: true,
+            data: vec![number],
+        },
+    ]
+}
+
+/// Hairpin elements are shared: one goes when its last user does, comes with its first.
+fn hairpin_changes(
+    batch: &mut Batch,
+    installed: &Installed,
+    changed: &BTreeMap<ServicePortName, Option<ServiceRules>>,
+) {
+    let mut counts: BTreeMap<Ipv4Addr, isize> = BTreeMap::new();
+    let mut touched = BTreeSet::new();
+    for (name, new) in changed {
+        for ip in installed.services.get(name).iter().flat_map(|r| &r.hairpin) {
+            *counts.entry(*ip).or_default() -= 1;
+            touched.insert(*ip);
+        }
+        for ip in new.iter().flat_map(|r| &r.hairpin) {
+            *counts.entry(*ip).or_default() += 1;
+            touched.insert(*ip);
+        }
+    }
+    let key = |ip: &Ipv4Addr| concat(&[&ip.octets(), &ip.octets()]);
+    let mut gone = Vec::new();
+    let mut come = Vec::new();
+    for ip in touched {
+        let before = installed.hairpin.get(&ip).copied().unwrap_or(0) as isize;
+        let after = before + counts.get(&ip).copied().unwrap_or(0);
+        if before > 0 && after == 0 {
+            gone.push(key(&ip));
+        } else if before == 0 && after > 0 {
+            come.push(Element {
+                key: key(&ip),
+                value: None,
+            });
+        }
+    }
+    batch.delete_elements(TABLE, ENDPOINT_HAIRPIN, &gone);
+    batch.add_elements(TABLE, ENDPOINT_HAIRPIN, &come);
+}

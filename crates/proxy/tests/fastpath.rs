@@ -1,0 +1,218 @@
+//! Partial syncs over netlink (the fast path) against the same syncs through `nft -f`:
+//! two namespaces get the same full sync, then the same endpoint changes, one by each
+//! path; the rulesets `nft` lists must be identical after every step. Changes the fast
+//! path does not cover must be left to `nft`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use podnet_kernel::NetNs;
+use podnet_proxy::fastpath;
+use podnet_proxy::model::{
+    self, Endpoint, Layout, NodeContext, Protocol, ServicePort, ServicePortName, ServiceState,
+};
+use podnet_proxy::nftables::{self, TableConfig};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace deleted on drop.
+struct TestNs {
+    name: String,
+    ns: NetNs,
+}
+
+impl TestNs {
+    fn new(tag: &str) -> TestNs {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("pn-fp-{tag}-{}-{n}", std::process::id());
+        let ns = NetNs::create(&name).expect("create test namespace");
+        TestNs { name, ns }
+    }
+
+    fn ruleset(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "list", "ruleset"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = NetNs::delete(&self.name);
+    }
+}
+
+fn ctx() -> NodeContext {
+    NodeContext {
+        node_name: "node-a".into(),
+        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+        layout: Layout::Compact,
+    }
+}
+
+fn endpoint(last: u8, node: &str, ready: bool) -> Endpoint {
+    Endpoint {
+        ip: Ipv4Addr::new(10, 244, 1, last),
+        port: 8080,
+        node_name: Some(node.into()),
+        ready,
+        serving: ready,
+        terminating: false,
+    }
+}
+
+fn service(name: &str, ip_last: u8, protocol: Protocol, eps: Vec<Endpoint>) -> ServiceState {
+    ServiceState {
+        port: ServicePort {
+            name: ServicePortName {
+                namespace: "default".into(),
+                name: name.into(),
+                port: "p".into(),
+                protocol,
+            },
+            cluster_ip: Ipv4Addr::new(10, 96, 0, ip_last),
+            port: 80,
+            node_port: None,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+        },
+        endpoints: eps,
+    }
+}
+
+/// Both namespaces with the same full sync; the installed state to sync from.
+fn start(states: &[ServiceState]) -> (TestNs, TestNs, nftables::Installed) {
+    let by_nft = TestNs::new("nft");
+    let by_netlink = TestNs::new("nl");
+    let cfg = TableConfig {
+        node_ips: vec![Ipv4Addr::new(172, 31, 0, 1)],
+        service_cidr: Some("10.96.0.0/12".parse().unwrap()),
+    };
+    let rules = states
+        .iter()
+        .map(|s| (s.port.name.clone(), model::service_rules(s, &ctx())))
+        .collect();
+    let (text, installed) = nftables::render_full(&cfg, rules);
+    for t in [&by_nft, &by_netlink] {
+        nftables::apply(Some(&t.ns), &text).expect("full sync");
+    }
+    (by_nft, by_netlink, installed)
+}
+
+/// Applies `new` states by both paths; returns whether the fast path took them.
+fn sync_both(
+    by_nft: &TestNs,
+    by_netlink: &TestNs,
+    installed: &mut nftables::Installed,
+    new: &[ServiceState],
+) -> bool {
+    let changed: BTreeMap<_, _> = new
+        .iter()
+        .map(|s| (s.port.name.clone(), Some(model::service_rules(s, &ctx()))))
+        .collect();
+    let batch = fastpath::partial_batch(installed, &changed);
+    let text = nftables::render_partial(installed, changed);
+    nftables::apply(Some(&by_nft.ns), &text).expect("nft path");
+    match batch {
+        Some(b) => {
+            podnet_kernel::nftnl::apply(Some(&by_netlink.ns), &b).expect("netlink path");
+            true
+        }
+        None => {
+            nftables::apply(Some(&by_netlink.ns), &text).expect("nft path");
+            false
+        }
+    }
+}
+
+#[test]
+fn endpoint_changes_over_netlink_leave_the_ruleset_nft_would() {
+    let web = |eps| service("web", 10, Protocol::Tcp, eps);
+    let dns = |eps| service("dns", 11, Protocol::Udp, eps);
+    let initial = [
+        web(vec![
+            endpoint(2, "node-a", true),
+            endpoint(3, "node-b", true),
+        ]),
+        dns(vec![endpoint(4, "node-a", true)]),
+    ];
+    let (a, b, mut installed) = start(&initial);
+    assert_eq!(a.ruleset(), b.ruleset());
+
+    let steps: Vec<(&str, Vec<ServiceState>)> = vec![
+        (
+            "an endpoint replaced (same count)",
+            vec![web(vec![
+                endpoint(2, "node-a", true),
+                endpoint(5, "node-a", true),
+            ])],
+        ),
+        (
+            "scaled up (the pick's modulus changes)",
+            vec![web(vec![
+                endpoint(2, "node-a", true),
+                endpoint(5, "node-a", true),
+                endpoint(6, "node-b", true),
+            ])],
+        ),
+        (
+            "one turns not ready, and a UDP service moves (two ports in one batch)",
+            vec![
+                web(vec![
+                    endpoint(2, "node-a", true),
+                    endpoint(5, "node-a", false),
+                    endpoint(6, "node-b", true),
+                ]),
+                dns(vec![endpoint(7, "node-a", true)]),
+            ],
+        ),
+    ];
+    for (what, states) in steps {
+        assert!(
+            sync_both(&a, &b, &mut installed, &states),
+            "{what}: the fast path takes it"
+        );
+        let listed = a.ruleset();
+        assert_eq!(b.ruleset(), listed, "{what}");
+    }
+    let listed = a.ruleset();
+    assert!(listed.contains("10.244.1.6 . 8080"), "{listed}");
+    assert!(
+        !listed.contains("10.244.1.4 . 10.244.1.4"),
+        "the hairpin element of the endpoint that went is gone: {listed}"
+    );
+    assert!(listed.contains("10.244.1.7 . 10.244.1.7"), "{listed}");
+}
+
+#[test]
+fn changes_beyond_endpoints_are_left_to_nft() {
+    let web = |eps| service("web", 10, Protocol::Tcp, eps);
+    let (a, b, mut installed) = start(&[web(vec![endpoint(2, "node-a", true)])]);
+    // The last endpoint goes: the ClusterIP moves to the no-endpoint map.
+    assert!(!sync_both(&a, &b, &mut installed, &[web(vec![])]));
+    // It comes back.
+    assert!(!sync_both(
+        &a,
+        &b,
+        &mut installed,
+        &[web(vec![endpoint(3, "node-a", true)])]
+    ));
+    // A new service port.
+    let api = service("api", 12, Protocol::Tcp, vec![endpoint(4, "node-b", true)]);
+    assert!(!sync_both(&a, &b, &mut installed, &[api.clone()]));
+    // A port that gains a NodePort (new chain and element).
+    let mut np = api;
+    np.port.node_port = Some(30080);
+    assert!(!sync_both(&a, &b, &mut installed, &[np]));
+    assert_eq!(a.ruleset(), b.ruleset());
+}
