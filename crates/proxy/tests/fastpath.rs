@@ -209,7 +209,7 @@ fn changes_beyond_endpoints_are_left_to_nft() {
     ));
     // A new service port.
     let api = service("api", 12, Protocol::Tcp, vec![endpoint(4, "node-b", true)]);
-    assert!(!sync_both(&a, &b, &mut installed, &[api.clone()]));
+    assert!(!sync_both(&a, &b, &mut installed, std::slice::from_ref(&api)));
     // A port that gains a NodePort (new chain and element).
     let mut np = api;
     np.port.node_port = Some(30080);
