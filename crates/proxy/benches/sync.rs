@@ -1,6 +1,6 @@
 //! (a) Sync time: a full sync of N services × E endpoints (render + one `nft -f`
 //! transaction, in a fresh namespace), a second full sync over the existing table, and a
-//! partial sync of one changed service at that size.
+//! partial sync of one changed service at that size, through `nft -f` and over netlink.
 //!
 //! `PODNET_BENCH_SERVICES` (default `1000,10000`), `PODNET_BENCH_ENDPOINTS` (default 10),
 //! `PODNET_BENCH_PARTIAL_RUNS` (default 20). Runs as root.
@@ -11,6 +11,7 @@ mod lab;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use podnet_proxy::fastpath;
 use podnet_proxy::model::{self, NodeContext};
 use podnet_proxy::nftables::{self, TableConfig};
 
@@ -68,10 +69,13 @@ fn main() {
         full("fresh namespace");
         let mut installed = full("over the existing table");
 
-        // Partial: one service loses an endpoint and gains another, then back.
+        // Partial: one service loses an endpoint and gains another, then back; the same
+        // change alternately through `nft -f` and over netlink (the fast path).
         let target = &states[n / 2];
-        let mut times = Vec::new();
-        for run in 0..runs {
+        let mut socket = podnet_kernel::nftnl::NftSocket::open(Some(node)).unwrap();
+        let mut by_nft = Vec::new();
+        let mut by_netlink = Vec::new();
+        for run in 0..runs * 2 {
             let mut changed_state = target.clone();
             if run % 2 == 0 {
                 changed_state.endpoints.pop();
@@ -85,18 +89,33 @@ fn main() {
                 changed_state.port.name.clone(),
                 Some(model::service_rules(&changed_state, &ctx)),
             );
+            let batch = fastpath::partial_batch(&installed, &changed);
             let text = nftables::render_partial(&mut installed, changed);
             if let Ok(dir) = std::env::var("PODNET_BENCH_DUMP") {
                 std::fs::write(format!("{dir}/partial-{n}-{}.nft", run % 2), &text).unwrap();
             }
-            nftables::apply(Some(node), &text).expect("partial sync applies");
-            times.push(ms(t));
+            match batch {
+                Some(b) if run % 2 == 1 => {
+                    socket.apply(&b).expect("partial sync applies");
+                    by_netlink.push(ms(t));
+                }
+                _ => {
+                    nftables::apply(Some(node), &text).expect("partial sync applies");
+                    by_nft.push(ms(t));
+                }
+            }
         }
-        println!(
-            "partial sync of 1 service at {n:>6} services: median {:.1} ms, max {:.1} ms over {runs} runs",
-            lab::median_ms(times.clone()),
-            times.iter().cloned().fold(0.0, f64::max)
-        );
+        for (how, times) in [("nft -f", by_nft), ("netlink", by_netlink)] {
+            if times.is_empty() {
+                continue;
+            }
+            println!(
+                "partial sync of 1 service at {n:>6} services via {how:<7}: median {:.1} ms, max {:.1} ms over {} runs",
+                lab::median_ms(times.clone()),
+                times.iter().cloned().fold(0.0, f64::max),
+                times.len()
+            );
+        }
         let t = Instant::now();
         podnet_proxy::cleanup(Some(node)).unwrap();
         println!(

@@ -17,6 +17,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use podnet_kernel::NetNs;
 use podnet_kernel::conntrack;
+use podnet_kernel::nftnl;
 use tokio::sync::watch;
 
 use crate::fastpath;
@@ -44,6 +45,9 @@ pub struct Syncer {
     /// The userspace mode's proxy: set, the rules are its four chains instead of the
     /// nftables mode's table, and every sync hands it every service port.
     userspace: Option<UserspaceProxy>,
+    /// The netlink socket of the fast path, kept open: closing one after a commit costs
+    /// an RCU grace period.
+    nftnl: Option<nftnl::NftSocket>,
 }
 
 /// What one sync did.
@@ -65,6 +69,7 @@ impl Syncer {
             need_full: true,
             health: BTreeMap::new(),
             userspace: None,
+            nftnl: None,
         }
     }
 
@@ -143,7 +148,7 @@ impl Syncer {
             let batch = fastpath::partial_batch(&self.installed, &changed);
             let text = nftables::render_partial(&mut self.installed, changed);
             match batch {
-                Some(batch) => podnet_kernel::nftnl::apply(self.netns.as_ref(), &batch)?,
+                Some(batch) => self.apply_batch(&batch)?,
                 None => nftables::apply(self.netns.as_ref(), &text)?,
             }
             for c in changes {
@@ -161,6 +166,18 @@ impl Syncer {
             conntrack_deleted,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Commits a fast-path batch on the kept socket (opened on first use, dropped after a
+    /// failure so the next one starts clean).
+    fn apply_batch(&mut self, batch: &nftnl::Batch) -> Result<(), ProxyError> {
+        let mut socket = match self.nftnl.take() {
+            Some(s) => s,
+            None => nftnl::NftSocket::open(self.netns.as_ref())?,
+        };
+        socket.apply(batch)?;
+        self.nftnl = Some(socket);
+        Ok(())
     }
 
     fn health_of(&self, s: &ServiceState) -> Option<(u16, usize)> {
