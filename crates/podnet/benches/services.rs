@@ -8,10 +8,11 @@
 //! A change replaces the probe Service's one endpoint address with a new,
 //! never used one (198.18.0.0/15, the benchmarking range: the rule is what
 //! is measured, no packet goes there). "Live" is the moment the node's
-//! kernel announces the rule `dnat to <new address>:8080`: `nft monitor new
-//! rules` runs in every node namespace before the changes and its events
-//! come at the commit of the proxy's transaction, so nothing polls the
-//! table. The clock starts before the API write, so the write is included.
+//! kernel announces the new address in the service's endpoint map
+//! (`… : <new address> . 8080`): `nft monitor new` runs in every node
+//! namespace before the changes and its events come at the commit of the
+//! proxy's transaction, so nothing polls the table. The clock starts before
+//! the API write, so the write is included.
 //!
 //! Needs root; prints "skipped" otherwise. The lab is removed at the end,
 //! also after a failure (guard).
@@ -77,14 +78,14 @@ impl Lab {
         format!("/var/lib/podnet/{}/kubeconfig", self.name)
     }
 
-    /// Starts `nft monitor new rules` in every node; each line it prints
+    /// Starts `nft monitor new` in every node; each line it prints
     /// comes to the returned receiver with the node index and arrival time.
     fn watch_rules(&mut self) -> mpsc::Receiver<(usize, Instant, String)> {
         let (tx, rx) = mpsc::channel();
         for i in 0..NODES {
             let node = format!("{}-node{}", self.name, i + 1);
             let mut child = Command::new("ip")
-                .args(["netns", "exec", &node, "nft", "monitor", "new", "rules"])
+                .args(["netns", "exec", &node, "nft", "monitor", "new"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -180,7 +181,7 @@ impl Probe {
             .replace("probe-slice", &PostParams::default(), &next)
             .await
             .expect("write the probe EndpointSlice");
-        let want = format!("dnat to {addr}:8080");
+        let want = format!(": {addr} . 8080");
         let mut live: Vec<Option<f64>> = vec![None; NODES];
         let deadline = started + within;
         // The monitors' lines come over a std channel: wait for them off the
