@@ -198,6 +198,13 @@ fn endpoint_changes_over_netlink_leave_the_ruleset_nft_would() {
 fn changes_beyond_endpoints_are_left_to_nft() {
     let web = |eps| service("web", 10, Protocol::Tcp, eps);
     let (a, b, mut installed) = start(&[web(vec![endpoint(2, "node-a", true)])]);
+    // First a change over netlink, so what follows is nft working on what netlink wrote.
+    assert!(sync_both(
+        &a,
+        &b,
+        &mut installed,
+        &[web(vec![endpoint(8, "node-a", true)])]
+    ));
     // The last endpoint goes: the ClusterIP moves to the no-endpoint map.
     assert!(!sync_both(&a, &b, &mut installed, &[web(vec![])]));
     // It comes back.
@@ -209,7 +216,12 @@ fn changes_beyond_endpoints_are_left_to_nft() {
     ));
     // A new service port.
     let api = service("api", 12, Protocol::Tcp, vec![endpoint(4, "node-b", true)]);
-    assert!(!sync_both(&a, &b, &mut installed, std::slice::from_ref(&api)));
+    assert!(!sync_both(
+        &a,
+        &b,
+        &mut installed,
+        std::slice::from_ref(&api)
+    ));
     // A port that gains a NodePort (new chain and element).
     let mut np = api;
     np.port.node_port = Some(30080);
