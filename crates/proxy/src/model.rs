@@ -99,6 +99,25 @@ pub struct ServicePort {
     pub health_check_node_port: Option<u16>,
 }
 
+impl ServicePort {
+    /// A ClusterIP-only port with kube-proxy's defaults: no NodePort, external addresses,
+    /// affinity or Local policies.
+    pub fn cluster_ip(name: ServicePortName, cluster_ip: Ipv4Addr, port: u16) -> ServicePort {
+        ServicePort {
+            name,
+            cluster_ip,
+            port,
+            node_port: None,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            affinity_timeout: None,
+            external_local: false,
+            internal_local: false,
+            health_check_node_port: None,
+        }
+    }
+}
+
 /// One endpoint of a service port, from an EndpointSlice (its port already resolved).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
@@ -616,23 +635,13 @@ mod tests {
     use super::*;
 
     pub(crate) fn port(ns: &str, name: &str, port_name: &str, proto: Protocol) -> ServicePort {
-        ServicePort {
-            name: ServicePortName {
-                namespace: ns.into(),
-                name: name.into(),
-                port: port_name.into(),
-                protocol: proto,
-            },
-            cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-            port: 80,
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            affinity_timeout: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-        }
+        let name = ServicePortName {
+            namespace: ns.into(),
+            name: name.into(),
+            port: port_name.into(),
+            protocol: proto,
+        };
+        ServicePort::cluster_ip(name, Ipv4Addr::new(10, 96, 0, 10), 80)
     }
 
     fn ep(last: u8, node: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {

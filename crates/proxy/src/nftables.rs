@@ -916,23 +916,16 @@ mod hairpin_tests {
 
     fn state(ep_last: u8) -> ServiceState {
         ServiceState {
-            port: ServicePort {
-                name: ServicePortName {
+            port: ServicePort::cluster_ip(
+                ServicePortName {
                     namespace: "default".into(),
                     name: "dns".into(),
                     port: "dns".into(),
                     protocol: Protocol::Udp,
                 },
-                cluster_ip: "10.96.0.53".parse().unwrap(),
-                port: 53,
-                node_port: None,
-                external_ips: vec![],
-                load_balancer_ips: vec![],
-                affinity_timeout: None,
-                external_local: false,
-                internal_local: false,
-                health_check_node_port: None,
-            },
+                "10.96.0.53".parse().unwrap(),
+                53,
+            ),
             endpoints: vec![Endpoint {
                 ip: Ipv4Addr::new(10, 244, 1, ep_last),
                 port: 5353,

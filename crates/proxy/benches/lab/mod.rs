@@ -123,23 +123,16 @@ pub fn synthetic(i: usize, eps: usize) -> ServiceState {
         })
         .collect();
     ServiceState {
-        port: ServicePort {
-            name: ServicePortName {
+        port: ServicePort::cluster_ip(
+            ServicePortName {
                 namespace: "bench".into(),
                 name: format!("svc-{i}"),
                 port: "http".into(),
                 protocol: Protocol::Tcp,
             },
             cluster_ip,
-            port: 80,
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            affinity_timeout: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-        },
+            80,
+        ),
         endpoints,
     }
 }
