@@ -104,9 +104,18 @@ pub fn pod_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 1, 2 + i as u8)
 }
 
+/// How many endpoints (pods) a synthetic node hosts: `PODNET_BENCH_PODS_PER_NODE`,
+/// default 0 = the endpoints are spread over three nodes (node-0 hosts a third of them,
+/// ~33,000 at 10,000 × 10: far beyond a real node). 110 is Kubernetes' default maximum of
+/// pods per node.
+fn pods_per_node() -> usize {
+    env_usize("PODNET_BENCH_PODS_PER_NODE", 0)
+}
+
 /// Service `i` of a synthetic set: ClusterIP 10.96.x.y, port 80, `eps` endpoints at
-/// distinct addresses (10.100.0.0/14, never routed), spread over three nodes.
+/// distinct addresses (10.100.0.0/14, never routed), on nodes as [`pods_per_node`] says.
 pub fn synthetic(i: usize, eps: usize) -> ServiceState {
+    let per_node = pods_per_node();
     let n = (i + 1) as u32;
     let cluster_ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + n);
     let endpoints = (0..eps)
@@ -115,7 +124,10 @@ pub fn synthetic(i: usize, eps: usize) -> ServiceState {
             Endpoint {
                 ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 100, 0, 0)) + k),
                 port: 8080,
-                node_name: Some(format!("node-{}", j % 3)),
+                node_name: Some(format!(
+                    "node-{}",
+                    (k as usize).checked_div(per_node).unwrap_or(j % 3)
+                )),
                 ready: true,
                 serving: true,
                 terminating: false,
