@@ -35,8 +35,12 @@ fn main() {
         node_ips: vec!["172.31.70.1".parse().unwrap()],
         service_cidr: Some("10.96.0.0/12".parse().unwrap()),
     };
+    let placement = match lab::pods_per_node() {
+        0 => "endpoints over 3 nodes".to_string(),
+        n => format!("{n} endpoints per node"),
+    };
     println!(
-        "proxy sync bench: services × {eps} endpoints, layout {:?}, nft {}",
+        "proxy sync bench: services × {eps} endpoints ({placement}), layout {:?}, nft {}",
         ctx.layout,
         nft_version()
     );

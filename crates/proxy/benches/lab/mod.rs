@@ -108,7 +108,7 @@ pub fn pod_ip(i: usize) -> Ipv4Addr {
 /// default 0 = the endpoints are spread over three nodes (node-0 hosts a third of them,
 /// ~33,000 at 10,000 × 10: far beyond a real node). 110 is Kubernetes' default maximum of
 /// pods per node.
-fn pods_per_node() -> usize {
+pub fn pods_per_node() -> usize {
     env_usize("PODNET_BENCH_PODS_PER_NODE", 0)
 }
 
