@@ -240,6 +240,61 @@ impl AsRawFd for NetNs {
     }
 }
 
+/// A named network namespace that is deleted when the guard drops.
+///
+/// Tests and labs create namespaces on a shared machine and must leave
+/// nothing behind, also when they panic halfway: unwinding runs `Drop`, so
+/// holding the namespace in this guard is what removes it. It derefs to the
+/// [`NetNs`] handle, so `&*guard` (or plain `&guard` where a `&NetNs` is
+/// expected) and `guard.run(..)` work as on the handle.
+#[derive(Debug)]
+pub struct OwnedNetNs {
+    name: String,
+    ns: NetNs,
+}
+
+impl OwnedNetNs {
+    /// Creates the named namespace (as [`NetNs::create`]: fails if the name
+    /// is taken) and takes charge of deleting it.
+    pub fn create(name: &str) -> Result<OwnedNetNs> {
+        let ns = NetNs::create(name)?;
+        Ok(OwnedNetNs {
+            name: name.to_string(),
+            ns,
+        })
+    }
+
+    /// The namespace's name, as `ip netns list` and `ip -n NAME` know it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the namespace is mounted (`/run/netns/NAME`), the path a CNI
+    /// plugin is given as `CNI_NETNS`.
+    pub fn path(&self) -> PathBuf {
+        NetNs::path_of(&self.name)
+    }
+}
+
+impl std::ops::Deref for OwnedNetNs {
+    type Target = NetNs;
+
+    fn deref(&self) -> &NetNs {
+        &self.ns
+    }
+}
+
+impl Drop for OwnedNetNs {
+    fn drop(&mut self) {
+        // `delete` already succeeds when the name is gone (a test may delete
+        // it itself); any other failure cannot be reported from a drop, and
+        // panicking here could abort a test that is already unwinding.
+        if let Err(e) = NetNs::delete(&self.name) {
+            eprintln!("podnet: {e}; remove it with `ip netns del {}`", self.name);
+        }
+    }
+}
+
 /// Creates the empty file `/run/netns/NAME` a namespace is mounted on;
 /// fails if the name is taken.
 fn mount_point(name: &str) -> Result<PathBuf> {
