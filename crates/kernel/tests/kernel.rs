@@ -6,30 +6,17 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::{IpNet, Ipv4Net};
+use podnet_kernel::netns::OwnedNetNs;
 use podnet_kernel::route::Scope;
 use podnet_kernel::{NetNs, Netlink, Route, nft, nftnl, sysctl};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A named namespace deleted on drop.
-struct TestNs {
-    name: String,
-    ns: NetNs,
-}
-
-impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("pnk-{tag}-{}-{n}", std::process::id());
-        let ns = NetNs::create(&name).expect("create test namespace");
-        TestNs { name, ns }
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
-    }
+/// A fresh namespace `pnk-TAG-PID-N`, deleted when the guard drops.
+fn test_ns(tag: &str) -> OwnedNetNs {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("pnk-{tag}-{}-{n}", std::process::id());
+    OwnedNetNs::create(&name).expect("create test namespace")
 }
 
 fn ip_in(ns: &str, args: &str) -> String {
@@ -47,38 +34,89 @@ fn net(s: &str) -> Ipv4Net {
 
 #[test]
 fn named_namespace_is_listed_and_deleted() {
-    let t = TestNs::new("list");
+    let t = test_ns("list");
     let listed = Command::new("ip")
         .args(["netns", "list"])
         .output()
         .expect("ip netns list");
-    assert!(String::from_utf8_lossy(&listed.stdout).contains(&t.name));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(t.name()));
     assert!(
-        NetNs::create(&t.name).is_err(),
+        NetNs::create(t.name()).is_err(),
         "creating a taken name must fail"
     );
-    let again = NetNs::open(&t.name).expect("open by name");
-    assert_eq!(again.id().expect("id"), t.ns.id().expect("id"));
+    let again = NetNs::open(t.name()).expect("open by name");
+    assert_eq!(again.id().expect("id"), t.id().expect("id"));
     assert_ne!(
-        t.ns.id().expect("id"),
+        t.id().expect("id"),
         NetNs::current().expect("current").id().expect("id")
     );
-    NetNs::delete(&t.name).expect("delete");
-    NetNs::delete(&t.name).expect("delete is idempotent");
-    assert!(!NetNs::list_named().expect("list").contains(&t.name));
-    let err = NetNs::open(&t.name).expect_err("gone");
+    NetNs::delete(t.name()).expect("delete");
+    NetNs::delete(t.name()).expect("delete is idempotent");
     assert!(
-        err.to_string().contains(&t.name),
+        !NetNs::list_named()
+            .expect("list")
+            .iter()
+            .any(|n| n == t.name())
+    );
+    let err = NetNs::open(t.name()).expect_err("gone");
+    assert!(
+        err.to_string().contains(t.name()),
         "error names the namespace: {err}"
     );
 }
 
+/// Names `ip netns list` shows, as a user would check.
+fn ip_netns_list() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn owned_namespace_lives_as_long_as_its_guard() {
+    let name = {
+        let t = test_ns("owned");
+        assert!(ip_netns_list().contains(&t.name().to_string()));
+        assert_eq!(t.path(), NetNs::path_of(t.name()));
+        // Derefs to the handle: it is the namespace `ip netns` names.
+        let by_name = NetNs::open(t.name()).expect("open by name");
+        assert_eq!(t.id().expect("id"), by_name.id().expect("id"));
+        t.name().to_string()
+    };
+    assert!(!ip_netns_list().contains(&name), "{name} left behind");
+    let err = NetNs::open(&name).expect_err("gone after drop");
+    assert!(err.is_not_found(), "{err}");
+
+    // A test that panics still removes its namespace while unwinding.
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("pnk-panic-{}-{n}", std::process::id());
+    let unwound = std::panic::catch_unwind(|| {
+        let _t = OwnedNetNs::create(&name).expect("create");
+        assert!(ip_netns_list().contains(&name));
+        panic!("a test failing while it holds {name}");
+    });
+    assert!(unwound.is_err());
+    assert!(!ip_netns_list().contains(&name), "{name} left behind");
+
+    // Deleted by hand first (as `named_namespace_is_listed_and_deleted` does):
+    // the drop finds it gone and is quiet about it.
+    let t = test_ns("gone");
+    NetNs::delete(t.name()).expect("delete");
+    drop(t);
+}
+
 #[test]
 fn veth_bridge_addresses_routes_across_namespaces() {
-    let host = TestNs::new("host");
-    let pod = TestNs::new("pod");
-    let mut h = Netlink::open_in(&host.ns).expect("netlink in host");
-    let mut p = Netlink::open_in(&pod.ns).expect("netlink in pod");
+    let host = test_ns("host");
+    let pod = test_ns("pod");
+    let mut h = Netlink::open_in(&host).expect("netlink in host");
+    let mut p = Netlink::open_in(&pod).expect("netlink in pod");
 
     let br = h.ensure_bridge("tbr0", Some(1400)).expect("bridge");
     let br_again = h.ensure_bridge("tbr0", None).expect("bridge is idempotent");
@@ -89,10 +127,10 @@ fn veth_bridge_addresses_routes_across_namespaces() {
         .expect("addr again");
     h.set_up(br.index).expect("up");
 
-    h.create_veth("tveth0", "eth0", Some(&pod.ns), Some(1400))
+    h.create_veth("tveth0", "eth0", Some(&pod), Some(1400))
         .expect("veth");
     let err = h
-        .create_veth("tveth0", "eth9", Some(&pod.ns), None)
+        .create_veth("tveth0", "eth9", Some(&pod), None)
         .expect_err("taken");
     assert!(err.is_exists(), "{err}");
     let hv = h.require_link("tveth0").expect("host end");
@@ -130,7 +168,7 @@ fn veth_bridge_addresses_routes_across_namespaces() {
     )
     .expect("onlink route");
 
-    let shown = ip_in(&pod.name, "route show");
+    let shown = ip_in(pod.name(), "route show");
     assert!(shown.contains("default via 10.77.0.1 dev eth0"), "{shown}");
     assert!(
         shown.contains("10.88.0.0/16 via 10.77.0.1 dev eth0"),
@@ -154,7 +192,7 @@ fn veth_bridge_addresses_routes_across_namespaces() {
         .collect();
     assert_eq!(addrs, vec![(pe.index, IpNet::V4(net("10.77.0.2/24")))]);
 
-    let master = ip_in(&host.name, "link show tveth0");
+    let master = ip_in(host.name(), "link show tveth0");
     assert!(master.contains("master tbr0"), "{master}");
 
     // Real traffic: ping the bridge from the pod.
@@ -162,7 +200,7 @@ fn veth_bridge_addresses_routes_across_namespaces() {
         .args([
             "netns",
             "exec",
-            &pod.name,
+            pod.name(),
             "ping",
             "-c1",
             "-W2",
@@ -180,7 +218,7 @@ fn veth_bridge_addresses_routes_across_namespaces() {
         &Route::via(net("10.88.0.0/16"), Ipv4Addr::new(10, 77, 0, 1)).with_oif(pe.index),
     )
     .expect("delete route");
-    assert!(!ip_in(&pod.name, "route show").contains("10.88.0.0/16"));
+    assert!(!ip_in(pod.name(), "route show").contains("10.88.0.0/16"));
     assert!(h.delete_link_by_name("tveth0").expect("delete"));
     assert!(
         p.link_by_name("eth0").expect("lookup").is_none(),
@@ -191,8 +229,8 @@ fn veth_bridge_addresses_routes_across_namespaces() {
 
 #[test]
 fn neighbours_and_fdb_append() {
-    let t = TestNs::new("fdb");
-    let mut nl = Netlink::open_in(&t.ns).expect("netlink");
+    let t = test_ns("fdb");
+    let mut nl = Netlink::open_in(&t).expect("netlink");
     let br = nl.ensure_bridge("tbr1", None).expect("bridge");
     nl.create_veth("tva", "tvb", None, None).expect("veth");
     let a = nl.require_link("tva").expect("a");
@@ -202,7 +240,7 @@ fn neighbours_and_fdb_append() {
         .expect("neigh");
     nl.replace_neighbour(a.index, Ipv4Addr::new(10, 1, 2, 3), mac)
         .expect("neigh again");
-    let shown = ip_in(&t.name, "neigh show dev tva");
+    let shown = ip_in(t.name(), "neigh show dev tva");
     assert!(
         shown.contains("10.1.2.3 lladdr 02:00:00:00:00:11 PERMANENT"),
         "{shown}"
@@ -215,7 +253,7 @@ fn neighbours_and_fdb_append() {
     // A plain FDB entry on a bridge port: set, listed, deleted.
     nl.replace_fdb(a.index, mac, None).expect("fdb");
     let fdb = Command::new("bridge")
-        .args(["-n", &t.name, "fdb", "show", "dev", "tva"])
+        .args(["-n", t.name(), "fdb", "show", "dev", "tva"])
         .output()
         .expect("bridge fdb");
     assert!(String::from_utf8_lossy(&fdb.stdout).contains("02:00:00:00:00:11"));
@@ -237,7 +275,7 @@ fn neighbours_and_fdb_append() {
     let made = Command::new("ip")
         .args([
             "-n",
-            &t.name,
+            t.name(),
             "link",
             "add",
             "tvx0",
@@ -274,33 +312,30 @@ fn neighbours_and_fdb_append() {
 
 #[test]
 fn sysctls_are_per_namespace() {
-    let t = TestNs::new("sysctl");
-    sysctl::write(&t.ns, "net.ipv4.ip_forward", "1").expect("write");
+    let t = test_ns("sysctl");
+    sysctl::write(&t, "net.ipv4.ip_forward", "1").expect("write");
+    assert_eq!(sysctl::read(&t, "net/ipv4/ip_forward").expect("read"), "1");
+    let other = test_ns("sysctl2");
     assert_eq!(
-        sysctl::read(&t.ns, "net/ipv4/ip_forward").expect("read"),
-        "1"
-    );
-    let other = TestNs::new("sysctl2");
-    assert_eq!(
-        sysctl::read(&other.ns, "net.ipv4.ip_forward").expect("read"),
+        sysctl::read(&other, "net.ipv4.ip_forward").expect("read"),
         "0"
     );
-    let err = sysctl::write(&t.ns, "net.ipv4.no_such_knob", "1").expect_err("unknown key");
+    let err = sysctl::write(&t, "net.ipv4.no_such_knob", "1").expect_err("unknown key");
     assert!(
-        err.to_string().contains("no_such_knob") && err.to_string().contains(&t.name),
+        err.to_string().contains("no_such_knob") && err.to_string().contains(t.name()),
         "{err}"
     );
 }
 
 #[test]
 fn nftables_transaction_in_namespace() {
-    let t = TestNs::new("nft");
+    let t = test_ns("nft");
     nft::apply(
-        Some(&t.ns),
+        Some(&t),
         "table ip podnet {\n chain post {\n type nat hook postrouting priority srcnat;\n }\n}\n",
     )
     .expect("apply");
-    let listed = nft::list_table(Some(&t.ns), "ip", "podnet")
+    let listed = nft::list_table(Some(&t), "ip", "podnet")
         .expect("list")
         .expect("exists");
     assert!(listed.contains("chain post"), "{listed}");
@@ -310,15 +345,15 @@ fn nftables_transaction_in_namespace() {
             .is_none()
     );
     let err = nft::apply(
-        Some(&t.ns),
+        Some(&t),
         "table ip podnet {\n chain broken {\n nonsense\n }\n}\n",
     )
     .expect_err("bad");
     assert!(err.to_string().contains("nft"), "{err}");
-    nft::delete_table(Some(&t.ns), "ip", "podnet").expect("delete");
-    nft::delete_table(Some(&t.ns), "ip", "podnet").expect("delete again");
+    nft::delete_table(Some(&t), "ip", "podnet").expect("delete");
+    nft::delete_table(Some(&t), "ip", "podnet").expect("delete again");
     assert!(
-        nft::list_table(Some(&t.ns), "ip", "podnet")
+        nft::list_table(Some(&t), "ip", "podnet")
             .expect("list")
             .is_none()
     );
@@ -419,15 +454,15 @@ fn nftnl_change() -> nftnl::Batch {
 
 #[test]
 fn nftnl_batch_writes_what_nft_writes_and_is_all_or_nothing() {
-    let by_nft = TestNs::new("nftnl-a");
-    let by_netlink = TestNs::new("nftnl-b");
+    let by_nft = test_ns("nftnl-a");
+    let by_netlink = test_ns("nftnl-b");
     for t in [&by_nft, &by_netlink] {
-        nft::apply(Some(&t.ns), NFTNL_BASE).expect("base table");
+        nft::apply(Some(t), NFTNL_BASE).expect("base table");
     }
-    nft::apply(Some(&by_nft.ns), NFTNL_AS_TEXT).expect("nft applies the change");
-    nftnl::apply(Some(&by_netlink.ns), &nftnl_change()).expect("netlink applies the change");
-    let listed = |t: &TestNs| {
-        nft::list_table(Some(&t.ns), "ip", "t")
+    nft::apply(Some(&by_nft), NFTNL_AS_TEXT).expect("nft applies the change");
+    nftnl::apply(Some(&by_netlink), &nftnl_change()).expect("netlink applies the change");
+    let listed = |t: &OwnedNetNs| {
+        nft::list_table(Some(t), "ip", "t")
             .expect("list")
             .expect("table exists")
     };
@@ -440,7 +475,7 @@ fn nftnl_batch_writes_what_nft_writes_and_is_all_or_nothing() {
     let mut bad = nftnl::Batch::new();
     bad.flush_set("t", "targets");
     bad.delete_elements("t", "hairpin", &[vec![10, 0, 0, 99, 10, 0, 0, 99]]);
-    let err = nftnl::apply(Some(&by_netlink.ns), &bad).expect_err("missing element");
+    let err = nftnl::apply(Some(&by_netlink), &bad).expect_err("missing element");
     assert!(
         err.to_string().contains("delete element ip t hairpin"),
         "{err}"
