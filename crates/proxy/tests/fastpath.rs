@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use podnet_kernel::NetNs;
+use podnet_kernel::netns::OwnedNetNs;
 use podnet_proxy::fastpath;
 use podnet_proxy::model::{
     self, Endpoint, Layout, NodeContext, Protocol, ServicePort, ServicePortName, ServiceState,
@@ -18,34 +18,21 @@ use podnet_proxy::nftables::{self, TableConfig};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A namespace deleted on drop.
-struct TestNs {
-    name: String,
-    ns: NetNs,
+/// A namespace `pn-fp-TAG-PID-N`, deleted when the guard drops.
+fn test_ns(tag: &str) -> OwnedNetNs {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("pn-fp-{tag}-{}-{n}", std::process::id());
+    OwnedNetNs::create(&name).expect("create test namespace")
 }
 
-impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("pn-fp-{tag}-{}-{n}", std::process::id());
-        let ns = NetNs::create(&name).expect("create test namespace");
-        TestNs { name, ns }
-    }
-
-    fn ruleset(&self) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "list", "ruleset"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
-    }
+/// What `nft list ruleset` shows inside `ns`.
+fn ruleset(ns: &OwnedNetNs) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn ctx() -> NodeContext {
@@ -91,9 +78,9 @@ fn service(name: &str, ip_last: u8, protocol: Protocol, eps: Vec<Endpoint>) -> S
 }
 
 /// Both namespaces with the same full sync; the installed state to sync from.
-fn start(states: &[ServiceState]) -> (TestNs, TestNs, nftables::Installed) {
-    let by_nft = TestNs::new("nft");
-    let by_netlink = TestNs::new("nl");
+fn start(states: &[ServiceState]) -> (OwnedNetNs, OwnedNetNs, nftables::Installed) {
+    let by_nft = test_ns("nft");
+    let by_netlink = test_ns("nl");
     let cfg = TableConfig {
         node_ips: vec![Ipv4Addr::new(172, 31, 0, 1)],
         service_cidr: Some("10.96.0.0/12".parse().unwrap()),
@@ -104,15 +91,15 @@ fn start(states: &[ServiceState]) -> (TestNs, TestNs, nftables::Installed) {
         .collect();
     let (text, installed) = nftables::render_full(&cfg, rules);
     for t in [&by_nft, &by_netlink] {
-        nftables::apply(Some(&t.ns), &text).expect("full sync");
+        nftables::apply(Some(t), &text).expect("full sync");
     }
     (by_nft, by_netlink, installed)
 }
 
 /// Applies `new` states by both paths; returns whether the fast path took them.
 fn sync_both(
-    by_nft: &TestNs,
-    by_netlink: &TestNs,
+    by_nft: &OwnedNetNs,
+    by_netlink: &OwnedNetNs,
     installed: &mut nftables::Installed,
     new: &[ServiceState],
 ) -> bool {
@@ -122,14 +109,14 @@ fn sync_both(
         .collect();
     let batch = fastpath::partial_batch(installed, &changed);
     let text = nftables::render_partial(installed, changed);
-    nftables::apply(Some(&by_nft.ns), &text).expect("nft path");
+    nftables::apply(Some(by_nft), &text).expect("nft path");
     match batch {
         Some(b) => {
-            podnet_kernel::nftnl::apply(Some(&by_netlink.ns), &b).expect("netlink path");
+            podnet_kernel::nftnl::apply(Some(by_netlink), &b).expect("netlink path");
             true
         }
         None => {
-            nftables::apply(Some(&by_netlink.ns), &text).expect("nft path");
+            nftables::apply(Some(by_netlink), &text).expect("nft path");
             false
         }
     }
@@ -147,7 +134,7 @@ fn endpoint_changes_over_netlink_leave_the_ruleset_nft_would() {
         dns(vec![endpoint(4, "node-a", true)]),
     ];
     let (a, b, mut installed) = start(&initial);
-    assert_eq!(a.ruleset(), b.ruleset());
+    assert_eq!(ruleset(&a), ruleset(&b));
 
     let steps: Vec<(&str, Vec<ServiceState>)> = vec![
         (
@@ -182,10 +169,10 @@ fn endpoint_changes_over_netlink_leave_the_ruleset_nft_would() {
             sync_both(&a, &b, &mut installed, &states),
             "{what}: the fast path takes it"
         );
-        let listed = a.ruleset();
-        assert_eq!(b.ruleset(), listed, "{what}");
+        let listed = ruleset(&a);
+        assert_eq!(ruleset(&b), listed, "{what}");
     }
-    let listed = a.ruleset();
+    let listed = ruleset(&a);
     assert!(listed.contains("10.244.1.6 . 8080"), "{listed}");
     assert!(
         !listed.contains("10.244.1.4 . 10.244.1.4"),
@@ -226,5 +213,5 @@ fn changes_beyond_endpoints_are_left_to_nft() {
     let mut np = api;
     np.port.node_port = Some(30080);
     assert!(!sync_both(&a, &b, &mut installed, &[np]));
-    assert_eq!(a.ruleset(), b.ruleset());
+    assert_eq!(ruleset(&a), ruleset(&b));
 }
