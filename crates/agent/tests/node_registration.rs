@@ -27,6 +27,7 @@ use podnet_agent::node::sysinfo::SystemInfo;
 use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
 use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
+use podnet_kernel::netns::OwnedNetNs;
 use podnet_kernel::route::{MAIN_TABLE, PROTO_PODNET};
 use podnet_kernel::{NetNs, Netlink, sysctl};
 use serde_json::json;
@@ -34,58 +35,45 @@ use tokio::sync::watch;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A named namespace deleted on drop.
-struct TestNs {
-    name: String,
-    ns: NetNs,
+/// A fresh namespace `pna-TAG-PID-N`, deleted when the guard drops.
+fn test_ns(tag: &str) -> OwnedNetNs {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("pna-{tag}-{}-{n}", std::process::id());
+    OwnedNetNs::create(&name).expect("create test namespace")
 }
 
-impl TestNs {
-    fn new(tag: &str) -> TestNs {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("pna-{tag}-{}-{n}", std::process::id());
-        let ns = NetNs::create(&name).expect("create test namespace");
-        TestNs { name, ns }
-    }
-
-    /// An underlay inside the namespace: veth `und0` (172.30.0.1/24, MTU 1400) and its peer
-    /// `und1`, both up, and `lo` up.
-    fn with_underlay(tag: &str) -> TestNs {
-        let t = TestNs::new(tag);
-        let mut nl = Netlink::open_in(&t.ns).expect("netlink in test namespace");
-        let lo = nl.require_link("lo").expect("lo");
-        nl.set_up(lo.index).expect("lo up");
-        nl.create_veth("und0", "und1", None, Some(1400))
-            .expect("veth");
-        let a = nl.require_link("und0").expect("und0");
-        let b = nl.require_link("und1").expect("und1");
-        nl.ensure_address(a.index, "172.30.0.1/24".parse().unwrap())
-            .expect("address");
-        nl.set_up(a.index).expect("up");
-        nl.set_up(b.index).expect("up");
-        t
-    }
-
-    fn ip(&self, args: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args.split_whitespace())
-            .output()
-            .expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {args}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+/// A test namespace with an underlay inside: veth `und0` (172.30.0.1/24, MTU 1400) and
+/// its peer `und1`, both up, and `lo` up.
+fn with_underlay(tag: &str) -> OwnedNetNs {
+    let t = test_ns(tag);
+    let mut nl = Netlink::open_in(&t).expect("netlink in test namespace");
+    let lo = nl.require_link("lo").expect("lo");
+    nl.set_up(lo.index).expect("lo up");
+    nl.create_veth("und0", "und1", None, Some(1400))
+        .expect("veth");
+    let a = nl.require_link("und0").expect("und0");
+    let b = nl.require_link("und1").expect("und1");
+    nl.ensure_address(a.index, "172.30.0.1/24".parse().unwrap())
+        .expect("address");
+    nl.set_up(a.index).expect("up");
+    nl.set_up(b.index).expect("up");
+    t
 }
 
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
-    }
+/// `ip -n NS ARGS`, which must succeed; its output.
+fn ip_in(ns: &OwnedNetNs, args: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns.name()])
+        .args(args.split_whitespace())
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip -n {} {args}: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn apiserver_config(dir: &Path) -> Config {
@@ -478,13 +466,13 @@ fn root_podnet_routes() -> String {
 #[tokio::test]
 async fn node_network_writes_files_and_keeps_peer_routes() {
     let root_before = root_podnet_routes();
-    let t = TestNs::with_underlay("net");
+    let t = with_underlay("net");
     // Routes that are not podnet's to manage, and a stale one of podnet's.
-    t.ip("route add 10.244.50.0/24 via 172.30.0.50");
-    t.ip("route add 10.99.0.0/24 via 172.30.0.99 proto 80");
-    t.ip("route add 10.244.60.0/24 via 172.30.0.60 proto 80");
+    ip_in(&t, "route add 10.244.50.0/24 via 172.30.0.50");
+    ip_in(&t, "route add 10.99.0.0/24 via 172.30.0.99 proto 80");
+    ip_in(&t, "route add 10.244.60.0/24 via 172.30.0.60 proto 80");
     // Someone else's route holding a peer's subnet: reported, never replaced.
-    t.ip("route add 10.244.13.0/24 via 172.30.0.53");
+    ip_in(&t, "route add 10.244.13.0/24 via 172.30.0.53");
 
     let dir = tempfile::tempdir().unwrap();
     let (server, client) = start_apiserver(&dir.path().join("api")).await;
@@ -517,7 +505,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             files: files.clone(),
             resync: Duration::from_secs(1),
-            netns: Some(t.ns.try_clone().unwrap()),
+            netns: Some(t.try_clone().unwrap()),
             overlay: host_gw(),
         },
         ready_tx,
@@ -564,14 +552,14 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     );
     assert_eq!(conflist, expected);
     assert_eq!(
-        sysctl::read(&t.ns, "net.ipv4.ip_forward").unwrap(),
+        sysctl::read(&t, "net.ipv4.ip_forward").unwrap(),
         "1",
         "forwarding on in the node's namespace"
     );
 
     // Peer routes appear; the stale podnet route goes; others' routes stay.
     eventually("peer routes installed", Duration::from_secs(10), || async {
-        let got = podnet_routes(&t.ns);
+        let got = podnet_routes(&t);
         let want = routes(&[
             ("10.244.11.0/24", "172.30.0.11"),
             ("10.244.12.0/24", "172.30.0.12"),
@@ -580,7 +568,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         (got == want).then_some(()).ok_or(format!("{got:?}"))
     })
     .await;
-    let shown = t.ip("route show");
+    let shown = ip_in(&t, "route show");
     assert!(
         shown.contains("10.244.11.0/24 via 172.30.0.11 dev und0"),
         "{shown}"
@@ -600,13 +588,13 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     );
 
     // A route deleted by hand comes back at the next resync (no Node changed).
-    t.ip("route del 10.244.11.0/24");
-    assert!(!t.ip("route show").contains("10.244.11.0/24"));
+    ip_in(&t, "route del 10.244.11.0/24");
+    assert!(!ip_in(&t, "route show").contains("10.244.11.0/24"));
     eventually(
         "the deleted route is restored",
         Duration::from_secs(5),
         || async {
-            let got = podnet_routes(&t.ns);
+            let got = podnet_routes(&t);
             got.contains(&("10.244.11.0/24".to_string(), "172.30.0.11".to_string()))
                 .then_some(())
                 .ok_or(format!("{got:?}"))
@@ -620,7 +608,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         "the route follows the new InternalIP",
         Duration::from_secs(5),
         || async {
-            let got = podnet_routes(&t.ns);
+            let got = podnet_routes(&t);
             let want = routes(&[
                 ("10.244.11.0/24", "172.30.0.21"),
                 ("10.244.12.0/24", "172.30.0.12"),
@@ -640,7 +628,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         "the departed node's route is removed",
         Duration::from_secs(5),
         || async {
-            let got = podnet_routes(&t.ns);
+            let got = podnet_routes(&t);
             let want = routes(&[
                 ("10.244.11.0/24", "172.30.0.21"),
                 ("10.99.0.0/24", "172.30.0.99"),
@@ -649,7 +637,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         },
     )
     .await;
-    let shown = t.ip("route show");
+    let shown = ip_in(&t, "route show");
     assert!(shown.contains("10.244.50.0/24 via 172.30.0.50"), "{shown}");
     assert!(shown.contains("10.244.13.0/24 via 172.30.0.53"), "{shown}");
 
@@ -684,9 +672,9 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
 /// Lease, and a clean stop.
 #[test]
 fn agent_runs_and_stops_inside_a_namespace() {
-    let t = TestNs::with_underlay("agent");
+    let t = with_underlay("agent");
     let dir = tempfile::tempdir().unwrap();
-    let ns = t.ns.try_clone().unwrap();
+    let ns = t.try_clone().unwrap();
     let root = dir.path().to_path_buf();
     std::thread::spawn(move || {
         ns.enter().expect("enter the test namespace");
