@@ -1,10 +1,12 @@
 //! Issue 6 (d) for the userspace mode: TCP throughput through a ClusterIP served by the
-//! userspace proxy vs straight to the pod IP, side by side in one run.
+//! userspace proxy vs straight to the pod IP, side by side in one run, with the nftables
+//! mode's ClusterIP as a third column (the modes compared under the same load).
 //!
 //! A node namespace with two pods on its bridge: pod-0 runs `iperf3 -s`, pod-1 runs
-//! `iperf3 -c` to pod-0's IP and to the ClusterIP, whose `KUBE-PORTALS-CONTAINER` rule
-//! redirects it to the `UserspaceProxy` running in the node, which splices it to pod-0.
-//! Direct and proxied runs alternate, so a noisy neighbour on the shared cores hits both.
+//! `iperf3 -c` to pod-0's IP, to the userspace ClusterIP, whose `KUBE-PORTALS-CONTAINER`
+//! rule redirects it to the `UserspaceProxy` running in the node, which splices it to
+//! pod-0, and to the nftables ClusterIP (DNAT in the kernel). The runs alternate, so a
+//! noisy neighbour on the shared cores hits every column.
 //!
 //! Knobs: `PODNET_BENCH_IPERF_SECONDS` per run (default 3), `PODNET_BENCH_IPERF_RUNS` runs
 //! of each kind (default 3, at least 3), `PODNET_BENCH_IPERF_STREAMS` parallel stream
@@ -17,9 +19,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use podnet_proxy::model::{self, Endpoint, Layout, NodeContext};
+use podnet_proxy::nftables::{self, TableConfig};
 use podnet_proxy::userspace::{Protocol, ServicePort, UserspaceConfig, UserspaceProxy};
 
+/// The ClusterIP the userspace proxy serves.
 const IPERF_CIP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 2);
+/// The ClusterIP the nftables mode's rules serve (same backend).
+const NFT_CIP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 3);
 const IPERF_PORT: u16 = 5201;
 /// The node's address on the pods' bridge: what `KUBE-PORTALS-HOST` would DNAT to.
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
@@ -94,6 +101,35 @@ impl Drop for Proxy {
     }
 }
 
+/// The nftables mode's rules for [`NFT_CIP`] in the node, as `datapath.rs` installs them
+/// (render + apply, no apiserver); they go with the node namespace.
+fn install_nftables(node: &podnet_kernel::NetNs) {
+    let ctx = NodeContext {
+        node_name: "node-0".into(),
+        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+        layout: Layout::default(),
+    };
+    let mut state = lab::synthetic(0, 0);
+    state.port.name.name = "iperf-nft".into();
+    state.port.cluster_ip = NFT_CIP;
+    state.port.port = IPERF_PORT;
+    state.endpoints = vec![Endpoint {
+        ip: lab::pod_ip(0),
+        port: IPERF_PORT,
+        node_name: Some("node-0".into()),
+        ready: true,
+        serving: true,
+        terminating: false,
+    }];
+    let cfg = TableConfig {
+        node_ips: vec![],
+        service_cidr: None,
+    };
+    let rules = [(state.port.name.clone(), model::service_rules(&state, &ctx))].into();
+    let (text, _) = nftables::render_full(&cfg, rules);
+    nftables::apply(Some(node), &text).expect("apply the nftables mode's rules");
+}
+
 /// One iperf3 client run from namespace `ns_name`: received Gbit/s, or why it failed.
 fn iperf(ns_name: &str, target: Ipv4Addr, seconds: usize, streams: usize) -> Result<f64, String> {
     let out = Command::new("ip")
@@ -154,12 +190,13 @@ fn iperf_server(ns: &lab::Namespaces) -> Proc {
     server
 }
 
-/// Alternating direct and proxied runs; the medians (Gbit/s).
-fn measure(client_ns: &str, seconds: usize, runs: usize, streams: usize) -> (f64, f64) {
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
+/// Medians (Gbit/s) of alternating runs: direct, userspace ClusterIP, nftables ClusterIP.
+fn measure(client_ns: &str, seconds: usize, runs: usize, streams: usize) -> (f64, f64, f64) {
+    let (mut direct, mut via, mut nft) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         direct.push(iperf(client_ns, lab::pod_ip(0), seconds, streams).unwrap());
         via.push(iperf(client_ns, IPERF_CIP, seconds, streams).unwrap());
+        nft.push(iperf(client_ns, NFT_CIP, seconds, streams).unwrap());
     }
     let show = |v: &[f64]| {
         v.iter()
@@ -168,11 +205,16 @@ fn measure(client_ns: &str, seconds: usize, runs: usize, streams: usize) -> (f64
             .join(" ")
     };
     println!(
-        "  -P {streams}: direct runs [{}], via ClusterIP runs [{}] Gbit/s",
+        "  -P {streams}: direct [{}], userspace ClusterIP [{}], nftables ClusterIP [{}] Gbit/s",
         show(&direct),
-        show(&via)
+        show(&via),
+        show(&nft)
     );
-    (lab::median_ms(direct), lab::median_ms(via))
+    (
+        lab::median_ms(direct),
+        lab::median_ms(via),
+        lab::median_ms(nft),
+    )
 }
 
 fn main() {
@@ -180,6 +222,11 @@ fn main() {
     let runs = lab::env_usize("PODNET_BENCH_IPERF_RUNS", 3).max(3);
     let streams = lab::env_list("PODNET_BENCH_IPERF_STREAMS", "1,4");
     let ns = lab::Namespaces::node_with_pods("us", 2);
+    // As the agent does on every node, in both modes (the nftables mode needs it for the
+    // reply of a pod on the same bridge to be un-NATed).
+    podnet_kernel::sysctl::write(ns.ns("node"), "net.bridge.bridge-nf-call-iptables", "1")
+        .expect("net.bridge.bridge-nf-call-iptables in the node (modprobe br_netfilter)");
+    install_nftables(ns.ns("node"));
     let _server = iperf_server(&ns);
     // Declared after the namespaces, so it is dropped (stopped) before they are deleted.
     let _proxy = Proxy::start(ns.ns("node"));
@@ -199,10 +246,11 @@ fn main() {
     for &p in &streams {
         rows.push((p, measure(&client_ns, seconds, runs, p)));
     }
-    for (p, (direct, via)) in rows {
+    for (p, (direct, via, nft)) in rows {
         println!(
-            "throughput -P {p}: straight to the pod {direct:.2} Gbit/s; through the ClusterIP (userspace proxy) {via:.2} Gbit/s; ratio {:.3} (target >= 0.50; medians of {runs} runs)",
-            via / direct
+            "throughput -P {p}: straight to the pod {direct:.2} Gbit/s; through the ClusterIP (userspace proxy) {via:.2} Gbit/s; ratio {:.3} (target >= 0.50); nftables mode ClusterIP {nft:.2} Gbit/s, ratio {:.3} (target >= 0.95); medians of {runs} runs",
+            via / direct,
+            nft / direct
         );
     }
 }
