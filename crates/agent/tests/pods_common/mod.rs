@@ -19,6 +19,7 @@ use podnet_agent::pods::{self, PodRuntimeConfig, PodState};
 use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
 use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
+use podnet_kernel::netns::OwnedNetNs;
 use podnet_kernel::{NetNs, Netlink};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -79,10 +80,10 @@ where
     let (podnet, cni_dir) = binaries().clone();
     let id = format!("{tag}-{}", std::process::id());
     let node_ns_name = format!("pnt-{id}");
-    let node_ns = NodeNs::create(&node_ns_name);
+    let node_ns = node_namespace(&node_ns_name);
     // This thread, and every thread the runtime starts from it, lives in
     // the node: the apiserver on its loopback, the agent, the CNI plugin.
-    node_ns.ns.enter().expect("enter the node namespace");
+    node_ns.enter().expect("enter the node namespace");
     let mut nl = Netlink::current().expect("netlink in the node");
     let lo = nl.require_link("lo").expect("lo");
     nl.set_up(lo.index).expect("lo up");
@@ -98,26 +99,11 @@ where
     rt.shutdown_timeout(Duration::from_secs(5));
 }
 
-/// The node's namespace, deleted on drop.
-pub struct NodeNs {
-    pub name: String,
-    pub ns: NetNs,
-}
-
-impl NodeNs {
-    fn create(name: &str) -> NodeNs {
-        let _ = NetNs::delete(name);
-        NodeNs {
-            name: name.to_string(),
-            ns: NetNs::create(name).expect("create the node namespace"),
-        }
-    }
-}
-
-impl Drop for NodeNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
-    }
+/// The node's namespace, deleted when the guard drops. The name has no counter, so one
+/// left by a killed run of the same test is removed first.
+fn node_namespace(name: &str) -> OwnedNetNs {
+    let _ = NetNs::delete(name);
+    OwnedNetNs::create(name).expect("create the node namespace")
 }
 
 type Agent = (
@@ -134,11 +120,11 @@ pub struct Lab {
     server: Option<ApiServer>,
     agent: Option<Agent>,
     // Last: the namespace goes after the pods in it.
-    pub node_ns: NodeNs,
+    pub node_ns: OwnedNetNs,
 }
 
 impl Lab {
-    async fn start(id: &str, podnet: PathBuf, cni_dir: PathBuf, node_ns: NodeNs) -> Lab {
+    async fn start(id: &str, podnet: PathBuf, cni_dir: PathBuf, node_ns: OwnedNetNs) -> Lab {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         for sub in ["state", "logs", "net.d", "ipam", "api"] {
@@ -339,7 +325,7 @@ impl Lab {
 
     /// Host-side veths on the node's bridge.
     pub fn bridge_ports(&self) -> Vec<String> {
-        let mut nl = Netlink::open_in(&self.node_ns.ns).expect("netlink");
+        let mut nl = Netlink::open_in(&self.node_ns).expect("netlink");
         let links = nl.links().expect("links");
         let Some(bridge) = links.iter().find(|l| l.name == "cni0") else {
             return Vec::new();
