@@ -114,6 +114,21 @@ impl Registry {
         })
     }
 
+    /// The stored objects of a kind, not decoded, in key order (so in namespace/name
+    /// order): a page of a list decodes only what it returns.
+    pub async fn list_raw(
+        &self,
+        kind: &ResourceKind,
+        namespace: Option<&str>,
+        at_revision: Option<i64>,
+    ) -> ApiResult<podnet_store::ListResult> {
+        let prefix = collection_prefix(kind, namespace);
+        self.store
+            .list(&prefix, at_revision)
+            .await
+            .map_err(|e| list_error(&e))
+    }
+
     /// Stores a new object; it must carry its name (and namespace, if namespaced). Sets `uid`
     /// and `creationTimestamp` when absent.
     pub async fn create(&self, kind: &ResourceKind, mut obj: Value) -> ApiResult<Value> {
@@ -340,7 +355,21 @@ fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(&obj).map_err(|e| ApiError::internal(format!("encoding an object: {e}")))
 }
 
-fn decode(kv: &KeyValue) -> ApiResult<Value> {
+/// Where a stored object sorts in a list, from its key alone: `namespace/name`, or
+/// `/name` for a cluster-scoped kind (as `namespace/name` with an empty namespace).
+pub fn list_position(kind: &ResourceKind, key: &str) -> String {
+    let rest = key
+        .strip_prefix(&collection_prefix(kind, None))
+        .unwrap_or(key);
+    if kind.namespaced {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    }
+}
+
+/// The object stored in `kv`, with its `resourceVersion`.
+pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     let mut obj: Value = serde_json::from_slice(&kv.value).map_err(|e| {
         ApiError::internal(format!(
             "the object stored at {} is not valid JSON ({e}); the store holds data podnet did not write",
