@@ -11,34 +11,30 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use podnet_kernel::NetNs;
+use podnet_kernel::netns::OwnedNetNs;
 use serde_json::Value;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_podnet-cni");
 
-/// A named namespace deleted on drop.
+/// A test namespace `pnc-TAG-PID-N`. `ns` is the guard that deletes it on drop; `name`
+/// is a copy of its name, kept as a field because the tests sharing this module read it.
 pub struct TestNs {
     pub name: String,
-    pub ns: NetNs,
+    pub ns: OwnedNetNs,
 }
 
 impl TestNs {
     pub fn new(tag: &str) -> TestNs {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("pnc-{tag}-{}-{n}", std::process::id());
-        let ns = NetNs::create(&name).expect("create test namespace");
+        let ns = OwnedNetNs::create(&name).expect("create test namespace");
         TestNs { name, ns }
     }
 
     pub fn path(&self) -> PathBuf {
-        NetNs::path_of(&self.name)
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
+        self.ns.path()
     }
 }
 
