@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use podnet_kernel::netns::OwnedNetNs;
 use podnet_kernel::{NetNs, Netlink};
 use serde_json::{Value, json};
 
@@ -39,31 +40,10 @@ const SUBNET_PODS: usize = 253;
 /// podnet-cni and podnet / reference median: at most this.
 const TARGET_RATIO: f64 = 0.2;
 
-/// A named network namespace, deleted on drop.
-struct Ns {
-    name: String,
-    ns: NetNs,
-}
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("pnbench-{}-{tag}", std::process::id());
-        let ns =
-            NetNs::create(&name).unwrap_or_else(|e| panic!("create network namespace {name}: {e}"));
-        Ns { name, ns }
-    }
-
-    fn path(&self) -> PathBuf {
-        NetNs::path_of(&self.name)
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        if let Err(e) = NetNs::delete(&self.name) {
-            eprintln!("warning: could not delete namespace {}: {e}", self.name);
-        }
-    }
+/// A network namespace `pnbench-PID-TAG`, deleted when the guard drops.
+fn bench_ns(tag: &str) -> OwnedNetNs {
+    let name = format!("pnbench-{}-{tag}", std::process::id());
+    OwnedNetNs::create(&name).unwrap_or_else(|e| panic!("create network namespace {name}: {e}"))
 }
 
 /// CPU time (user + system) of all waited-for children so far: the delta
@@ -189,14 +169,14 @@ fn with(mut base: Value, extra: Value) -> Value {
 trait Chain {
     fn label(&self) -> &'static str;
     /// ADD for one pod; the time of the whole chain and the final result.
-    fn add(&self, pod: &Ns, id: &str) -> (Cost, Value);
+    fn add(&self, pod: &OwnedNetNs, id: &str) -> (Cost, Value);
     /// DEL for one pod, given the ADD result (runtimes pass it as prevResult).
-    fn del(&self, pod: &Ns, id: &str, added: &Value) -> Cost;
+    fn del(&self, pod: &OwnedNetNs, id: &str, added: &Value) -> Cost;
 }
 
 /// `podnet-cni`: one exec, it brings up `lo` itself.
 struct Podnet {
-    node: Ns,
+    node: OwnedNetNs,
     conf: Value,
     /// Per measured DEL: how long after DEL returned its detached process
     /// finished deleting the veth pair.
@@ -215,7 +195,7 @@ impl Podnet {
             bridge_options(),
         );
         Podnet {
-            node: Ns::new("node-podnet"),
+            node: bench_ns("node-podnet"),
             conf,
             settled: Default::default(),
         }
@@ -226,7 +206,7 @@ impl Podnet {
         let name = added["interfaces"][1]["name"]
             .as_str()
             .expect("host veth name");
-        let mut nl = Netlink::open_in(&self.node.ns).expect("netlink in the node");
+        let mut nl = Netlink::open_in(&self.node).expect("netlink in the node");
         nl.require_link(name).expect("host veth").index
     }
 
@@ -236,7 +216,7 @@ impl Podnet {
     /// took after DEL returned.
     fn settle(&self, index: u32) -> Duration {
         let start = Instant::now();
-        let mut nl = Netlink::open_in(&self.node.ns).expect("netlink in the node");
+        let mut nl = Netlink::open_in(&self.node).expect("netlink in the node");
         while start.elapsed() < Duration::from_secs(5) {
             if nl.link_by_index(index).expect("look up link").is_none() {
                 return start.elapsed();
@@ -252,9 +232,9 @@ impl Chain for Podnet {
         "podnet-cni"
     }
 
-    fn add(&self, pod: &Ns, id: &str) -> (Cost, Value) {
+    fn add(&self, pod: &OwnedNetNs, id: &str) -> (Cost, Value) {
         let (t, r) = exec(
-            &self.node.ns,
+            &self.node,
             Path::new(PODNET),
             "/nonexistent",
             Call {
@@ -269,11 +249,11 @@ impl Chain for Podnet {
         (t, r)
     }
 
-    fn del(&self, pod: &Ns, id: &str, added: &Value) -> Cost {
+    fn del(&self, pod: &OwnedNetNs, id: &str, added: &Value) -> Cost {
         let conf = with(self.conf.clone(), json!({"prevResult": added}));
         let host_end = self.host_end(added);
         let cost = exec(
-            &self.node.ns,
+            &self.node,
             Path::new(PODNET),
             "/nonexistent",
             Call {
@@ -295,7 +275,7 @@ impl Chain for Podnet {
 /// `prevResult`; DEL in reverse order with the cached ADD result as
 /// `prevResult`. Each plugin config gets the list's name and cniVersion.
 struct Reference {
-    node: Ns,
+    node: OwnedNetNs,
     dir: PathBuf,
     loopback: Value,
     bridge: Value,
@@ -320,7 +300,7 @@ impl Reference {
             ),
         );
         Reference {
-            node: Ns::new("node-ref"),
+            node: bench_ns("node-ref"),
             dir,
             loopback,
             bridge,
@@ -333,13 +313,13 @@ impl Reference {
         &self,
         plugin: &str,
         cmd: &str,
-        pod: &Ns,
+        pod: &OwnedNetNs,
         id: &str,
         ifname: &str,
         conf: &Value,
     ) -> (Cost, Value) {
         exec(
-            &self.node.ns,
+            &self.node,
             &self.dir.join(plugin),
             &self.dir.display().to_string(),
             Call {
@@ -358,7 +338,7 @@ impl Chain for Reference {
         "reference"
     }
 
-    fn add(&self, pod: &Ns, id: &str) -> (Cost, Value) {
+    fn add(&self, pod: &OwnedNetNs, id: &str) -> (Cost, Value) {
         let start = Instant::now();
         let (lo_t, lo) = self.run("loopback", "ADD", pod, id, "lo", &self.loopback);
         let conf = if lo.is_null() {
@@ -376,7 +356,7 @@ impl Chain for Reference {
         (took, r)
     }
 
-    fn del(&self, pod: &Ns, id: &str, added: &Value) -> Cost {
+    fn del(&self, pod: &OwnedNetNs, id: &str, added: &Value) -> Cost {
         let prev = json!({"prevResult": added});
         let start = Instant::now();
         let bridge = with(self.bridge.clone(), prev.clone());
@@ -489,8 +469,8 @@ fn main() {
 
     // One pod namespace per implementation and pod.
     let total = warmup + pods;
-    let pod_ns: Vec<[Ns; 2]> = (0..total)
-        .map(|i| [Ns::new(&format!("p{i}")), Ns::new(&format!("r{i}"))])
+    let pod_ns: Vec<[OwnedNetNs; 2]> = (0..total)
+        .map(|i| [bench_ns(&format!("p{i}")), bench_ns(&format!("r{i}"))])
         .collect();
     let id = |i: usize, c: usize| format!("bench-{}-{i}-{}", std::process::id(), ["p", "r"][c]);
 
