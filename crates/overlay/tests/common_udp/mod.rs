@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
-use podnet_kernel::{NetNs, Netlink, Route, sysctl};
+use podnet_kernel::netns::OwnedNetNs;
+use podnet_kernel::{Netlink, Route, sysctl};
 use podnet_overlay::{BackendConfig, BackendKind, DEFAULT_UDP_PORT, LocalNode, Peer, VxlanOptions};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -28,17 +29,20 @@ pub fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
-/// A named namespace (`pn-u-…`), deleted on drop.
+/// A test namespace `pn-u-PID-N-TAG`. `ns` is the guard that deletes it on drop (also when a
+/// test panics); `name` is a copy of its name, kept as a field because the tests sharing
+/// this module read it.
 pub struct TestNs {
     pub name: String,
-    pub ns: NetNs,
+    pub ns: OwnedNetNs,
 }
 
 impl TestNs {
     pub fn new(tag: &str) -> TestNs {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("pn-u-{}-{n}-{tag}", std::process::id());
-        let ns = NetNs::create(&name).unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        let ns =
+            OwnedNetNs::create(&name).unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
         TestNs { name, ns }
     }
 
@@ -51,12 +55,6 @@ impl TestNs {
         self.ns
             .run(f)
             .unwrap_or_else(|e| panic!("enter {}: {e}", self.name))
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
     }
 }
 

@@ -17,7 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
-use podnet_kernel::{NetNs, Netlink, Route, sysctl};
+use podnet_kernel::netns::OwnedNetNs;
+use podnet_kernel::{Netlink, Route, sysctl};
 use podnet_overlay::{BackendConfig, BackendKind, LocalNode, VxlanOptions};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -25,28 +26,25 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub const CLUSTER: &str = "10.244.0.0/16";
 pub const UNDERLAY_MTU: u32 = 1500;
 
-/// A named namespace deleted on drop.
+/// A test namespace `pn-a1-PID-N-TAG`. `ns` is the guard that deletes it on drop (also when a
+/// test panics); `name` is a copy of its name, kept as a field because the tests sharing
+/// this module read it.
 pub struct TestNs {
     pub name: String,
-    pub ns: NetNs,
+    pub ns: OwnedNetNs,
 }
 
 impl TestNs {
     pub fn new(tag: &str) -> TestNs {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("pn-a1-{}-{n}-{tag}", std::process::id());
-        let ns = NetNs::create(&name).unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        let ns =
+            OwnedNetNs::create(&name).unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
         TestNs { name, ns }
     }
 
     pub fn netlink(&self) -> Netlink {
         Netlink::open_in(&self.ns).unwrap_or_else(|e| panic!("netlink in {}: {e}", self.name))
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = NetNs::delete(&self.name);
     }
 }
 
