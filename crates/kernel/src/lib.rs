@@ -22,5 +22,5 @@ pub mod vxlan;
 pub use error::{KernelError, Result};
 pub use link::Link;
 pub use netlink::Netlink;
-pub use netns::NetNs;
+pub use netns::{NetNs, OwnedNetNs};
 pub use route::Route;
