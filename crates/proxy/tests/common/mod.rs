@@ -23,7 +23,7 @@ use kube::api::{DeleteParams, PostParams};
 use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
 use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
-use podnet_kernel::NetNs;
+use podnet_kernel::{NetNs, OwnedNetNs};
 use podnet_proxy::{ProxyConfig, ProxyMode};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -119,11 +119,12 @@ impl Drop for PodServer {
 }
 
 /// The namespaces of one test (deleted on drop).
+/// The node, the client on its underlay and the pods, each deleted when dropped.
 pub struct Namespaces {
     pub prefix: String,
-    pub node: NetNs,
-    pub client: NetNs,
-    pub pods: Vec<NetNs>,
+    pub node: OwnedNetNs,
+    pub client: OwnedNetNs,
+    pub pods: Vec<OwnedNetNs>,
 }
 
 impl Namespaces {
@@ -139,17 +140,15 @@ impl Namespaces {
         for role in &names {
             let _ = NetNs::delete(&format!("{prefix}-{role}"));
         }
-        let node = NetNs::create(&format!("{prefix}-node")).unwrap();
-        // From here on, Drop cleans up whatever was made.
+        let create = |role: &str| OwnedNetNs::create(&format!("{prefix}-{role}")).unwrap();
         let mut me = Namespaces {
             prefix: prefix.clone(),
-            client: NetNs::create(&format!("{prefix}-client")).unwrap(),
-            node,
+            node: create("node"),
+            client: create("client"),
             pods: Vec::new(),
         };
         for (p, _) in PODS {
-            me.pods
-                .push(NetNs::create(&format!("{prefix}-{p}")).unwrap());
+            me.pods.push(create(p));
         }
         me.wire();
         me
@@ -218,14 +217,6 @@ impl Namespaces {
             ]);
             ip(&["-n", &pod, "link", "set", "eth0", "up"]);
             ip(&["-n", &pod, "route", "add", "default", "via", "10.244.1.1"]);
-        }
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for role in ["node", "client", "pod-a", "pod-b", "pod-c"] {
-            let _ = NetNs::delete(&self.name(role));
         }
     }
 }
