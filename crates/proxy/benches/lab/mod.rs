@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use podnet_kernel::NetNs;
+use podnet_kernel::{NetNs, OwnedNetNs};
 use podnet_proxy::model::{Endpoint, Protocol, ServicePort, ServicePortName, ServiceState};
 
 pub fn ip(args: &[&str]) {
@@ -18,11 +18,10 @@ pub fn ip(args: &[&str]) {
     );
 }
 
-/// Named namespaces `pn-pxb-<pid>-<tag>-<role>`, deleted on drop.
+/// Named namespaces `pn-pxb-<pid>-<tag>-<role>`, each deleted when dropped.
 pub struct Namespaces {
     pub prefix: String,
-    roles: Vec<String>,
-    pub handles: BTreeMap<String, NetNs>,
+    pub handles: BTreeMap<String, OwnedNetNs>,
 }
 
 impl Namespaces {
@@ -30,14 +29,12 @@ impl Namespaces {
         let prefix = format!("pn-pxb-{}-{tag}", std::process::id());
         let mut me = Namespaces {
             prefix,
-            roles: Vec::new(),
             handles: BTreeMap::new(),
         };
         for r in roles {
             let name = me.name(r);
             let _ = NetNs::delete(&name);
-            let ns = NetNs::create(&name).expect("create bench namespace");
-            me.roles.push(r.to_string());
+            let ns = OwnedNetNs::create(&name).expect("create bench namespace");
             me.handles.insert(r.to_string(), ns);
         }
         me
@@ -89,14 +86,6 @@ impl Namespaces {
             ip(&["-n", &pod, "route", "add", "default", "via", "10.244.1.1"]);
         }
         me
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for r in &self.roles {
-            let _ = NetNs::delete(&self.name(r));
-        }
     }
 }
 
