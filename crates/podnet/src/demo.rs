@@ -494,32 +494,33 @@ fn nftables_service_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
         .trim_end_matches(" }");
     let chain = element.rsplit(' ').next().unwrap_or("");
     let mut out = vec![format!("{table}, dispatch map element: {element}")];
-    let header = format!("chain {chain} {{");
-    let mut body = listing
-        .lines()
-        .skip_while(|l| !l.starts_with(table))
-        .skip_while(|l| l.trim() != header)
-        .take_while(|l| l.trim() != "}");
-    if let Some(first) = body.next() {
-        out.push(first.trim().to_string());
-        out.extend(body.map(|l| format!("  {}", l.trim())));
-        out.push("}".to_string());
+    let chain_lines = block(listing, table, &format!("chain {chain} {{"));
+    let maps: Vec<String> = chain_lines
+        .iter()
+        .filter_map(|l| l.split_once(" map @").map(|(_, m)| m.to_string()))
+        .collect();
+    out.extend(chain_lines);
+    // The endpoint map the chain's pick looks up: where the endpoint's address is.
+    for map in maps {
+        out.extend(block(listing, table, &format!("map {map} {{")));
     }
     out
 }
 
-/// The lines of the KUBE-PORTALS-* chains that name the ClusterIP.
-fn userspace_portal_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chain = "";
-    for line in listing.lines() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix("chain ") {
-            chain = name.trim_end_matches(" {");
-        } else if chain.starts_with("KUBE-PORTALS") && t.contains(cluster_ip) {
-            out.push(format!("{chain}: {t}"));
-        }
-    }
+/// The lines of the block that opens with `header` in `table` of an `nft list` output,
+/// trimmed, its body indented by two.
+fn block(listing: &str, table: &str, header: &str) -> Vec<String> {
+    let mut lines = listing
+        .lines()
+        .skip_while(|l| !l.starts_with(table))
+        .skip_while(|l| l.trim() != header)
+        .take_while(|l| l.trim() != "}");
+    let Some(first) = lines.next() else {
+        return Vec::new();
+    };
+    let mut out = vec![first.trim().to_string()];
+    out.extend(lines.map(|l| format!("  {}", l.trim())));
+    out.push("}".to_string());
     out
 }
 
@@ -639,5 +640,60 @@ fn remove_dir(dir: &PathBuf) -> std::io::Result<()> {
     match fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// The lines of the KUBE-PORTALS-* chains that name the ClusterIP.
+fn userspace_portal_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chain = "";
+    for line in listing.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("chain ") {
+            chain = name.trim_end_matches(" {");
+        } else if chain.starts_with("KUBE-PORTALS") && t.contains(cluster_ip) {
+            out.push(format!("{chain}: {t}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_lines_show_the_element_the_chain_and_its_endpoint_map() {
+        let listing = "table ip podnet-proxy-4 {
+\tmap service-ips {
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\telements = { 10.96.0.9 . tcp . 80 : goto service-X-default/web/tcp/ }
+\t}
+
+\tmap endpoints-X-default/web/tcp/ {
+\t\ttypeof numgen random mod 1 : ip daddr . tcp dport
+\t\telements = { 0 : 10.244.1.2 . 8080 }
+\t}
+
+\tchain service-X-default/web/tcp/ {
+\t\tip daddr 10.96.0.9 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+\t\tmeta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-X-default/web/tcp/
+\t}
+}
+";
+        assert_eq!(
+            nftables_service_lines(listing, "10.96.0.9"),
+            vec![
+                "table ip podnet-proxy-4, dispatch map element: 10.96.0.9 . tcp . 80 : goto service-X-default/web/tcp/",
+                "chain service-X-default/web/tcp/ {",
+                "  ip daddr 10.96.0.9 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+                "  meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-X-default/web/tcp/",
+                "}",
+                "map endpoints-X-default/web/tcp/ {",
+                "  typeof numgen random mod 1 : ip daddr . tcp dport",
+                "  elements = { 0 : 10.244.1.2 . 8080 }",
+                "}",
+            ]
+        );
     }
 }
