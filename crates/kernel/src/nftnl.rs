@@ -22,6 +22,8 @@ use crate::netns::NetNs;
 
 const NLMSG_HDR: usize = 16;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
@@ -35,6 +37,7 @@ const NFPROTO_IPV4: u8 = 2;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 
 const NFTA_RULE_TABLE: u16 = 1;
@@ -52,6 +55,7 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 
 /// Registers as `nft` uses them here: the verdict register, the first 16-byte register,
 /// and the second 32-bit slice of it (where a concatenation's second field lands).
@@ -371,6 +375,139 @@ impl NftSocket {
             }
         })
     }
+}
+
+impl NftSocket {
+    /// The elements of `set` in `table` (ip family) with the time each has left, for sets
+    /// with timeouts (`None` for an element without one). An absent table or set has none.
+    pub fn set_elements(&mut self, table: &str, set: &str) -> Result<Vec<TimedElement>> {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        let mut wire = Vec::new();
+        put_message(
+            &mut wire,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            NFPROTO_IPV4,
+            &set_header(table, set),
+        );
+        let listed = self
+            .socket
+            .send(&wire, 0)
+            .and_then(|_| read_dump(&mut self.socket, seq));
+        match listed {
+            Ok(elements) => Ok(elements),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
+            Err(source) => Err(KernelError::Netlink {
+                action: format!("list the elements of set ip {table} {set}"),
+                netns: self.netns.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A set element as the kernel lists it: its key and how long it has left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedElement {
+    pub key: Vec<u8>,
+    pub expires: Option<Duration>,
+}
+
+/// Reads a set element dump answering `seq` to its end.
+fn read_dump(socket: &mut Socket, seq: u32) -> io::Result<Vec<TimedElement>> {
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    loop {
+        buf.clear();
+        let n = socket.recv(&mut buf, libc::MSG_TRUNC)?;
+        if n > buf.capacity() {
+            return Err(io::Error::other("nftables reply larger than the buffer"));
+        }
+        let mut off = 0;
+        while off + NLMSG_HDR <= buf.len() {
+            let len = u32_at(&buf, off) as usize;
+            if len < NLMSG_HDR || off + len > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed nftables reply",
+                ));
+            }
+            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            let reply_to = u32_at(&buf, off + 8);
+            let body = &buf[off + NLMSG_HDR..off + len];
+            off += (len + 3) & !3;
+            if reply_to != seq {
+                continue;
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = body
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0);
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    return Ok(out);
+                }
+                _ if body.len() > 4 => out.extend(parse_elements(&body[4..])),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The elements in the attributes of one `NEWSETELEM` dump message.
+fn parse_elements(attrs_of_message: &[u8]) -> Vec<TimedElement> {
+    let mut out = Vec::new();
+    for (kind, list) in attrs(attrs_of_message) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, element) in attrs(list) {
+            let mut key = None;
+            let mut expires = None;
+            for (k, v) in attrs(element) {
+                match k {
+                    NFTA_SET_ELEM_KEY => {
+                        key = attrs(v)
+                            .find(|(t, _)| *t == NFTA_DATA_VALUE)
+                            .map(|(_, d)| d.to_vec());
+                    }
+                    NFTA_SET_ELEM_EXPIRATION if v.len() == 8 => {
+                        let ms = u64::from_be_bytes(v.try_into().unwrap_or([0; 8]));
+                        expires = Some(Duration::from_millis(ms));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push(TimedElement { key, expires });
+            }
+        }
+    }
+    out
+}
+
+/// Iterates (type, payload) over a run of netlink attributes.
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        // The type without the nested and byte-order flags.
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let item = (kind, &b[4..len]);
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some(item)
+    })
 }
 
 fn open_socket() -> io::Result<Socket> {

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use podnet_kernel::netns::OwnedNetNs;
@@ -484,5 +485,41 @@ fn nftnl_batch_writes_what_nft_writes_and_is_all_or_nothing() {
         listed(&by_netlink),
         expected,
         "nothing of the refused batch applied"
+    );
+}
+
+#[test]
+fn nftnl_lists_a_sets_elements_with_the_time_they_have_left() {
+    let t = test_ns("nftnl-set");
+    nft::apply(
+        Some(&t),
+        "table ip t {
+  set a { type ipv4_addr; flags dynamic,timeout; timeout 1h; elements = { 10.0.0.1 expires 30m, 10.0.0.2 } }
+}
+",
+    )
+    .expect("set with timeouts");
+    let mut socket = nftnl::NftSocket::open(Some(&t)).expect("socket");
+    let mut got = socket.set_elements("t", "a").expect("list");
+    got.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].key, vec![10, 0, 0, 1]);
+    let left = got[0].expires.expect("expires");
+    assert!(
+        left <= Duration::from_secs(1800) && left > Duration::from_secs(1700),
+        "{left:?}"
+    );
+    assert!(got[1].expires.expect("expires") > Duration::from_secs(3500));
+    assert!(
+        socket
+            .set_elements("t", "absent")
+            .expect("no set")
+            .is_empty()
+    );
+    assert!(
+        socket
+            .set_elements("absent", "a")
+            .expect("no table")
+            .is_empty()
     );
 }
