@@ -427,6 +427,23 @@ impl Installed {
     }
 }
 
+/// ` elements = { 10.0.0.1 expires 1234ms, … };` for the kept clients (none: empty); no
+/// client keeps more than the set's timeout.
+fn kept_elements(
+    kept: Option<&Vec<(Ipv4Addr, std::time::Duration)>>,
+    timeout_seconds: u32,
+) -> String {
+    let Some(kept) = kept.filter(|k| !k.is_empty()) else {
+        return String::new();
+    };
+    let limit = (u128::from(timeout_seconds) * 1000).max(1);
+    let items: Vec<String> = kept
+        .iter()
+        .map(|(ip, left)| format!("{ip} expires {}ms", left.as_millis().clamp(1, limit)))
+        .collect();
+    format!(" elements = {{ {} }};", items.join(", "))
+}
+
 /// The text that deletes every table of the proxy, declaring each first so the delete
 /// succeeds when it is absent.
 fn delete_all_tables(out: &mut String) {
@@ -440,6 +457,20 @@ fn delete_all_tables(out: &mut String) {
 pub fn render_full(
     cfg: &TableConfig,
     services: BTreeMap<ServicePortName, ServiceRules>,
+) -> (String, Installed) {
+    render_full_keeping(cfg, services, &BTreeMap::new())
+}
+
+/// Affinity elements a full sync carries over, by set name: each client and the time its
+/// affinity has left (a full sync replaces the tables, and ClientIP affinity must not
+/// end with it).
+pub type KeptAffinity = BTreeMap<String, Vec<(Ipv4Addr, std::time::Duration)>>;
+
+/// A full sync that puts `kept` affinity elements back into their sets.
+pub fn render_full_keeping(
+    cfg: &TableConfig,
+    services: BTreeMap<ServicePortName, ServiceRules>,
+    kept: &KeptAffinity,
 ) -> (String, Installed) {
     let mut out = String::with_capacity(4096 + services.len() * 1024);
     delete_all_tables(&mut out);
@@ -457,8 +488,10 @@ pub fn render_full(
         for s in &rules.sets {
             let _ = writeln!(
                 block,
-                "\tset {} {{ type ipv4_addr; flags dynamic,timeout; timeout {}s; }}",
-                s.name, s.timeout_seconds
+                "\tset {} {{ type ipv4_addr; flags dynamic,timeout; timeout {}s;{} }}",
+                s.name,
+                s.timeout_seconds,
+                kept_elements(kept.get(&s.name), s.timeout_seconds)
             );
         }
         for m in &rules.maps {

@@ -129,7 +129,8 @@ impl Syncer {
                 .iter()
                 .map(|(n, s)| (n.clone(), model::service_rules(s, &self.ctx)))
                 .collect();
-            let (text, installed) = nftables::render_full(&self.table, rules);
+            let kept = self.affinity_to_keep(&rules);
+            let (text, installed) = nftables::render_full_keeping(&self.table, rules, &kept);
             nftables::apply(self.netns.as_ref(), &text)?;
             self.installed = installed;
             self.health = states
@@ -168,16 +169,60 @@ impl Syncer {
         })
     }
 
-    /// Commits a fast-path batch on the kept socket (opened on first use, dropped after a
-    /// failure so the next one starts clean).
-    fn apply_batch(&mut self, batch: &nftnl::Batch) -> Result<(), ProxyError> {
-        let mut socket = match self.nftnl.take() {
+    /// The clients in the affinity sets the full sync is about to replace, with the time
+    /// they have left. A set that cannot be read loses its clients (logged): they are
+    /// balanced afresh, nothing breaks.
+    fn affinity_to_keep(
+        &mut self,
+        rules: &BTreeMap<ServicePortName, model::ServiceRules>,
+    ) -> nftables::KeptAffinity {
+        let mut kept = nftables::KeptAffinity::new();
+        for (name, r) in rules.iter().filter(|(_, r)| !r.sets.is_empty()) {
+            let table = nftables::shard_table(nftables::shard_of(name));
+            for set in &r.sets {
+                match self
+                    .socket()
+                    .and_then(|s| Ok(s.set_elements(&table, &set.name)?))
+                {
+                    Ok(elements) => {
+                        let clients: Vec<_> = elements
+                            .into_iter()
+                            .filter_map(|e| {
+                                let ip: [u8; 4] = e.key.as_slice().try_into().ok()?;
+                                Some((Ipv4Addr::from(ip), e.expires?))
+                            })
+                            .collect();
+                        if !clients.is_empty() {
+                            kept.insert(set.name.clone(), clients);
+                        }
+                    }
+                    Err(e) => {
+                        self.nftnl = None;
+                        tracing::warn!(set = %set.name, error = %e, "cannot read ClientIP affinity clients; they start afresh");
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    /// The kept netlink socket, opened on first use.
+    fn socket(&mut self) -> Result<&mut nftnl::NftSocket, ProxyError> {
+        let socket = match self.nftnl.take() {
             Some(s) => s,
             None => nftnl::NftSocket::open(self.netns.as_ref())?,
         };
-        socket.apply(batch)?;
-        self.nftnl = Some(socket);
-        Ok(())
+        Ok(self.nftnl.insert(socket))
+    }
+
+    /// Commits a fast-path batch on the kept socket (dropped after a failure so the next
+    /// one starts clean).
+    fn apply_batch(&mut self, batch: &nftnl::Batch) -> Result<(), ProxyError> {
+        let result = self.socket()?.apply(batch);
+        if result.is_err() {
+            self.nftnl = None;
+        }
+        Ok(result?)
     }
 
     fn health_of(&self, s: &ServiceState) -> Option<(u16, usize)> {

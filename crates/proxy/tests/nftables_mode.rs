@@ -321,7 +321,7 @@ async fn endpoint_changes_go_live_quickly_and_a_deleted_service_leaves_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ip_affinity_keeps_a_client_on_one_backend() {
-    let c = Cluster::start().await;
+    let mut c = Cluster::start().await;
     let svc = c
         .create_service(json!({
             "metadata": {"name": "sticky", "namespace": "default"},
@@ -341,6 +341,7 @@ async fn client_ip_affinity_keeps_a_client_on_one_backend() {
         connect_in(&c.ns.pods[0], cip).ok()
     })
     .await;
+    let mut chosen = Vec::new();
     for (who, ns) in [
         ("pod-a", &c.ns.pods[0]),
         ("pod-b", &c.ns.pods[1]),
@@ -352,7 +353,75 @@ async fn client_ip_affinity_keeps_a_client_on_one_backend() {
             1,
             "all 30 connects from {who} on one backend: {got:?}"
         );
+        chosen.push(got);
     }
+    let clients = affinity_clients(&table_text(&c.ns).unwrap());
+    assert_eq!(clients.len(), 3, "three clients remembered: {clients:?}");
+
+    // A restarted proxy's full sync replaces the tables: the clients stay remembered
+    // (with the time they had left) and stay on their backends.
+    c.stop_proxy().await;
+    c.start_proxy();
+    wait_for_a_full_sync(&c).await;
+    assert_eq!(
+        affinity_clients(&table_text(&c.ns).unwrap()),
+        clients,
+        "the affinity sets keep their clients over a full sync"
+    );
+    for ((who, ns), before) in [
+        ("pod-a", &c.ns.pods[0]),
+        ("pod-b", &c.ns.pods[1]),
+        ("node", &c.ns.node),
+    ]
+    .into_iter()
+    .zip(chosen)
+    {
+        let got = names(&connect_many(ns, cip, 10));
+        assert_eq!(got, before, "{who} stays on its backend after the restart");
+    }
+}
+
+/// The client addresses in the `affinity-…` sets of a ruleset listing, sorted.
+fn affinity_clients(ruleset: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_affinity_set = false;
+    for line in ruleset.lines().map(str::trim) {
+        if line.starts_with("set affinity-") {
+            in_affinity_set = true;
+        } else if line == "}" {
+            in_affinity_set = false;
+        } else if in_affinity_set && let Some(rest) = line.strip_prefix("elements = {") {
+            out.extend(
+                rest.trim_end_matches('}')
+                    .split(',')
+                    .filter_map(|e| e.split_whitespace().next())
+                    .map(str::to_string),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Waits until a restarted proxy has synced: a marker Service appears in the rules.
+async fn wait_for_a_full_sync(c: &Cluster) {
+    let marker = c
+        .create_service(json!({
+            "metadata": {"name": "marker", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 81, "targetPort": 8080}]}
+        }))
+        .await;
+    let marker_ip = cluster_ip(&marker).to_string();
+    eventually(
+        "the restarted proxy synced",
+        Duration::from_secs(10),
+        || {
+            table_text(&c.ns)
+                .filter(|t| t.contains(&marker_ip))
+                .map(|_| ())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
