@@ -1,0 +1,283 @@
+//! The netfilter netlink socket: a batch sent and its acknowledgements read, and set
+//! element dumps.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use super::wire::*;
+use super::{Batch, set_header};
+use crate::error::{KernelError, Result};
+use crate::netns::NetNs;
+
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A netfilter netlink socket in one network namespace, kept open across transactions.
+pub struct NftSocket {
+    socket: Socket,
+    netns: String,
+    next_seq: u32,
+}
+
+impl NftSocket {
+    /// Opens the socket in `ns` (or here); it stays in that namespace whatever thread
+    /// uses it later.
+    pub fn open(ns: Option<&NetNs>) -> Result<NftSocket> {
+        let netns = ns
+            .map(|n| n.label().to_string())
+            .unwrap_or_else(|| "current".into());
+        let socket = match ns {
+            Some(ns) => ns.run(open_socket)?,
+            None => open_socket(),
+        };
+        let socket = socket.map_err(|source| KernelError::Netlink {
+            action: "open a netfilter netlink socket".into(),
+            netns: netns.clone(),
+            source,
+        })?;
+        Ok(NftSocket {
+            socket,
+            netns,
+            next_seq: 1,
+        })
+    }
+
+    /// Commits `batch` as one transaction.
+    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let first_seq = self.next_seq;
+        self.next_seq = first_seq.wrapping_add(batch.len() as u32 + 2);
+        send_batch(&mut self.socket, batch, first_seq).map_err(|(what, source)| {
+            KernelError::Netlink {
+                action: format!("nftables transaction over netlink ({what})"),
+                netns: self.netns.clone(),
+                source,
+            }
+        })
+    }
+}
+
+impl NftSocket {
+    /// The elements of `set` in `table` (ip family) with the time each has left, for sets
+    /// with timeouts (`None` for an element without one). An absent table or set has none.
+    pub fn set_elements(&mut self, table: &str, set: &str) -> Result<Vec<TimedElement>> {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        let mut wire = Vec::new();
+        put_message(
+            &mut wire,
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            NFPROTO_IPV4,
+            &set_header(table, set),
+        );
+        let listed = self
+            .socket
+            .send(&wire, 0)
+            .and_then(|_| read_dump(&mut self.socket, seq));
+        match listed {
+            Ok(elements) => Ok(elements),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
+            Err(source) => Err(KernelError::Netlink {
+                action: format!("list the elements of set ip {table} {set}"),
+                netns: self.netns.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A set element as the kernel lists it: its key and how long it has left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedElement {
+    pub key: Vec<u8>,
+    pub expires: Option<Duration>,
+}
+
+/// Reads a set element dump answering `seq` to its end.
+fn read_dump(socket: &mut Socket, seq: u32) -> io::Result<Vec<TimedElement>> {
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    loop {
+        buf.clear();
+        let n = socket.recv(&mut buf, libc::MSG_TRUNC)?;
+        if n > buf.capacity() {
+            return Err(io::Error::other("nftables reply larger than the buffer"));
+        }
+        let mut off = 0;
+        while off + NLMSG_HDR <= buf.len() {
+            let len = u32_at(&buf, off) as usize;
+            if len < NLMSG_HDR || off + len > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed nftables reply",
+                ));
+            }
+            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            let reply_to = u32_at(&buf, off + 8);
+            let body = &buf[off + NLMSG_HDR..off + len];
+            off += (len + 3) & !3;
+            if reply_to != seq {
+                continue;
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let code = body
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0);
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    return Ok(out);
+                }
+                _ if body.len() > 4 => out.extend(parse_elements(&body[4..])),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The elements in the attributes of one `NEWSETELEM` dump message.
+fn parse_elements(attrs_of_message: &[u8]) -> Vec<TimedElement> {
+    let mut out = Vec::new();
+    for (kind, list) in attrs(attrs_of_message) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, element) in attrs(list) {
+            let mut key = None;
+            let mut expires = None;
+            for (k, v) in attrs(element) {
+                match k {
+                    NFTA_SET_ELEM_KEY => {
+                        key = attrs(v)
+                            .find(|(t, _)| *t == NFTA_DATA_VALUE)
+                            .map(|(_, d)| d.to_vec());
+                    }
+                    NFTA_SET_ELEM_EXPIRATION if v.len() == 8 => {
+                        let ms = u64::from_be_bytes(v.try_into().unwrap_or([0; 8]));
+                        expires = Some(Duration::from_millis(ms));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push(TimedElement { key, expires });
+            }
+        }
+    }
+    out
+}
+
+fn open_socket() -> io::Result<Socket> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    set_timeouts(&socket)?;
+    Ok(socket)
+}
+
+fn send_batch(
+    socket: &mut Socket,
+    batch: &Batch,
+    first_seq: u32,
+) -> std::result::Result<(), (String, io::Error)> {
+    let plain = |e: io::Error| ("sending the batch".to_string(), e);
+    let wire = batch.encode(first_seq);
+    grow_send_buffer(socket, wire.len()).map_err(plain)?;
+    socket.send(&wire, 0).map_err(plain)?;
+    let messages = first_seq.wrapping_add(1)..first_seq.wrapping_add(1 + batch.len() as u32);
+    let replies = read_acks(socket, &messages).map_err(plain)?;
+    match replies.into_iter().find(|(_, code)| *code != 0) {
+        None => Ok(()),
+        Some((seq, code)) => {
+            let what = batch
+                .messages
+                .get(seq.wrapping_sub(messages.start) as usize)
+                .map(|m| m.3.clone())
+                .unwrap_or_else(|| format!("message {seq}"));
+            Err((what, io::Error::from_raw_os_error(-code)))
+        }
+    }
+}
+
+/// Reads acknowledgements until each message of the batch (sequence numbers `seqs`) has
+/// one: the kernel answers every message that asked, and every refused one. Replies to
+/// an earlier batch that timed out are skipped.
+fn read_acks(socket: &mut Socket, seqs: &std::ops::Range<u32>) -> io::Result<BTreeMap<u32, i32>> {
+    let expected = seqs.end.wrapping_sub(seqs.start) as usize;
+    let mut replies = BTreeMap::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    while replies.len() < expected {
+        buf.clear();
+        let n = socket.recv(&mut buf, libc::MSG_TRUNC)?;
+        if n > buf.capacity() {
+            return Err(io::Error::other("nftables reply larger than the buffer"));
+        }
+        let mut off = 0;
+        while off + NLMSG_HDR <= buf.len() {
+            let len = u32_at(&buf, off) as usize;
+            if len < NLMSG_HDR || off + len > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed nftables reply",
+                ));
+            }
+            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            let seq = u32_at(&buf, off + 8);
+            if kind == NLMSG_ERROR && len >= NLMSG_HDR + 4 && seqs.contains(&seq) {
+                let code = i32::from_ne_bytes(
+                    buf[off + NLMSG_HDR..off + NLMSG_HDR + 4]
+                        .try_into()
+                        .unwrap_or([0; 4]),
+                );
+                replies.insert(seq, code);
+            }
+            off += (len + 3) & !3;
+        }
+    }
+    Ok(replies)
+}
+
+fn set_timeouts(socket: &Socket) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    setsockopt(socket, libc::SO_RCVTIMEO, &tv)
+}
+
+/// A batch is one datagram: the send buffer must hold all of it.
+fn grow_send_buffer(socket: &Socket, len: usize) -> io::Result<()> {
+    if len < 128 * 1024 {
+        return Ok(());
+    }
+    let size = i32::try_from(len + 4096).unwrap_or(i32::MAX);
+    setsockopt(socket, libc::SO_SNDBUFFORCE, &size)
+}
+
+fn setsockopt<T>(socket: &Socket, option: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T of the size passed, for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
