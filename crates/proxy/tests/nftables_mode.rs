@@ -381,22 +381,29 @@ async fn client_ip_affinity_keeps_a_client_on_one_backend() {
     }
 }
 
-/// The client addresses in the `affinity-…` sets of a ruleset listing, sorted.
+/// The client addresses in the `affinity-…` sets of a ruleset listing, sorted. nft
+/// breaks a long element list over several lines, so a set's lines are joined first.
 fn affinity_clients(ruleset: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut in_affinity_set = false;
+    let mut set: Option<String> = None;
     for line in ruleset.lines().map(str::trim) {
         if line.starts_with("set affinity-") {
-            in_affinity_set = true;
+            set = Some(String::new());
         } else if line == "}" {
-            in_affinity_set = false;
-        } else if in_affinity_set && let Some(rest) = line.strip_prefix("elements = {") {
-            out.extend(
-                rest.trim_end_matches('}')
-                    .split(',')
-                    .filter_map(|e| e.split_whitespace().next())
-                    .map(str::to_string),
-            );
+            if let Some(text) = set.take()
+                && let Some((_, rest)) = text.split_once("elements = {")
+            {
+                let elements = rest.split('}').next().unwrap_or("");
+                out.extend(
+                    elements
+                        .split(',')
+                        .filter_map(|e| e.split_whitespace().next())
+                        .map(str::to_string),
+                );
+            }
+        } else if let Some(text) = set.as_mut() {
+            text.push(' ');
+            text.push_str(line);
         }
     }
     out.sort();
