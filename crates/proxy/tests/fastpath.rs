@@ -56,23 +56,16 @@ fn endpoint(last: u8, node: &str, ready: bool) -> Endpoint {
 
 fn service(name: &str, ip_last: u8, protocol: Protocol, eps: Vec<Endpoint>) -> ServiceState {
     ServiceState {
-        port: ServicePort {
-            name: ServicePortName {
+        port: ServicePort::cluster_ip(
+            ServicePortName {
                 namespace: "default".into(),
                 name: name.into(),
                 port: "p".into(),
                 protocol,
             },
-            cluster_ip: Ipv4Addr::new(10, 96, 0, ip_last),
-            port: 80,
-            node_port: None,
-            external_ips: vec![],
-            load_balancer_ips: vec![],
-            affinity_timeout: None,
-            external_local: false,
-            internal_local: false,
-            health_check_node_port: None,
-        },
+            Ipv4Addr::new(10, 96, 0, ip_last),
+            80,
+        ),
         endpoints: eps,
     }
 }

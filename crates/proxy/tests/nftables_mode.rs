@@ -411,7 +411,8 @@ fn affinity_clients(ruleset: &str) -> Vec<String> {
 }
 
 /// Waits until a restarted proxy has synced: a marker Service appears in the rules.
-async fn wait_for_a_full_sync(c: &Cluster) {
+/// Returns the marker's ClusterIP.
+async fn wait_for_a_full_sync(c: &Cluster) -> String {
     let marker = c
         .create_service(json!({
             "metadata": {"name": "marker", "namespace": "default"},
@@ -429,6 +430,7 @@ async fn wait_for_a_full_sync(c: &Cluster) {
         },
     )
     .await;
+    marker_ip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -635,25 +637,9 @@ async fn a_restarted_proxy_writes_the_same_rules_and_keeps_connections() {
 
     c.stop_proxy().await;
     c.start_proxy();
-    // The new proxy's first sync rewrites the table; wait until it has (a new ClusterIP
-    // appears), then compare everything but that service.
-    let marker = c
-        .create_service(json!({
-            "metadata": {"name": "marker", "namespace": "default"},
-            "spec": {"ports": [{"name": "http", "port": 81, "targetPort": 8080}]}
-        }))
-        .await;
-    let marker_ip = cluster_ip(&marker).to_string();
-    eventually(
-        "the restarted proxy synced",
-        Duration::from_secs(10),
-        || {
-            table_text(&c.ns)
-                .filter(|t| t.contains(&marker_ip))
-                .map(|_| ())
-        },
-    )
-    .await;
+    // The new proxy's first sync rewrites the table; wait until it has, then compare
+    // everything but the marker service that showed it.
+    let marker_ip = wait_for_a_full_sync(&c).await;
     c.delete_service("marker").await;
     let after = eventually("the marker is gone again", Duration::from_secs(5), || {
         table_text(&c.ns).filter(|t| !t.contains(&marker_ip))
