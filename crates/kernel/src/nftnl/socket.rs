@@ -105,44 +105,65 @@ fn read_dump(socket: &mut Socket, seq: u32) -> io::Result<Vec<TimedElement>> {
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     loop {
-        buf.clear();
-        let n = socket.recv(&mut buf, libc::MSG_TRUNC)?;
-        if n > buf.capacity() {
-            return Err(io::Error::other("nftables reply larger than the buffer"));
-        }
-        let mut off = 0;
-        while off + NLMSG_HDR <= buf.len() {
-            let len = u32_at(&buf, off) as usize;
-            if len < NLMSG_HDR || off + len > buf.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed nftables reply",
-                ));
-            }
-            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            let reply_to = u32_at(&buf, off + 8);
-            let body = &buf[off + NLMSG_HDR..off + len];
-            off += (len + 3) & !3;
-            if reply_to != seq {
+        for reply in receive(socket, &mut buf)? {
+            if reply.seq != seq {
                 continue;
             }
-            match kind {
+            match reply.kind {
                 NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => {
-                    let code = body
-                        .get(..4)
-                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                        .unwrap_or(0);
+                    let code = error_code(reply.body);
                     if code != 0 {
                         return Err(io::Error::from_raw_os_error(-code));
                     }
                     return Ok(out);
                 }
-                _ if body.len() > 4 => out.extend(parse_elements(&body[4..])),
+                _ if reply.body.len() > 4 => out.extend(parse_elements(&reply.body[4..])),
                 _ => {}
             }
         }
     }
+}
+
+/// One netlink message of a datagram from the kernel.
+struct Reply<'a> {
+    kind: u16,
+    seq: u32,
+    body: &'a [u8],
+}
+
+/// Receives one datagram into `buf` and splits it into its messages.
+fn receive<'a>(socket: &mut Socket, buf: &'a mut Vec<u8>) -> io::Result<Vec<Reply<'a>>> {
+    buf.clear();
+    let n = socket.recv(buf, libc::MSG_TRUNC)?;
+    if n > buf.capacity() {
+        return Err(io::Error::other("nftables reply larger than the buffer"));
+    }
+    let mut replies = Vec::new();
+    let mut off = 0;
+    while off + NLMSG_HDR <= buf.len() {
+        let len = u32_at(buf, off) as usize;
+        if len < NLMSG_HDR || off + len > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed nftables reply",
+            ));
+        }
+        replies.push(Reply {
+            kind: u16::from_ne_bytes([buf[off + 4], buf[off + 5]]),
+            seq: u32_at(buf, off + 8),
+            body: &buf[off + NLMSG_HDR..off + len],
+        });
+        off += (len + 3) & !3;
+    }
+    Ok(replies)
+}
+
+/// The error code of an `NLMSG_ERROR` body (0: an acknowledgement).
+fn error_code(body: &[u8]) -> i32 {
+    body.get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0)
 }
 
 /// The elements in the attributes of one `NEWSETELEM` dump message.
@@ -217,31 +238,10 @@ fn read_acks(socket: &mut Socket, seqs: &std::ops::Range<u32>) -> io::Result<BTr
     let mut replies = BTreeMap::new();
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     while replies.len() < expected {
-        buf.clear();
-        let n = socket.recv(&mut buf, libc::MSG_TRUNC)?;
-        if n > buf.capacity() {
-            return Err(io::Error::other("nftables reply larger than the buffer"));
-        }
-        let mut off = 0;
-        while off + NLMSG_HDR <= buf.len() {
-            let len = u32_at(&buf, off) as usize;
-            if len < NLMSG_HDR || off + len > buf.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed nftables reply",
-                ));
+        for reply in receive(socket, &mut buf)? {
+            if reply.kind == NLMSG_ERROR && reply.body.len() >= 4 && seqs.contains(&reply.seq) {
+                replies.insert(reply.seq, error_code(reply.body));
             }
-            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            let seq = u32_at(&buf, off + 8);
-            if kind == NLMSG_ERROR && len >= NLMSG_HDR + 4 && seqs.contains(&seq) {
-                let code = i32::from_ne_bytes(
-                    buf[off + NLMSG_HDR..off + NLMSG_HDR + 4]
-                        .try_into()
-                        .unwrap_or([0; 4]),
-                );
-                replies.insert(seq, code);
-            }
-            off += (len + 3) & !3;
         }
     }
     Ok(replies)
