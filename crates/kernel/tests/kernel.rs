@@ -381,30 +381,22 @@ add element ip t hairpin { 10.0.0.1 . 10.0.0.1 }
 ";
 
 fn nftnl_change() -> nftnl::Batch {
-    use nftnl::{Element, Expr, PayloadBase, Verdict, concat};
+    use nftnl::{Element, Expr, MetaKey, PayloadBase, REG_1, REG32_01, SetRef, Verdict, concat};
     let ip = |a: [u8; 4]| a.to_vec();
     let mut b = nftnl::Batch::new();
     b.flush_chain("t", "svc");
     let mut masq = vec![
-        Expr::Payload {
-            base: PayloadBase::Network,
-            offset: 16,
-            len: 4,
-        },
+        Expr::payload(PayloadBase::Network, 16, 4),
         Expr::Cmp {
             equal: true,
             data: ip([10, 96, 0, 1]),
         },
-        Expr::MetaL4Proto,
+        Expr::meta(MetaKey::L4Proto),
         Expr::Cmp {
             equal: true,
             data: vec![6],
         },
-        Expr::Payload {
-            base: PayloadBase::Transport,
-            offset: 2,
-            len: 2,
-        },
+        Expr::payload(PayloadBase::Transport, 2, 2),
         Expr::Cmp {
             equal: true,
             data: 80u16.to_be_bytes().to_vec(),
@@ -420,7 +412,7 @@ fn nftnl_change() -> nftnl::Batch {
         "t",
         "svc",
         &[
-            Expr::MetaL4Proto,
+            Expr::meta(MetaKey::L4Proto),
             Expr::Cmp {
                 equal: true,
                 data: vec![6],
@@ -429,26 +421,29 @@ fn nftnl_change() -> nftnl::Batch {
                 modulus: 2,
                 offset: 0,
             },
-            Expr::Map {
-                set: "targets".into(),
+            Expr::Lookup {
+                set: SetRef::Named("targets".into()),
+                dreg: Some(REG_1),
             },
-            Expr::DnatFromMap,
+            Expr::Dnat {
+                addr: REG_1,
+                port: REG32_01,
+            },
         ],
     );
     b.flush_set("t", "targets");
-    let target = |i: u32, last: u8| Element {
-        key: i.to_ne_bytes().to_vec(),
-        value: Some(concat(&[&[10, 0, 0, last], &8080u16.to_be_bytes()])),
+    let target = |i: u32, last: u8| {
+        Element::data(
+            i.to_ne_bytes().to_vec(),
+            concat(&[&[10, 0, 0, last], &8080u16.to_be_bytes()]),
+        )
     };
     b.add_elements("t", "targets", &[target(0, 1), target(1, 2)]);
     b.delete_elements("t", "hairpin", &[concat(&[&[10, 0, 0, 7], &[10, 0, 0, 7]])]);
     b.add_elements(
         "t",
         "hairpin",
-        &[Element {
-            key: concat(&[&[10, 0, 0, 1], &[10, 0, 0, 1]]),
-            value: None,
-        }],
+        &[Element::key(concat(&[&[10, 0, 0, 1], &[10, 0, 0, 1]]))],
     );
     b
 }

@@ -9,11 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use podnet_kernel::nftnl::{Batch, Element, Expr, PayloadBase, Verdict, concat};
+use podnet_kernel::nftnl::{Batch, Element, concat};
 
 use crate::model::{
-    ENDPOINT_HAIRPIN, MARK_FOR_MASQUERADE, MappedPick, MasqueradeCheck, PlainServiceChain,
-    ServicePortName, ServiceRules, TargetMap,
+    ENDPOINT_HAIRPIN, PlainServiceChain, Rule, ServicePortName, ServiceRules, TargetMap,
 };
 use crate::nftables::{Installed, TABLE, shard_of, shard_table};
 
@@ -77,79 +76,29 @@ fn endpoint_change(
     Some(())
 }
 
-fn target_elements(map: &TargetMap) -> Vec<Element> {
+pub(crate) fn target_elements(map: &TargetMap) -> Vec<Element> {
     map.targets
         .iter()
         .enumerate()
-        .map(|(i, (ip, port))| Element {
+        .map(|(i, (ip, port))| {
             // The random number is in host byte order, as numgen writes it.
-            key: (i as u32).to_ne_bytes().to_vec(),
-            value: Some(concat(&[&ip.octets(), &port.to_be_bytes()])),
+            Element::data(
+                (i as u32).to_ne_bytes().to_vec(),
+                concat(&[&ip.octets(), &port.to_be_bytes()]),
+            )
         })
         .collect()
 }
 
 fn rewrite_chain(batch: &mut Batch, table: &str, chain: &PlainServiceChain) {
     batch.flush_chain(table, &chain.name);
-    batch.add_rule(table, &chain.name, &masquerade_exprs(&chain.masquerade));
-    batch.add_rule(table, &chain.name, &pick_exprs(&chain.pick));
-}
-
-/// `ip daddr C <proto> dport P ip saddr != <cluster CIDR> jump mark-for-masquerade`.
-fn masquerade_exprs(m: &MasqueradeCheck) -> Vec<Expr> {
-    let mut e = vec![
-        Expr::Payload {
-            base: PayloadBase::Network,
-            offset: 16,
-            len: 4,
-        },
-        Expr::Cmp {
-            equal: true,
-            data: m.cluster_ip.octets().to_vec(),
-        },
-    ];
-    e.extend(l4proto(m.protocol.number()));
-    e.push(Expr::Payload {
-        base: PayloadBase::Transport,
-        offset: 2,
-        len: 2,
-    });
-    e.push(Expr::Cmp {
-        equal: true,
-        data: m.port.to_be_bytes().to_vec(),
-    });
-    e.extend(Expr::ip_prefix(
-        12,
-        m.cluster_cidr.network(),
-        m.cluster_cidr.prefix_len(),
-        false,
-    ));
-    e.push(Expr::Verdict(Verdict::Jump(
-        MARK_FOR_MASQUERADE.to_string(),
-    )));
-    e
-}
-
-/// `meta l4proto <proto> dnat to numgen random mod N [offset O] map @<map>`.
-fn pick_exprs(p: &MappedPick) -> Vec<Expr> {
-    let mut e = l4proto(p.protocol.number());
-    e.push(Expr::NumgenRandom {
-        modulus: p.count as u32,
-        offset: p.offset as u32,
-    });
-    e.push(Expr::Map { set: p.map.clone() });
-    e.push(Expr::DnatFromMap);
-    e
-}
-
-fn l4proto(number: u8) -> Vec<Expr> {
-    vec![
-        Expr::MetaL4Proto,
-        Expr::Cmp {
-            equal: true,
-            data: vec![number],
-        },
-    ]
+    let masquerade = Rule::MasqueradeCheck(chain.masquerade.clone());
+    batch.add_rule(table, &chain.name, &masquerade.exprs(None));
+    batch.add_rule(
+        table,
+        &chain.name,
+        &Rule::Pick(chain.pick.clone()).exprs(None),
+    );
 }
 
 /// Hairpin elements are shared: one goes when its last user does, comes with its first.
@@ -179,10 +128,7 @@ fn hairpin_changes(
         if before > 0 && after == 0 {
             gone.push(key(&ip));
         } else if before == 0 && after > 0 {
-            come.push(Element {
-                key: key(&ip),
-                value: None,
-            });
+            come.push(Element::key(key(&ip)));
         }
     }
     batch.delete_elements(TABLE, ENDPOINT_HAIRPIN, &gone);

@@ -14,10 +14,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod fastpath;
+pub mod fullsync;
 pub mod healthcheck;
 pub mod model;
 pub mod nftables;
+pub mod rule;
 pub mod runner;
+pub mod skeleton;
 pub mod tracker;
 pub mod userspace;
 

@@ -7,6 +7,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use podnet_kernel::nftnl::{Verdict, concat};
+
+pub use crate::rule::{MappedPick, MasqueradeCheck, Rule};
 
 /// The packet mark bit that asks `nat-postrouting` to masquerade (kube-proxy's 0x4000).
 pub const MASQUERADE_MARK: u32 = 0x4000;
@@ -219,11 +222,11 @@ pub fn categorize(state: &ServiceState, node: &str) -> Categorized {
     }
 }
 
-/// A chain of the service with its rules (nft statements, one a line).
+/// A chain of the service with its rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub name: String,
-    pub rules: Vec<String>,
+    pub rules: Vec<Rule>,
 }
 
 /// A ClientIP affinity set (one per endpoint, timeouts on its elements).
@@ -242,54 +245,6 @@ pub struct TargetMap {
     pub targets: Vec<(Ipv4Addr, u16)>,
 }
 
-/// A service chain's first rule: traffic to the ClusterIP from outside the cluster is
-/// marked for masquerade.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasqueradeCheck {
-    pub cluster_ip: Ipv4Addr,
-    pub protocol: Protocol,
-    pub port: u16,
-    pub cluster_cidr: Ipv4Net,
-}
-
-impl fmt::Display for MasqueradeCheck {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ip daddr {} {} dport {} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
-            self.cluster_ip,
-            self.protocol.nft(),
-            self.port,
-            self.cluster_cidr
-        )
-    }
-}
-
-/// The compact pick: a random number in `offset..offset + count`, looked up in the port's
-/// endpoint map, is the endpoint to DNAT to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedPick {
-    pub protocol: Protocol,
-    pub count: usize,
-    pub offset: usize,
-    pub map: String,
-}
-
-impl fmt::Display for MappedPick {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "meta l4proto {} dnat to numgen random mod {}",
-            self.protocol.nft(),
-            self.count
-        )?;
-        if self.offset != 0 {
-            write!(f, " offset {}", self.offset)?;
-        }
-        write!(f, " map @{}", self.map)
-    }
-}
-
 /// A service chain of exactly two rules, the masquerade check and the pick: what an
 /// endpoint change rewrites, small enough to send over netlink without `nft`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,8 +258,46 @@ pub struct PlainServiceChain {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
     pub map: &'static str,
-    pub key: String,
-    pub verdict: String,
+    pub key: DispatchKey,
+    pub verdict: Verdict,
+}
+
+/// The key of a dispatch map element: what a packet is addressed to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DispatchKey {
+    /// `ip . protocol . port` (a ClusterIP, external IP or load balancer IP).
+    Address {
+        ip: Ipv4Addr,
+        protocol: Protocol,
+        port: u16,
+    },
+    /// `protocol . port` (a NodePort).
+    NodePort { protocol: Protocol, port: u16 },
+}
+
+impl fmt::Display for DispatchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DispatchKey::Address { ip, protocol, port } => {
+                write!(f, "{ip} . {} . {port}", protocol.nft())
+            }
+            DispatchKey::NodePort { protocol, port } => write!(f, "{} . {port}", protocol.nft()),
+        }
+    }
+}
+
+impl DispatchKey {
+    /// The key as the kernel stores it (each field padded to 32 bits).
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            DispatchKey::Address { ip, protocol, port } => {
+                concat(&[&ip.octets(), &[protocol.number()], &port.to_be_bytes()])
+            }
+            DispatchKey::NodePort { protocol, port } => {
+                concat(&[&[protocol.number()], &port.to_be_bytes()])
+            }
+        }
+    }
 }
 
 /// Everything one service port installs.
@@ -375,7 +368,6 @@ pub fn is_safe_name(s: &str) -> bool {
 /// The rules of one service port on this node.
 pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     let sp = &state.port;
-    let proto = sp.name.protocol.nft();
     let cat = categorize(state, &ctx.node_name);
     let svc_chain = service_chain(&sp.name);
     let ext_chain = external_chain(&sp.name);
@@ -429,7 +421,12 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     }
 
     // The ClusterIP.
-    let cluster_key = format!("{} . {proto} . {}", sp.cluster_ip, sp.port);
+    let address_key = |ip: Ipv4Addr| DispatchKey::Address {
+        ip,
+        protocol: sp.name.protocol,
+        port: sp.port,
+    };
+    let cluster_key = address_key(sp.cluster_ip);
     if !cat.cluster.is_empty() {
         let masquerade = MasqueradeCheck {
             cluster_ip: sp.cluster_ip,
@@ -437,12 +434,12 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
             port: sp.port,
             cluster_cidr: ctx.cluster_cidr,
         };
-        let mut r = vec![masquerade.to_string()];
+        let mut r = vec![Rule::MasqueradeCheck(masquerade.clone())];
         if chains {
             r.extend(pick_endpoint(sp, &cat.cluster, chains, &mut targets));
         } else {
             let pick = pick_mapped(sp, &cat.cluster, &mut targets);
-            r.push(pick.to_string());
+            r.push(Rule::Pick(pick.clone()));
             rules.plain_chain = Some(PlainServiceChain {
                 name: svc_chain.clone(),
                 masquerade,
@@ -456,7 +453,7 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         rules.elements.push(Element {
             map: SERVICE_IPS,
             key: cluster_key,
-            verdict: format!("goto {svc_chain}"),
+            verdict: Verdict::Goto(svc_chain.clone()),
         });
     } else {
         // No endpoint at all: refuse at once. Endpoints, but none for internal traffic
@@ -481,24 +478,27 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         let mut r = vec![
             // Pods and the node itself get the cluster-wide behaviour (kube-proxy's
             // short-circuit), so they can reach the service even with no local endpoint.
-            format!("ip saddr {} goto {svc_chain}", ctx.cluster_cidr),
-            format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"),
-            format!("fib saddr type local goto {svc_chain}"),
+            Rule::FromNet {
+                net: ctx.cluster_cidr,
+                verdict: Verdict::Goto(svc_chain.clone()),
+            },
+            Rule::FromLocal(mark_for_masquerade()),
+            Rule::FromLocal(Verdict::Goto(svc_chain.clone())),
         ];
         if cat.cluster.is_empty() {
             // Without a service chain the short-circuits above would jump nowhere.
             r = Vec::new();
         }
         if cat.local.is_empty() {
-            r.push("drop".to_string());
+            r.push(Rule::Always(Verdict::Drop));
         } else {
             r.extend(pick_endpoint(sp, &cat.local, chains, &mut targets));
         }
         r
     } else {
-        let mut r = vec![format!("jump {MARK_FOR_MASQUERADE}")];
+        let mut r = vec![Rule::Always(mark_for_masquerade())];
         if cat.cluster == cat.all {
-            r.push(format!("goto {svc_chain}"));
+            r.push(Rule::Always(Verdict::Goto(svc_chain.clone())));
         } else {
             // internalTrafficPolicy Local: the service chain only has this node's.
             r.extend(pick_endpoint(sp, &cat.all, chains, &mut targets));
@@ -516,18 +516,21 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
             name: ext_chain.clone(),
             rules: ext_rules,
         });
-        let verdict = format!("goto {ext_chain}");
+        let verdict = Verdict::Goto(ext_chain.clone());
         for ip in &ext_dsts {
             rules.elements.push(Element {
                 map: SERVICE_IPS,
-                key: format!("{ip} . {proto} . {}", sp.port),
+                key: address_key(*ip),
                 verdict: verdict.clone(),
             });
         }
         if let Some(np) = sp.node_port {
             rules.elements.push(Element {
                 map: SERVICE_NODEPORTS,
-                key: format!("{proto} . {np}"),
+                key: DispatchKey::NodePort {
+                    protocol: sp.name.protocol,
+                    port: np,
+                },
                 verdict,
             });
         }
@@ -536,14 +539,17 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
         for ip in &ext_dsts {
             rules.elements.push(Element {
                 map: NO_ENDPOINT_SERVICES,
-                key: format!("{ip} . {proto} . {}", sp.port),
+                key: address_key(*ip),
                 verdict: verdict.clone(),
             });
         }
         if let Some(np) = sp.node_port {
             rules.elements.push(Element {
                 map: NO_ENDPOINT_NODEPORTS,
-                key: format!("{proto} . {np}"),
+                key: DispatchKey::NodePort {
+                    protocol: sp.name.protocol,
+                    port: np,
+                },
                 verdict,
             });
         }
@@ -554,12 +560,16 @@ pub fn service_rules(state: &ServiceState, ctx: &NodeContext) -> ServiceRules {
     rules
 }
 
-fn no_endpoint_verdict(has_other_endpoints: bool) -> String {
+fn no_endpoint_verdict(has_other_endpoints: bool) -> Verdict {
     if has_other_endpoints {
-        "drop".to_string()
+        Verdict::Drop
     } else {
-        format!("goto {REJECT_CHAIN}")
+        Verdict::Goto(REJECT_CHAIN.to_string())
     }
+}
+
+fn mark_for_masquerade() -> Verdict {
+    Verdict::Jump(MARK_FOR_MASQUERADE.to_string())
 }
 
 /// The rules that choose an endpoint: the affinity checks first (a client seen recently
@@ -569,30 +579,22 @@ fn pick_endpoint(
     eps: &[Endpoint],
     chains: bool,
     targets: &mut TargetMap,
-) -> Vec<String> {
+) -> Vec<Rule> {
     if !chains {
-        return vec![pick_mapped(sp, eps, targets).to_string()];
+        return vec![Rule::Pick(pick_mapped(sp, eps, targets))];
     }
     let mut r = Vec::new();
     if sp.affinity_timeout.is_some() {
         for ep in eps {
-            r.push(format!(
-                "ip saddr @{} goto {}",
-                affinity_set(&sp.name, ep),
-                endpoint_chain(&sp.name, ep)
-            ));
+            r.push(Rule::AffinityHit {
+                set: affinity_set(&sp.name, ep),
+                chain: endpoint_chain(&sp.name, ep),
+            });
         }
     }
-    let arms: Vec<String> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(&sp.name, ep)))
-        .collect();
-    r.push(format!(
-        "numgen random mod {} vmap {{ {} }}",
-        eps.len(),
-        arms.join(", ")
-    ));
+    r.push(Rule::RandomVmap {
+        chains: eps.iter().map(|ep| endpoint_chain(&sp.name, ep)).collect(),
+    });
     r
 }
 
@@ -611,19 +613,21 @@ fn pick_mapped(sp: &ServicePort, eps: &[Endpoint], targets: &mut TargetMap) -> M
 }
 
 fn endpoint_rules(sp: &ServicePort, ep: &Endpoint) -> Chain {
-    let mut r = vec![format!("ip saddr {} jump {MARK_FOR_MASQUERADE}", ep.ip)];
+    let mut r = vec![Rule::FromNet {
+        net: Ipv4Net::from(ep.ip),
+        verdict: mark_for_masquerade(),
+    }];
     if let Some(timeout) = sp.affinity_timeout {
-        r.push(format!(
-            "update @{} {{ ip saddr timeout {timeout}s }}",
-            affinity_set(&sp.name, ep)
-        ));
+        r.push(Rule::AffinityUpdate {
+            set: affinity_set(&sp.name, ep),
+            timeout_seconds: timeout,
+        });
     }
-    r.push(format!(
-        "meta l4proto {} dnat to {}:{}",
-        sp.name.protocol.nft(),
-        ep.ip,
-        ep.port
-    ));
+    r.push(Rule::Dnat {
+        protocol: sp.name.protocol,
+        ip: ep.ip,
+        port: ep.port,
+    });
     Chain {
         name: endpoint_chain(&sp.name, ep),
         rules: r,
@@ -633,6 +637,10 @@ fn endpoint_rules(sp: &ServicePort, ep: &Endpoint) -> Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn texts(rules: &[Rule]) -> Vec<String> {
+        rules.iter().map(|r| r.to_string()).collect()
+    }
 
     pub(crate) fn port(ns: &str, name: &str, port_name: &str, proto: Protocol) -> ServicePort {
         let name = ServicePortName {
@@ -682,7 +690,7 @@ mod tests {
         );
         assert_eq!(r.chains.len(), 1, "no endpoint chains");
         assert_eq!(
-            r.chains[0].rules,
+            texts(&r.chains[0].rules),
             vec![
                 "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
                 "meta l4proto tcp dnat to numgen random mod 3 map @endpoints-UARQTUAX-default/web/tcp/http",
@@ -737,8 +745,8 @@ mod tests {
             .find(|c| c.name == external_chain(&s.port.name))
             .unwrap();
         assert_eq!(
-            ext.rules.last().unwrap(),
-            &format!("meta l4proto udp dnat to numgen random mod 1 offset 2 map @{map}")
+            ext.rules.last().unwrap().to_string(),
+            format!("meta l4proto udp dnat to numgen random mod 1 offset 2 map @{map}")
         );
         assert_eq!(
             r.maps[0].targets,
@@ -811,7 +819,7 @@ mod tests {
             },
         );
         assert_eq!(r.elements[0].map, NO_ENDPOINT_SERVICES);
-        assert_eq!(r.elements[0].verdict, "drop");
+        assert_eq!(r.elements[0].verdict, Verdict::Drop);
     }
 
     #[test]
@@ -832,7 +840,7 @@ mod tests {
         assert_eq!(r.chains.len(), 3);
         assert_eq!(r.chains[0].name, e2);
         assert_eq!(
-            r.chains[0].rules,
+            texts(&r.chains[0].rules),
             vec![
                 "ip saddr 10.244.1.2 jump mark-for-masquerade".to_string(),
                 "meta l4proto tcp dnat to 10.244.1.2:8080".to_string(),
@@ -840,7 +848,7 @@ mod tests {
         );
         assert_eq!(r.chains[2].name, svc);
         assert_eq!(
-            r.chains[2].rules,
+            texts(&r.chains[2].rules),
             vec![
                 "ip daddr 10.96.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
                     .to_string(),
@@ -851,8 +859,12 @@ mod tests {
             r.elements,
             vec![Element {
                 map: SERVICE_IPS,
-                key: "10.96.0.10 . tcp . 80".into(),
-                verdict: format!("goto {svc}"),
+                key: DispatchKey::Address {
+                    ip: Ipv4Addr::new(10, 96, 0, 10),
+                    protocol: Protocol::Tcp,
+                    port: 80
+                },
+                verdict: Verdict::Goto(svc),
             }]
         );
     }
@@ -868,10 +880,14 @@ mod tests {
         };
         let r = service_rules(&s, &ctx());
         assert!(r.chains.is_empty());
-        let got: Vec<(&str, &str, &str)> = r
+        let got: Vec<(&str, String, String)> = r
             .elements
             .iter()
-            .map(|e| (e.map, e.key.as_str(), e.verdict.as_str()))
+            .map(|e| (e.map, e.key.to_string(), e.verdict.to_string()))
+            .collect();
+        let got: Vec<(&str, &str, &str)> = got
+            .iter()
+            .map(|(m, k, v)| (*m, k.as_str(), v.as_str()))
             .collect();
         assert_eq!(
             got,
@@ -913,20 +929,23 @@ mod tests {
             }]
         );
         assert_eq!(
-            r.chains[0].rules[1],
+            r.chains[0].rules[1].to_string(),
             format!("update @{aff} {{ ip saddr timeout 60s }}")
         );
-        assert_eq!(r.chains[1].rules[1], format!("ip saddr @{aff} goto {e2}"));
+        assert_eq!(
+            r.chains[1].rules[1].to_string(),
+            format!("ip saddr @{aff} goto {e2}")
+        );
         assert_eq!(r.chains[2].name, ext);
         assert_eq!(
-            r.chains[2].rules,
+            texts(&r.chains[2].rules),
             vec![
                 "jump mark-for-masquerade".to_string(),
                 format!("goto {svc}")
             ]
         );
-        assert_eq!(r.elements[1].key, "tcp . 30080");
-        assert_eq!(r.elements[1].verdict, format!("goto {ext}"));
+        assert_eq!(r.elements[1].key.to_string(), "tcp . 30080");
+        assert_eq!(r.elements[1].verdict, Verdict::Goto(ext));
     }
 
     #[test]
@@ -941,8 +960,12 @@ mod tests {
         let r = service_rules(&s, &ctx());
         let ext = r.chains.last().unwrap();
         assert_eq!(ext.name, external_chain(&s.port.name));
-        assert_eq!(ext.rules.last().unwrap(), "drop");
-        assert!(ext.rules[0].starts_with("ip saddr 10.244.0.0/16 goto service-"));
+        assert_eq!(ext.rules.last().unwrap(), &Rule::Always(Verdict::Drop));
+        assert!(
+            ext.rules[0]
+                .to_string()
+                .starts_with("ip saddr 10.244.0.0/16 goto service-")
+        );
     }
 
     #[test]

@@ -19,11 +19,13 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use podnet_kernel::NetNs;
 
+use podnet_kernel::nftnl::Verdict;
+
 use crate::model::{
-    CLUSTER_IPS, ENDPOINT_HAIRPIN, Element, MARK_FOR_MASQUERADE, MASQUERADE_MARK,
-    NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN, SERVICE_IPS, SERVICE_NODEPORTS,
+    CLUSTER_IPS, DispatchKey, ENDPOINT_HAIRPIN, Element, SERVICE_IPS, SERVICE_NODEPORTS,
     ServicePortName, ServiceRules, TargetMap,
 };
+use crate::skeleton::{self, write_chain};
 
 pub const FAMILY: &str = "ip";
 /// The main table; the shards are named after it (`podnet-proxy-0` …).
@@ -56,7 +58,7 @@ pub fn shard_of(name: &ServicePortName) -> usize {
 
 /// The table holding `map`'s elements for the port `owner`: the dispatch maps live in the
 /// owner's shard, the no-endpoint maps and plain sets in the main table.
-fn element_table(map: &str, owner: &ServicePortName) -> String {
+pub(crate) fn element_table(map: &str, owner: &ServicePortName) -> String {
     if map == SERVICE_IPS || map == SERVICE_NODEPORTS {
         shard_table(shard_of(owner))
     } else {
@@ -73,199 +75,6 @@ pub struct TableConfig {
     pub service_cidr: Option<Ipv4Net>,
 }
 
-fn nodeport_match(cfg: &TableConfig) -> &'static str {
-    if cfg.node_ips.is_empty() {
-        "fib daddr type local ip daddr != 127.0.0.0/8"
-    } else {
-        "ip daddr @nodeport-ips"
-    }
-}
-
-/// One chain of a table block: its name, the hook line of a base chain, its rules.
-fn write_chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
-    let _ = writeln!(out, "\tchain {name} {{");
-    if let Some(hook) = hook {
-        let _ = writeln!(out, "\t\t{hook}");
-    }
-    for r in rules {
-        let _ = writeln!(out, "\t\t{r}");
-    }
-    out.push_str("\t}\n");
-}
-
-fn nodeport_ips_set(cfg: &TableConfig, out: &mut String) {
-    out.push_str(
-        "\tset nodeport-ips { type ipv4_addr; comment \"addresses NodePorts answer on\"; ",
-    );
-    if !cfg.node_ips.is_empty() {
-        let ips: Vec<String> = cfg.node_ips.iter().map(|i| i.to_string()).collect();
-        let _ = write!(out, "elements = {{ {} }}; ", ips.join(", "));
-    }
-    out.push_str("}\n");
-}
-
-/// The main table's fixed part, as kube-proxy's nftables proxier lays it out minus the
-/// DNAT dispatch (in the shards): filter hooks rejecting services without endpoints and
-/// unserved ClusterIP ports, and the masquerading of marked and hairpin traffic.
-fn skeleton(cfg: &TableConfig, out: &mut String) {
-    let np = nodeport_match(cfg);
-    let _ = writeln!(out, "table {FAMILY} {TABLE} {{");
-    out.push_str("\tcomment \"podnet service proxy (kube-proxy nftables mode); rewritten by podnet, do not edit\"\n");
-    let _ = writeln!(
-        out,
-        "\tset {CLUSTER_IPS} {{ type ipv4_addr; comment \"ClusterIPs in use\"; }}"
-    );
-    let _ = writeln!(
-        out,
-        "\tset {ENDPOINT_HAIRPIN} {{ type ipv4_addr . ipv4_addr; comment \"endpoint . itself: a pod reaching itself through a service\"; }}"
-    );
-    nodeport_ips_set(cfg, out);
-    for (name, key) in [
-        (
-            NO_ENDPOINT_SERVICES,
-            "ipv4_addr . inet_proto . inet_service",
-        ),
-        (NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service"),
-    ] {
-        let _ = writeln!(out, "\tmap {name} {{ type {key} : verdict; }}");
-    }
-    let base = [
-        (
-            "filter-input",
-            "type filter hook input priority -110; policy accept;",
-            vec![
-                "ct state new jump nodeport-endpoints-check".to_string(),
-                "ct state new jump service-endpoints-check".to_string(),
-            ],
-        ),
-        (
-            "filter-forward",
-            "type filter hook forward priority -110; policy accept;",
-            vec![
-                "ct state new jump service-endpoints-check".to_string(),
-                "ct state new jump cluster-ips-check".to_string(),
-            ],
-        ),
-        (
-            "filter-output",
-            "type filter hook output priority -110; policy accept;",
-            vec!["ct state new jump service-endpoints-check".to_string()],
-        ),
-        (
-            // After DNAT (the shards' nat hooks, priority -100), so a ClusterIP:port that
-            // is served has become an endpoint.
-            "filter-output-post-dnat",
-            "type filter hook output priority -90; policy accept;",
-            vec!["ct state new jump cluster-ips-check".to_string()],
-        ),
-        (
-            "nat-postrouting",
-            "type nat hook postrouting priority 100; policy accept;",
-            vec![
-                "jump masquerading".to_string(),
-                format!(
-                    "ct status dnat ip saddr . ip daddr @{ENDPOINT_HAIRPIN} masquerade fully-random"
-                ),
-            ],
-        ),
-    ];
-    for (name, hook, rules) in base {
-        write_chain(out, name, Some(hook), &rules);
-    }
-    let mut cluster_check = vec![format!(
-        "ip daddr @{CLUSTER_IPS} reject comment \"ClusterIP on a port the service does not serve\""
-    )];
-    if let Some(cidr) = cfg.service_cidr {
-        cluster_check.push(format!(
-            "ip daddr {cidr} reject comment \"unallocated ClusterIP\""
-        ));
-    }
-    let regular: Vec<(&str, Vec<String>)> = vec![
-        (
-            "service-endpoints-check",
-            vec![format!(
-                "ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"
-            )],
-        ),
-        (
-            "nodeport-endpoints-check",
-            vec![format!(
-                "{np} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
-            )],
-        ),
-        ("cluster-ips-check", cluster_check),
-        (
-            "masquerading",
-            vec![
-                format!("meta mark & {MASQUERADE_MARK:#x} == 0 return"),
-                format!("meta mark set meta mark xor {MASQUERADE_MARK:#x}"),
-                "masquerade fully-random".to_string(),
-            ],
-        ),
-        (
-            REJECT_CHAIN,
-            vec![
-                "meta l4proto tcp reject with tcp reset comment \"service has no endpoints\""
-                    .to_string(),
-                "reject comment \"service has no endpoints\"".to_string(),
-            ],
-        ),
-    ];
-    for (name, rules) in regular {
-        write_chain(out, name, None, &rules);
-    }
-    out.push_str("}\n");
-}
-
-/// A shard table's fixed part: nat hooks dispatching through the shard's own maps (a
-/// chain can only jump within its table), and the masquerade mark its service chains set.
-fn shard_skeleton(cfg: &TableConfig, k: usize, out: &mut String) {
-    let np = nodeport_match(cfg);
-    let _ = writeln!(out, "table {FAMILY} {} {{", shard_table(k));
-    let _ = writeln!(
-        out,
-        "\tcomment \"podnet service proxy, shard {k} of {SHARDS}; rewritten by podnet, do not edit\""
-    );
-    if !cfg.node_ips.is_empty() {
-        nodeport_ips_set(cfg, out);
-    }
-    for (name, key) in [
-        (SERVICE_IPS, "ipv4_addr . inet_proto . inet_service"),
-        (SERVICE_NODEPORTS, "inet_proto . inet_service"),
-    ] {
-        let _ = writeln!(out, "\tmap {name} {{ type {key} : verdict; }}");
-    }
-    let jump = ["jump services".to_string()];
-    write_chain(
-        out,
-        "nat-prerouting",
-        Some("type nat hook prerouting priority -100; policy accept;"),
-        &jump,
-    );
-    write_chain(
-        out,
-        "nat-output",
-        Some("type nat hook output priority -100; policy accept;"),
-        &jump,
-    );
-    write_chain(
-        out,
-        "services",
-        None,
-        &[
-            format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
-            format!("{np} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
-        ],
-    );
-    write_chain(
-        out,
-        MARK_FOR_MASQUERADE,
-        None,
-        &[format!("meta mark set meta mark or {MASQUERADE_MARK:#x}")],
-    );
-    out.push_str("}\n");
-}
-
 /// The elements that are installed, keyed by (map, key), with every service port that
 /// claims the key: a key claimed by two (say the same externalIP:port) belongs to the
 /// lowest ServicePortName, whatever order they came in, and the others are logged, so one
@@ -274,7 +83,7 @@ fn shard_skeleton(cfg: &TableConfig, k: usize, out: &mut String) {
 pub struct Installed {
     pub services: BTreeMap<ServicePortName, ServiceRules>,
     /// Claimants of each (map, key), with the verdict each wants; the first one owns it.
-    pub claims: BTreeMap<ElementKey, BTreeMap<ServicePortName, String>>,
+    pub claims: BTreeMap<ElementKey, BTreeMap<ServicePortName, Verdict>>,
     pub cluster_ips: BTreeMap<Ipv4Addr, BTreeSet<ServicePortName>>,
     /// How many service ports DNAT to each endpoint without an endpoint chain (one
     /// `endpoint-hairpin` element each, while any uses it).
@@ -282,7 +91,7 @@ pub struct Installed {
 }
 
 /// A map element's identity: the map and the key.
-pub type ElementKey = (&'static str, String);
+pub type ElementKey = (&'static str, DispatchKey);
 
 fn add_element_line(out: &mut String, owner: &ServicePortName, e: &Element) {
     let _ = writeln!(
@@ -295,7 +104,7 @@ fn add_element_line(out: &mut String, owner: &ServicePortName, e: &Element) {
     );
 }
 
-fn delete_element_line(out: &mut String, owner: &ServicePortName, map: &str, key: &str) {
+fn delete_element_line(out: &mut String, owner: &ServicePortName, map: &str, key: &DispatchKey) {
     let table = element_table(map, owner);
     let _ = writeln!(out, "delete element {FAMILY} {table} {map} {{ {key} }}");
 }
@@ -360,7 +169,7 @@ fn define_service(out: &mut String, table: &str, rules: &ServiceRules) {
 
 impl Installed {
     /// The (owner, verdict) of an element key, if anyone claims it.
-    fn owner(&self, key: &ElementKey) -> Option<(ServicePortName, String)> {
+    fn owner(&self, key: &ElementKey) -> Option<(ServicePortName, Verdict)> {
         self.claims
             .get(key)
             .and_then(|c| c.first_key_value())
@@ -368,7 +177,7 @@ impl Installed {
     }
 
     /// Records the service's claims; returns the elements it owns now (those it wins).
-    fn claim(&mut self, name: &ServicePortName, rules: &ServiceRules) -> Vec<Element> {
+    pub(crate) fn claim(&mut self, name: &ServicePortName, rules: &ServiceRules) -> Vec<Element> {
         let mut owned = Vec::new();
         for e in &rules.elements {
             let claimants = self.claims.entry((e.map, e.key.clone())).or_default();
@@ -474,7 +283,7 @@ pub fn render_full_keeping(
 ) -> (String, Installed) {
     let mut out = String::with_capacity(4096 + services.len() * 1024);
     delete_all_tables(&mut out);
-    skeleton(cfg, &mut out);
+    skeleton::main_table(cfg).write_text(&mut out);
     let mut installed = Installed::default();
     // Each shard's services' sets and chains in one table block (sets before the chains
     // that use them, endpoint chains before the chains that jump to them), then one
@@ -514,7 +323,7 @@ pub fn render_full_keeping(
         }
     }
     for (k, block) in blocks.iter().enumerate() {
-        shard_skeleton(cfg, k, &mut out);
+        skeleton::shard(cfg, k).write_text(&mut out);
         if !block.is_empty() {
             let _ = writeln!(out, "table {FAMILY} {} {{", shard_table(k));
             out.push_str(block);
@@ -640,7 +449,7 @@ pub fn render_partial(
 fn element_owners(
     installed: &Installed,
     changed: &BTreeMap<ServicePortName, Option<ServiceRules>>,
-) -> BTreeMap<ElementKey, Option<(ServicePortName, String)>> {
+) -> BTreeMap<ElementKey, Option<(ServicePortName, Verdict)>> {
     let mut owners = BTreeMap::new();
     for (name, new) in changed {
         let old = installed.services.get(name);
@@ -666,7 +475,7 @@ fn element_owners(
 /// owner's table and added to the new one's.
 fn element_changes(
     installed: &Installed,
-    owners_before: BTreeMap<ElementKey, Option<(ServicePortName, String)>>,
+    owners_before: BTreeMap<ElementKey, Option<(ServicePortName, Verdict)>>,
 ) -> (String, String) {
     let mut deletes = String::new();
     let mut adds = String::new();
@@ -675,14 +484,14 @@ fn element_changes(
         if before == after {
             continue;
         }
-        let (map, k) = (key.0, key.1.as_str());
+        let (map, k) = (key.0, &key.1);
         if let Some((owner, _)) = &before {
             delete_element_line(&mut deletes, owner, map, k);
         }
         if let Some((owner, verdict)) = &after {
             let e = Element {
                 map,
-                key: k.to_string(),
+                key: k.clone(),
                 verdict: verdict.clone(),
             };
             add_element_line(&mut adds, owner, &e);
@@ -746,7 +555,15 @@ pub fn cleanup(ns: Option<&NetNs>) -> Result<(), podnet_kernel::KernelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Chain, Protocol};
+    use crate::model::{Chain, Protocol, Rule};
+
+    fn key(ip: &str) -> DispatchKey {
+        DispatchKey::Address {
+            ip: ip.parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        }
+    }
 
     fn name(n: &str) -> ServicePortName {
         ServicePortName {
@@ -761,15 +578,15 @@ mod tests {
         ServiceRules {
             chains: vec![Chain {
                 name: format!("service-X-{n}{chain_suffix}"),
-                rules: vec!["drop".into()],
+                rules: vec![Rule::Always(Verdict::Drop)],
             }],
             sets: vec![],
             maps: vec![],
             plain_chain: None,
             elements: vec![Element {
                 map: SERVICE_IPS,
-                key: format!("{ip} . tcp . 80"),
-                verdict: format!("goto service-X-{n}{chain_suffix}"),
+                key: key(ip),
+                verdict: Verdict::Goto(format!("service-X-{n}{chain_suffix}")),
             }],
             cluster_ips: vec![ip.parse().unwrap()],
             hairpin: vec![],
@@ -865,8 +682,8 @@ mod tests {
         // The same state a full sync builds.
         let (_, full) = render_full(&cfg(), installed.services.clone());
         assert_eq!(
-            installed.owner(&("service-ips", "10.96.0.1 . tcp . 80".into())),
-            full.owner(&("service-ips", "10.96.0.1 . tcp . 80".into()))
+            installed.owner(&("service-ips", key("10.96.0.1"))),
+            full.owner(&("service-ips", key("10.96.0.1")))
         );
         // A higher name changing touches no element it does not own.
         let text = render_partial(

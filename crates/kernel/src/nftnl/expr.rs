@@ -4,13 +4,13 @@ use std::net::Ipv4Addr;
 
 use super::wire::*;
 
-/// Registers as `nft` uses them here: the verdict register, the first 16-byte register,
-/// and the second 32-bit slice of it (where a concatenation's second field lands).
-const REG_VERDICT: u32 = 0;
-
-const REG_1: u32 = 1;
-
-const REG32_01: u32 = 9;
+/// Registers as `nft` uses them: the verdict register, the two 16-byte registers, and the
+/// 32-bit slices a concatenation's later fields land in.
+pub const REG_VERDICT: u32 = 0;
+pub const REG_1: u32 = 1;
+pub const REG_2: u32 = 2;
+pub const REG32_01: u32 = 9;
+pub const REG32_02: u32 = 10;
 
 /// Where a payload load starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +20,11 @@ pub enum PayloadBase {
 }
 
 /// A verdict: where a rule sends the packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     Drop,
     Accept,
+    Return,
     Jump(String),
     Goto(String),
 }
@@ -35,11 +36,48 @@ impl Verdict {
             Verdict::Accept => 1,
             Verdict::Jump(_) => -3,
             Verdict::Goto(_) => -4,
+            Verdict::Return => -5,
         }
     }
 }
 
-/// The expressions of the rules this module writes; every load goes to register 1.
+/// As nft writes it: `drop`, `jump <chain>`, ….
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Drop => f.write_str("drop"),
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Return => f.write_str("return"),
+            Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Goto(c) => write!(f, "goto {c}"),
+        }
+    }
+}
+
+/// A packet or connection property `meta` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    Mark = 3,
+    L4Proto = 16,
+}
+
+/// A conntrack property `ct` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtKey {
+    State = 0,
+    Status = 2,
+}
+
+/// The set a lookup reads: a named one, or an anonymous one created in the same batch
+/// (by the id [`super::Batch::add_anonymous_vmap`] returned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetRef {
+    Named(String),
+    Anonymous(u32),
+}
+
+/// The expressions of the rules this module writes. Loads go to register 1 unless a
+/// `dreg` says otherwise (the later fields of a concatenation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
     /// `len` bytes of the packet at `base` + `offset`.
@@ -47,43 +85,90 @@ pub enum Expr {
         base: PayloadBase,
         offset: u32,
         len: u32,
+        dreg: u32,
     },
-    /// The transport protocol number (one byte).
-    MetaL4Proto,
+    Meta {
+        key: MetaKey,
+        dreg: u32,
+    },
+    /// The packet mark set from register 1.
+    MetaSetMark,
+    Ct {
+        key: CtKey,
+    },
+    /// The address type (`fib daddr|saddr type`) into register 1.
+    FibAddrType {
+        daddr: bool,
+    },
     /// Register 1 equal (or not) to `data`.
     Cmp {
         equal: bool,
         data: Vec<u8>,
     },
-    /// Register 1 masked: `(reg & mask) ^ 0`.
-    Mask {
+    /// Register 1 rewritten as `(reg & mask) ^ xor`.
+    Bitwise {
         mask: Vec<u8>,
+        xor: Vec<u8>,
     },
     /// A random number in `offset..offset + modulus` (host byte order).
     NumgenRandom {
         modulus: u32,
         offset: u32,
     },
-    /// Register 1 looked up in the map `set`, its value loaded into register 1 onwards.
-    Map {
-        set: String,
+    /// Register 1 (and what follows, for a concatenation) looked up in a set: a match
+    /// test, or (`dreg`) the map's value loaded into `dreg` (`REG_VERDICT`: a verdict map).
+    Lookup {
+        set: SetRef,
+        dreg: Option<u32>,
     },
-    /// DNAT to the address in register 1 and the port in the next 32-bit register.
-    DnatFromMap,
+    /// Register 1 added to the set, or its timeout refreshed (`update @set { ip saddr
+    /// timeout … }`).
+    DynsetUpdate {
+        set: String,
+        timeout_ms: u64,
+    },
+    /// Data into a register.
+    Immediate {
+        dreg: u32,
+        data: Vec<u8>,
+    },
+    /// DNAT to the address in `addr` and the port in `port`.
+    Dnat {
+        addr: u32,
+        port: u32,
+    },
+    Masquerade {
+        fully_random: bool,
+    },
+    /// `reject with tcp reset` (`tcp_reset`) or an ICMP port unreachable.
+    Reject {
+        tcp_reset: bool,
+    },
     Verdict(Verdict),
 }
 
 impl Expr {
+    /// A payload load into register 1.
+    pub fn payload(base: PayloadBase, offset: u32, len: u32) -> Expr {
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg: REG_1,
+        }
+    }
+
+    /// A `meta` load into register 1.
+    pub fn meta(key: MetaKey) -> Expr {
+        Expr::Meta { key, dreg: REG_1 }
+    }
+
     /// The expressions `nft` emits for `ip saddr|daddr <net>` (`!=` when not `equal`): a
     /// load of the prefix's bytes and a compare when the prefix ends on a byte, else a
     /// load of the whole address, a mask and a compare.
     pub fn ip_prefix(offset: u32, net: Ipv4Addr, prefix: u8, equal: bool) -> Vec<Expr> {
         let octets = net.octets();
-        let payload = |len: u32| Expr::Payload {
-            base: PayloadBase::Network,
-            offset,
-            len,
-        };
+        let payload = |len: u32| Expr::payload(PayloadBase::Network, offset, len);
         if prefix.is_multiple_of(8) && prefix > 0 {
             let bytes = usize::from(prefix / 8);
             return vec![
@@ -97,8 +182,9 @@ impl Expr {
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
         vec![
             payload(4),
-            Expr::Mask {
+            Expr::Bitwise {
                 mask: mask.to_be_bytes().to_vec(),
+                xor: vec![0; 4],
             },
             Expr::Cmp {
                 equal,
@@ -108,23 +194,57 @@ impl Expr {
     }
 }
 
+/// A verdict as `nft_data`: `NFTA_DATA_VERDICT` { code, chain }.
+pub(super) fn verdict_data(v: &Verdict) -> Vec<u8> {
+    let mut verdict = Vec::new();
+    put_attr(&mut verdict, NFTA_VERDICT_CODE, &v.code().to_be_bytes());
+    if let Verdict::Jump(c) | Verdict::Goto(c) = v {
+        put_str(&mut verdict, NFTA_VERDICT_CHAIN, c);
+    }
+    let mut data = Vec::new();
+    put_nested(&mut data, NFTA_DATA_VERDICT, &verdict);
+    data
+}
+
+/// The name an anonymous set is created under; the kernel picks the number.
+pub(super) const ANONYMOUS_MAP_NAME: &str = "__map%d";
+
 pub(super) fn encode_expr(e: &Expr) -> Vec<u8> {
-    let (name, data) = match e {
-        Expr::Payload { base, offset, len } => (
+    let (name, data) = encode_data(e);
+    let mut out = Vec::new();
+    put_str(&mut out, NFTA_EXPR_NAME, name);
+    put_nested(&mut out, NFTA_EXPR_DATA, &data);
+    out
+}
+
+fn encode_data(e: &Expr) -> (&'static str, Vec<u8>) {
+    match e {
+        Expr::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => (
             "payload",
-            u32_attrs(&[(1, REG_1), (2, *base as u32), (3, *offset), (4, *len)]),
+            u32_attrs(&[(1, *dreg), (2, *base as u32), (3, *offset), (4, *len)]),
         ),
-        // NFT_META_L4PROTO
-        Expr::MetaL4Proto => ("meta", u32_attrs(&[(2, 16), (1, REG_1)])),
+        Expr::Meta { key, dreg } => ("meta", u32_attrs(&[(2, *key as u32), (1, *dreg)])),
+        Expr::MetaSetMark => ("meta", u32_attrs(&[(2, MetaKey::Mark as u32), (3, REG_1)])),
+        Expr::Ct { key } => ("ct", u32_attrs(&[(2, *key as u32), (1, REG_1)])),
+        // NFT_FIB_RESULT_ADDRTYPE; NFTA_FIB_F_SADDR 1, NFTA_FIB_F_DADDR 2.
+        Expr::FibAddrType { daddr } => (
+            "fib",
+            u32_attrs(&[(1, REG_1), (2, 3), (3, if *daddr { 2 } else { 1 })]),
+        ),
         Expr::Cmp { equal, data } => {
             let mut d = u32_attrs(&[(1, REG_1), (2, if *equal { 0 } else { 1 })]);
             put_nested(&mut d, 3, &data_value(data));
             ("cmp", d)
         }
-        Expr::Mask { mask } => {
+        Expr::Bitwise { mask, xor } => {
             let mut d = u32_attrs(&[(1, REG_1), (2, REG_1), (3, mask.len() as u32)]);
             put_nested(&mut d, 4, &data_value(mask));
-            put_nested(&mut d, 5, &data_value(&vec![0; mask.len()]));
+            put_nested(&mut d, 5, &data_value(xor));
             ("bitwise", d)
         }
         // NFT_NG_RANDOM
@@ -132,39 +252,65 @@ pub(super) fn encode_expr(e: &Expr) -> Vec<u8> {
             "numgen",
             u32_attrs(&[(1, REG_1), (2, *modulus), (3, 1), (4, *offset)]),
         ),
-        Expr::Map { set } => {
+        Expr::Lookup { set, dreg } => ("lookup", lookup_data(set, *dreg)),
+        // NFT_DYNSET_OP_UPDATE
+        Expr::DynsetUpdate { set, timeout_ms } => {
             let mut d = Vec::new();
             put_str(&mut d, 1, set);
-            d.extend(u32_attrs(&[(2, REG_1), (3, REG_1)]));
-            ("lookup", d)
+            d.extend(u32_attrs(&[(3, 1), (4, REG_1)]));
+            put_attr(&mut d, 6, &timeout_ms.to_be_bytes());
+            ("dynset", d)
         }
-        // NFT_NAT_DNAT, NFPROTO_IPV4, address and port registers.
-        Expr::DnatFromMap => (
+        Expr::Immediate { dreg, data } => {
+            let mut d = u32_attrs(&[(1, *dreg)]);
+            put_nested(&mut d, 2, &data_value(data));
+            ("immediate", d)
+        }
+        // NFT_NAT_DNAT, NFPROTO_IPV4; NF_NAT_RANGE_PROTO_SPECIFIED.
+        Expr::Dnat { addr, port } => (
             "nat",
             u32_attrs(&[
                 (1, 1),
                 (2, u32::from(NFPROTO_IPV4)),
-                (3, REG_1),
-                (5, REG32_01),
+                (3, *addr),
+                (5, *port),
+                (7, 2),
             ]),
         ),
+        // NF_NAT_RANGE_PROTO_RANDOM_FULLY
+        Expr::Masquerade { fully_random } => (
+            "masq",
+            u32_attrs(&[(1, if *fully_random { 0x10 } else { 0 })]),
+        ),
+        // NFT_REJECT_TCP_RST, or NFT_REJECT_ICMP_UNREACH with port unreachable (3); the
+        // code is one byte.
+        Expr::Reject { tcp_reset } => {
+            let mut d = u32_attrs(&[(1, if *tcp_reset { 1 } else { 0 })]);
+            put_attr(&mut d, 2, &[if *tcp_reset { 0 } else { 3 }]);
+            ("reject", d)
+        }
         Expr::Verdict(v) => {
-            let mut verdict = Vec::new();
-            put_attr(&mut verdict, NFTA_VERDICT_CODE, &v.code().to_be_bytes());
-            if let Verdict::Jump(c) | Verdict::Goto(c) = v {
-                put_str(&mut verdict, NFTA_VERDICT_CHAIN, c);
-            }
-            let mut data = Vec::new();
-            put_nested(&mut data, NFTA_DATA_VERDICT, &verdict);
             let mut d = u32_attrs(&[(1, REG_VERDICT)]);
-            put_nested(&mut d, 2, &data);
+            put_nested(&mut d, 2, &verdict_data(v));
             ("immediate", d)
         }
-    };
-    let mut out = Vec::new();
-    put_str(&mut out, NFTA_EXPR_NAME, name);
-    put_nested(&mut out, NFTA_EXPR_DATA, &data);
-    out
+    }
+}
+
+fn lookup_data(set: &SetRef, dreg: Option<u32>) -> Vec<u8> {
+    let mut d = Vec::new();
+    match set {
+        SetRef::Named(name) => put_str(&mut d, 1, name),
+        SetRef::Anonymous(_) => put_str(&mut d, 1, ANONYMOUS_MAP_NAME),
+    }
+    d.extend(u32_attrs(&[(2, REG_1)]));
+    if let Some(dreg) = dreg {
+        d.extend(u32_attrs(&[(3, dreg)]));
+    }
+    if let SetRef::Anonymous(id) = set {
+        d.extend(u32_attrs(&[(4, *id)]));
+    }
+    d
 }
 
 #[cfg(test)]
@@ -177,11 +323,7 @@ mod tests {
         assert_eq!(
             Expr::ip_prefix(12, net, 16, false),
             vec![
-                Expr::Payload {
-                    base: PayloadBase::Network,
-                    offset: 12,
-                    len: 2
-                },
+                Expr::payload(PayloadBase::Network, 12, 2),
                 Expr::Cmp {
                     equal: false,
                     data: vec![10, 244]
@@ -191,8 +333,9 @@ mod tests {
         let e = Expr::ip_prefix(12, Ipv4Addr::new(10, 96, 0, 0), 12, false);
         assert_eq!(
             e[1],
-            Expr::Mask {
-                mask: vec![0xff, 0xf0, 0, 0]
+            Expr::Bitwise {
+                mask: vec![0xff, 0xf0, 0, 0],
+                xor: vec![0; 4]
             }
         );
     }

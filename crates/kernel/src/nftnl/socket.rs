@@ -1,7 +1,6 @@
 //! The netfilter netlink socket: a batch sent and its acknowledgements read, and set
 //! element dumps.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -216,35 +215,50 @@ fn send_batch(
     grow_send_buffer(socket, wire.len()).map_err(plain)?;
     socket.send(&wire, 0).map_err(plain)?;
     let messages = first_seq.wrapping_add(1)..first_seq.wrapping_add(1 + batch.len() as u32);
-    let replies = read_acks(socket, &messages).map_err(plain)?;
-    match replies.into_iter().find(|(_, code)| *code != 0) {
+    let refused = read_answers(socket, first_seq, &messages).map_err(plain)?;
+    match refused {
         None => Ok(()),
         Some((seq, code)) => {
             let what = batch
                 .messages
                 .get(seq.wrapping_sub(messages.start) as usize)
                 .map(|m| m.3.clone())
-                .unwrap_or_else(|| format!("message {seq}"));
+                .unwrap_or_else(|| "the batch as a whole".to_string());
             Err((what, io::Error::from_raw_os_error(-code)))
         }
     }
 }
 
-/// Reads acknowledgements until each message of the batch (sequence numbers `seqs`) has
-/// one: the kernel answers every message that asked, and every refused one. Replies to
-/// an earlier batch that timed out are skipped.
-fn read_acks(socket: &mut Socket, seqs: &std::ops::Range<u32>) -> io::Result<BTreeMap<u32, i32>> {
-    let expected = seqs.end.wrapping_sub(seqs.start) as usize;
-    let mut replies = BTreeMap::new();
+/// Reads the kernel's answers to a batch until the last message's: refusals of single
+/// messages come before it, in order. A refusal of the whole batch (out of memory)
+/// answers the batch-begin message (`begin`) instead. Returns the first refusal. Answers
+/// to an earlier batch that timed out are skipped.
+fn read_answers(
+    socket: &mut Socket,
+    begin: u32,
+    seqs: &std::ops::Range<u32>,
+) -> io::Result<Option<(u32, i32)>> {
+    let last = seqs.end.wrapping_sub(1);
+    let mut first_refusal = None;
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
-    while replies.len() < expected {
+    loop {
         for reply in receive(socket, &mut buf)? {
-            if reply.kind == NLMSG_ERROR && reply.body.len() >= 4 && seqs.contains(&reply.seq) {
-                replies.insert(reply.seq, error_code(reply.body));
+            if reply.kind != NLMSG_ERROR || reply.body.len() < 4 {
+                continue;
+            }
+            let ours = seqs.contains(&reply.seq) || reply.seq == begin;
+            if !ours {
+                continue;
+            }
+            let code = error_code(reply.body);
+            if code != 0 && first_refusal.is_none() {
+                first_refusal = Some((reply.seq, code));
+            }
+            if reply.seq == last || reply.seq == begin {
+                return Ok(first_refusal);
             }
         }
     }
-    Ok(replies)
 }
 
 fn set_timeouts(socket: &Socket) -> io::Result<()> {

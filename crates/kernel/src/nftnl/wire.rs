@@ -43,6 +43,10 @@ pub(super) const NFTA_RULE_CHAIN: u16 = 2;
 
 pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
 
+pub(super) const NFTA_RULE_USERDATA: u16 = 7;
+
+pub(super) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+
 pub(super) const NFTA_LIST_ELEM: u16 = 1;
 
 pub(super) const NFTA_EXPR_NAME: u16 = 1;
