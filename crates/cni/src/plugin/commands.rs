@@ -78,10 +78,8 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     let pod_ns = open_netns(env)?;
     let resolved = resolve(conf)?;
     let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
-    // The record's fsync overlaps the wiring; it is awaited before the
-    // result is printed, so a reported address is always durable.
-    let (allocation, durable) =
-        ipam.allocate_syncing(&resolved.pool, &env.container_id, &env.ifname)?;
+    // Durable when it returns, so a reported address always is.
+    let allocation = ipam.allocate(&resolved.pool, &env.container_id, &env.ifname)?;
     fault_point("after-alloc");
     let host_veth = host_veth_name(&env.container_id, &env.ifname);
     let address = resolved.pool.address(allocation.ip);
@@ -105,8 +103,6 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         &resolved,
         allocation.ip,
     );
-    let synced = durable.wait();
-    let built = built.and_then(|wired| synced.map(|()| wired));
     let wired = match built {
         Ok(wired) => wired,
         Err(e) => {
