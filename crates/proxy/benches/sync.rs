@@ -1,6 +1,7 @@
-//! (a) Sync time: a full sync of N services × E endpoints (render + one `nft -f`
-//! transaction, in a fresh namespace), a second full sync over the existing table, and a
-//! partial sync of one changed service at that size, through `nft -f` and over netlink.
+//! (a) Sync time: a full sync of N services × E endpoints (render + one transaction) through
+//! `nft -f` and over netlink, side by side, in a fresh namespace and over the existing
+//! tables, and a partial sync of one changed service at that size, through `nft -f` and
+//! over netlink.
 //!
 //! `PODNET_BENCH_SERVICES` (default `1000,10000`), `PODNET_BENCH_ENDPOINTS` (default 10),
 //! `PODNET_BENCH_PARTIAL_RUNS` (default 20). Runs as root.
@@ -11,9 +12,9 @@ mod lab;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use podnet_proxy::fastpath;
 use podnet_proxy::model::{self, NodeContext};
 use podnet_proxy::nftables::{self, TableConfig};
+use podnet_proxy::{fastpath, fullsync};
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
@@ -64,19 +65,43 @@ fn main() {
             nftables::apply(Some(node), &text).expect("full sync applies");
             let apply = ms(t);
             println!(
-                "full sync ({label}) {n:>6} services: render {render:>7.1} ms + apply {apply:>7.1} ms = {:>7.1} ms ({:.1} MB of nft text)",
+                "full sync via nft -f  ({label}) {n:>6} services: render {render:>7.1} ms + apply {apply:>7.1} ms = {:>7.1} ms ({:.1} MB of nft text)",
                 render + apply,
                 text.len() as f64 / 1e6
             );
             installed
         };
+        let mut socket = podnet_kernel::nftnl::NftSocket::open(Some(node)).unwrap();
+        let mut full_over_netlink = |label: &str| {
+            let t = Instant::now();
+            let rules: BTreeMap<_, _> = states
+                .iter()
+                .map(|s| (s.port.name.clone(), model::service_rules(s, &ctx)))
+                .collect();
+            let model_ms = ms(t);
+            let (batch, installed) = fullsync::full_batch(&cfg, rules, &Default::default());
+            let render = ms(t);
+            let t = Instant::now();
+            socket.apply(&batch).expect("full sync applies");
+            let apply = ms(t);
+            println!(
+                "full sync via netlink ({label}) {n:>6} services: build  {render:>7.1} ms + apply {apply:>7.1} ms = {:>7.1} ms ({} messages; the model {model_ms:.1} ms of the build)",
+                render + apply,
+                batch.len()
+            );
+            installed
+        };
+        // Side by side: nft, netlink, nft, netlink, each over what the previous wrote.
         full("fresh namespace");
-        let mut installed = full("over the existing table");
+        full_over_netlink("over the existing tables");
+        full("over the existing tables");
+        podnet_proxy::cleanup(Some(node)).unwrap();
+        full_over_netlink("fresh tables");
+        let mut installed = full_over_netlink("over the existing tables");
 
         // Partial: one service loses an endpoint and gains another, then back; the same
         // change alternately through `nft -f` and over netlink (the fast path).
         let target = &states[n / 2];
-        let mut socket = podnet_kernel::nftnl::NftSocket::open(Some(node)).unwrap();
         let mut by_nft = Vec::new();
         let mut by_netlink = Vec::new();
         for run in 0..runs * 2 {

@@ -76,8 +76,8 @@ fn add_service(batch: &mut Batch, table: &str, rules: &ServiceRules, kept: &Kept
         batch.add_elements(table, &s.name, &kept_clients(kept.get(&s.name), s));
     }
     for m in &rules.maps {
-        batch.add_set(table, &endpoint_map_spec(m));
-        batch.add_elements(table, &m.name, &target_elements(m));
+        let id = batch.add_set(table, &endpoint_map_spec(m));
+        batch.add_elements_by_id(table, id, &target_elements(m));
     }
     for c in &rules.chains {
         batch.add_chain(table, &c.name, None);

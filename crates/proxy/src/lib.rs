@@ -3,7 +3,7 @@
 //! nftables mode (the default): Services and EndpointSlices are watched ([`runner`]),
 //! folded per service port by a change tracker ([`tracker`]), turned into the desired
 //! rules ([`model`], pure) and synced into the tables `ip podnet-proxy` (filter hooks, shared maps)
-//! and `ip podnet-proxy-0` … `-15` (service chains, sharded by name) as one atomic
+//! and `ip podnet-proxy-0` … `-31` (service chains, sharded by name) as one atomic
 //! transaction per sync ([`nftables`]): a full rebuild at start, after a failure and every
 //! `sync_period`, otherwise only the chains, sets and map elements of what changed. Stale
 //! UDP conntrack entries are cleared through ctnetlink, and `healthCheckNodePort`s are

@@ -20,13 +20,13 @@ use podnet_kernel::conntrack;
 use podnet_kernel::nftnl;
 use tokio::sync::watch;
 
-use crate::fastpath;
 use crate::healthcheck::{HealthServers, HealthStatus};
 use crate::model::{self, NodeContext, Protocol, ServicePortName, ServiceState, categorize};
 use crate::nftables::{self, Installed, TableConfig};
 use crate::tracker::{ChangeTracker, PortChange};
 use crate::userspace::{self, UserspaceConfig, UserspaceProxy};
 use crate::{ProxyConfig, ProxyError, ProxyMode};
+use crate::{fastpath, fullsync};
 
 /// How long to wait before retrying a failed sync (doubling up to the maximum).
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -108,7 +108,8 @@ impl Syncer {
     }
 
     /// One sync: `all` is every service port (only read for a full sync), `changes` what
-    /// changed since the last one. Blocking (runs `nft`). On failure the next sync is full.
+    /// changed since the last one. Blocking (netlink, or `nft` for changes the fast path does
+    /// not cover). On failure the next sync is full.
     pub fn sync(
         &mut self,
         all: impl FnOnce() -> BTreeMap<ServicePortName, ServiceState>,
@@ -130,9 +131,7 @@ impl Syncer {
                 .map(|(n, s)| (n.clone(), model::service_rules(s, &self.ctx)))
                 .collect();
             let kept = self.affinity_to_keep(&rules);
-            let (text, installed) = nftables::render_full_keeping(&self.table, rules, &kept);
-            nftables::apply(self.netns.as_ref(), &text)?;
-            self.installed = installed;
+            self.installed = self.full_sync(rules, &kept)?;
             self.health = states
                 .iter()
                 .filter_map(|(n, s)| self.health_of(s).map(|h| (n.clone(), h)))
@@ -167,6 +166,27 @@ impl Syncer {
             conntrack_deleted,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Rebuilds every table in one transaction over netlink; if the kernel refuses it,
+    /// the same through `nft -f` (whose error says more), so a kernel that takes `nft`'s
+    /// encoding but not ours still gets its rules.
+    fn full_sync(
+        &mut self,
+        rules: BTreeMap<ServicePortName, model::ServiceRules>,
+        kept: &nftables::KeptAffinity,
+    ) -> Result<nftables::Installed, ProxyError> {
+        let (batch, installed) = fullsync::full_batch(&self.table, rules, kept);
+        match self.apply_batch(&batch) {
+            Ok(()) => Ok(installed),
+            Err(e) => {
+                tracing::warn!(error = %e, "full sync over netlink refused; writing it through nft");
+                let rules = installed.services;
+                let (text, installed) = nftables::render_full_keeping(&self.table, rules, kept);
+                nftables::apply(self.netns.as_ref(), &text)?;
+                Ok(installed)
+            }
+        }
     }
 
     /// The clients in the affinity sets the full sync is about to replace, with the time

@@ -281,3 +281,47 @@ fn kept_affinity_clients_come_back_with_the_time_they_had_left() {
         );
     }
 }
+
+#[test]
+fn each_path_replaces_what_the_other_wrote() {
+    let (_, cfg) = configs().remove(0);
+    let a = test_ns("nft");
+    let b = test_ns("nl");
+    let states = every_shape();
+    full_sync_both(&cfg, &states, &a, &b, &KeptAffinity::new());
+    // Swapped: netlink over nft's tables, nft over netlink's.
+    let (batch, _) = fullsync::full_batch(&cfg, rules_of(&states), &KeptAffinity::new());
+    nftnl::apply(Some(&a), &batch).expect("netlink over nft's tables");
+    let (text, _) = nftables::render_full(&cfg, rules_of(&states));
+    nftables::apply(Some(&b), &text).expect("nft over netlink's tables");
+    assert_eq!(ruleset(&a), ruleset(&b));
+}
+
+/// Enough services that the shared sets' elements (hairpin, ClusterIPs, dispatch) need
+/// more than one netlink attribute (16-bit lengths).
+#[test]
+fn a_large_full_sync_lists_as_the_one_through_nft() {
+    let (_, cfg) = configs().remove(0);
+    let states: Vec<ServiceState> = (0..1000u32)
+        .map(|i| {
+            let mut p = port(&format!("s{i}"), 0, Protocol::Tcp);
+            p.cluster_ip = Ipv4Addr::from(0x0a60_0000 + i + 1);
+            let endpoints = (0..10u32)
+                .map(|e| Endpoint {
+                    ip: Ipv4Addr::from(0x0af4_0000 + i * 10 + e),
+                    ..endpoint(1, if e % 3 == 0 { "node-a" } else { "node-b" }, true)
+                })
+                .collect();
+            ServiceState { port: p, endpoints }
+        })
+        .collect();
+    let a = test_ns("nft");
+    let b = test_ns("nl");
+    full_sync_both(&cfg, &states, &a, &b, &KeptAffinity::new());
+    let listed = ruleset(&a);
+    assert_eq!(ruleset(&b), listed);
+    assert!(
+        listed.contains("10.244.39.15 . 10.244.39.15"),
+        "hairpin of the last service"
+    );
+}

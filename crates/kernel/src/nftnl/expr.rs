@@ -194,123 +194,126 @@ impl Expr {
     }
 }
 
-/// A verdict as `nft_data`: `NFTA_DATA_VERDICT` { code, chain }.
-pub(super) fn verdict_data(v: &Verdict) -> Vec<u8> {
-    let mut verdict = Vec::new();
-    put_attr(&mut verdict, NFTA_VERDICT_CODE, &v.code().to_be_bytes());
-    if let Verdict::Jump(c) | Verdict::Goto(c) = v {
-        put_str(&mut verdict, NFTA_VERDICT_CHAIN, c);
-    }
-    let mut data = Vec::new();
-    put_nested(&mut data, NFTA_DATA_VERDICT, &verdict);
-    data
+/// A verdict as `nft_data` under `kind`: `NFTA_DATA_VERDICT` { code, chain }.
+pub(super) fn put_verdict(out: &mut Vec<u8>, kind: u16, v: &Verdict) {
+    nest(out, kind, |data| {
+        nest(data, NFTA_DATA_VERDICT, |verdict| {
+            put_attr(verdict, NFTA_VERDICT_CODE, &v.code().to_be_bytes());
+            if let Verdict::Jump(c) | Verdict::Goto(c) = v {
+                put_str(verdict, NFTA_VERDICT_CHAIN, c);
+            }
+        })
+    });
 }
 
 /// The name an anonymous set is created under; the kernel picks the number.
 pub(super) const ANONYMOUS_MAP_NAME: &str = "__map%d";
 
-pub(super) fn encode_expr(e: &Expr) -> Vec<u8> {
-    let (name, data) = encode_data(e);
-    let mut out = Vec::new();
-    put_str(&mut out, NFTA_EXPR_NAME, name);
-    put_nested(&mut out, NFTA_EXPR_DATA, &data);
-    out
+/// One `NFTA_LIST_ELEM` of a rule's expressions.
+pub(super) fn put_expr(out: &mut Vec<u8>, e: &Expr) {
+    nest(out, NFTA_LIST_ELEM, |item| {
+        put_str(item, NFTA_EXPR_NAME, expr_name(e));
+        nest(item, NFTA_EXPR_DATA, |d| put_expr_data(d, e));
+    });
 }
 
-fn encode_data(e: &Expr) -> (&'static str, Vec<u8>) {
+fn expr_name(e: &Expr) -> &'static str {
+    match e {
+        Expr::Payload { .. } => "payload",
+        Expr::Meta { .. } | Expr::MetaSetMark => "meta",
+        Expr::Ct { .. } => "ct",
+        Expr::FibAddrType { .. } => "fib",
+        Expr::Cmp { .. } => "cmp",
+        Expr::Bitwise { .. } => "bitwise",
+        Expr::NumgenRandom { .. } => "numgen",
+        Expr::Lookup { .. } => "lookup",
+        Expr::DynsetUpdate { .. } => "dynset",
+        Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
+        Expr::Dnat { .. } => "nat",
+        Expr::Masquerade { .. } => "masq",
+        Expr::Reject { .. } => "reject",
+    }
+}
+
+fn put_expr_data(d: &mut Vec<u8>, e: &Expr) {
     match e {
         Expr::Payload {
             base,
             offset,
             len,
             dreg,
-        } => (
-            "payload",
-            u32_attrs(&[(1, *dreg), (2, *base as u32), (3, *offset), (4, *len)]),
-        ),
-        Expr::Meta { key, dreg } => ("meta", u32_attrs(&[(2, *key as u32), (1, *dreg)])),
-        Expr::MetaSetMark => ("meta", u32_attrs(&[(2, MetaKey::Mark as u32), (3, REG_1)])),
-        Expr::Ct { key } => ("ct", u32_attrs(&[(2, *key as u32), (1, REG_1)])),
+        } => put_u32s(d, &[(1, *dreg), (2, *base as u32), (3, *offset), (4, *len)]),
+        Expr::Meta { key, dreg } => put_u32s(d, &[(2, *key as u32), (1, *dreg)]),
+        Expr::MetaSetMark => put_u32s(d, &[(2, MetaKey::Mark as u32), (3, REG_1)]),
+        Expr::Ct { key } => put_u32s(d, &[(2, *key as u32), (1, REG_1)]),
         // NFT_FIB_RESULT_ADDRTYPE; NFTA_FIB_F_SADDR 1, NFTA_FIB_F_DADDR 2.
-        Expr::FibAddrType { daddr } => (
-            "fib",
-            u32_attrs(&[(1, REG_1), (2, 3), (3, if *daddr { 2 } else { 1 })]),
-        ),
+        Expr::FibAddrType { daddr } => {
+            put_u32s(d, &[(1, REG_1), (2, 3), (3, if *daddr { 2 } else { 1 })])
+        }
         Expr::Cmp { equal, data } => {
-            let mut d = u32_attrs(&[(1, REG_1), (2, if *equal { 0 } else { 1 })]);
-            put_nested(&mut d, 3, &data_value(data));
-            ("cmp", d)
+            put_u32s(d, &[(1, REG_1), (2, if *equal { 0 } else { 1 })]);
+            put_data_value(d, 3, data);
         }
         Expr::Bitwise { mask, xor } => {
-            let mut d = u32_attrs(&[(1, REG_1), (2, REG_1), (3, mask.len() as u32)]);
-            put_nested(&mut d, 4, &data_value(mask));
-            put_nested(&mut d, 5, &data_value(xor));
-            ("bitwise", d)
+            put_u32s(d, &[(1, REG_1), (2, REG_1), (3, mask.len() as u32)]);
+            put_data_value(d, 4, mask);
+            put_data_value(d, 5, xor);
         }
         // NFT_NG_RANDOM
-        Expr::NumgenRandom { modulus, offset } => (
-            "numgen",
-            u32_attrs(&[(1, REG_1), (2, *modulus), (3, 1), (4, *offset)]),
-        ),
-        Expr::Lookup { set, dreg } => ("lookup", lookup_data(set, *dreg)),
+        Expr::NumgenRandom { modulus, offset } => {
+            put_u32s(d, &[(1, REG_1), (2, *modulus), (3, 1), (4, *offset)])
+        }
+        Expr::Lookup { set, dreg } => put_lookup(d, set, *dreg),
         // NFT_DYNSET_OP_UPDATE
         Expr::DynsetUpdate { set, timeout_ms } => {
-            let mut d = Vec::new();
-            put_str(&mut d, 1, set);
-            d.extend(u32_attrs(&[(3, 1), (4, REG_1)]));
-            put_attr(&mut d, 6, &timeout_ms.to_be_bytes());
-            ("dynset", d)
+            put_str(d, 1, set);
+            put_u32s(d, &[(3, 1), (4, REG_1)]);
+            put_attr(d, 6, &timeout_ms.to_be_bytes());
         }
         Expr::Immediate { dreg, data } => {
-            let mut d = u32_attrs(&[(1, *dreg)]);
-            put_nested(&mut d, 2, &data_value(data));
-            ("immediate", d)
+            put_u32s(d, &[(1, *dreg)]);
+            put_data_value(d, 2, data);
         }
         // NFT_NAT_DNAT, NFPROTO_IPV4; NF_NAT_RANGE_PROTO_SPECIFIED.
-        Expr::Dnat { addr, port } => (
-            "nat",
-            u32_attrs(&[
+        Expr::Dnat { addr, port } => put_u32s(
+            d,
+            &[
                 (1, 1),
                 (2, u32::from(NFPROTO_IPV4)),
                 (3, *addr),
                 (5, *port),
                 (7, 2),
-            ]),
+            ],
         ),
         // NF_NAT_RANGE_PROTO_RANDOM_FULLY
-        Expr::Masquerade { fully_random } => (
-            "masq",
-            u32_attrs(&[(1, if *fully_random { 0x10 } else { 0 })]),
-        ),
+        Expr::Masquerade { fully_random } => {
+            put_u32s(d, &[(1, if *fully_random { 0x10 } else { 0 })])
+        }
         // NFT_REJECT_TCP_RST, or NFT_REJECT_ICMP_UNREACH with port unreachable (3); the
         // code is one byte.
         Expr::Reject { tcp_reset } => {
-            let mut d = u32_attrs(&[(1, if *tcp_reset { 1 } else { 0 })]);
-            put_attr(&mut d, 2, &[if *tcp_reset { 0 } else { 3 }]);
-            ("reject", d)
+            put_u32s(d, &[(1, if *tcp_reset { 1 } else { 0 })]);
+            put_attr(d, 2, &[if *tcp_reset { 0 } else { 3 }]);
         }
         Expr::Verdict(v) => {
-            let mut d = u32_attrs(&[(1, REG_VERDICT)]);
-            put_nested(&mut d, 2, &verdict_data(v));
-            ("immediate", d)
+            put_u32s(d, &[(1, REG_VERDICT)]);
+            put_verdict(d, 2, v);
         }
     }
 }
 
-fn lookup_data(set: &SetRef, dreg: Option<u32>) -> Vec<u8> {
-    let mut d = Vec::new();
+fn put_lookup(d: &mut Vec<u8>, set: &SetRef, dreg: Option<u32>) {
     match set {
-        SetRef::Named(name) => put_str(&mut d, 1, name),
-        SetRef::Anonymous(_) => put_str(&mut d, 1, ANONYMOUS_MAP_NAME),
+        SetRef::Named(name) => put_str(d, 1, name),
+        SetRef::Anonymous(_) => put_str(d, 1, ANONYMOUS_MAP_NAME),
     }
-    d.extend(u32_attrs(&[(2, REG_1)]));
+    put_u32s(d, &[(2, REG_1)]);
     if let Some(dreg) = dreg {
-        d.extend(u32_attrs(&[(3, dreg)]));
+        put_u32s(d, &[(3, dreg)]);
     }
     if let SetRef::Anonymous(id) = set {
-        d.extend(u32_attrs(&[(4, *id)]));
+        put_u32s(d, &[(4, *id)]);
     }
-    d
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub use socket::{NftSocket, TimedElement};
 
 use crate::error::Result;
 use crate::netns::NetNs;
-use expr::{encode_expr, verdict_data};
+use expr::{put_expr, put_verdict};
 use wire::*;
 
 /// One map or set element: its key and, for a map, its value; in a set with timeouts,
@@ -79,11 +79,13 @@ pub fn concat(fields: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// A transaction being built: messages in order, each asking for an acknowledgement, with
-/// a description for the error message if the kernel refuses it.
+/// A transaction being built: its messages encoded back to back in one buffer (sequence
+/// numbers and the acknowledgement flag are filled in when it is sent).
 #[derive(Debug, Clone)]
 pub struct Batch {
-    messages: Vec<(u16, u16, Vec<u8>, String)>,
+    buf: Vec<u8>,
+    /// Where each message starts in `buf`.
+    starts: Vec<usize>,
     next_set_id: u32,
 }
 
@@ -97,21 +99,74 @@ impl Batch {
     /// An empty batch for the `ip` family.
     pub fn new() -> Batch {
         Batch {
-            messages: Vec::new(),
+            buf: Vec::new(),
+            starts: Vec::new(),
             next_set_id: 0,
         }
     }
 
-    fn push(&mut self, kind: u16, flags: u16, attrs: Vec<u8>, what: String) {
-        self.messages.push((kind, flags, attrs, what));
+    fn push(&mut self, kind: u16, flags: u16, attrs: &[u8]) {
+        let start = self.begin(kind, flags);
+        self.buf.extend_from_slice(attrs);
+        self.finish(start);
+    }
+
+    /// Starts a message whose attributes the caller appends to `buf`; [`Self::finish`]
+    /// ends it.
+    fn begin(&mut self, kind: u16, flags: u16) -> usize {
+        let start = self.buf.len();
+        self.starts.push(start);
+        put_message(
+            &mut self.buf,
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            NLM_F_REQUEST | flags,
+            0,
+            NFPROTO_IPV4,
+            &[],
+        );
+        start
+    }
+
+    fn finish(&mut self, start: usize) {
+        let len = (self.buf.len() - start) as u32;
+        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// What message `index` asks, as nft would say it (for error messages).
+    pub(super) fn describe(&self, index: usize) -> String {
+        let Some(&start) = self.starts.get(index) else {
+            return "the batch as a whole".to_string();
+        };
+        let (kind, body) = self.message(start);
+        let set_by_id = attrs(body)
+            .find(|(k, _)| *k == NFTA_SET_ELEM_LIST_SET_ID)
+            .and_then(|(_, id)| self.set_named_by(id));
+        describe_message(kind, body, set_by_id)
+    }
+
+    /// The type and attributes of the message at `start`.
+    fn message(&self, start: usize) -> (u16, &[u8]) {
+        let len = u32_at(&self.buf, start) as usize;
+        let kind = u16::from_ne_bytes([self.buf[start + 4], self.buf[start + 5]]) & 0xff;
+        (kind, &self.buf[start + NLMSG_HDR + 4..start + len])
+    }
+
+    /// The name of the set this batch creates with `id` (big endian, as on the wire).
+    fn set_named_by(&self, id: &[u8]) -> Option<String> {
+        self.starts.iter().find_map(|&start| {
+            let (kind, body) = self.message(start);
+            let ours =
+                kind == NFT_MSG_NEWSET && attrs(body).any(|(k, v)| k == NFTA_SET_ID && v == id);
+            ours.then(|| text_attr(body, NFTA_SET_NAME)).flatten()
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.starts.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.starts.len()
     }
 
     /// Deletes every rule of `chain` (what `flush chain` does).
@@ -119,12 +174,7 @@ impl Batch {
         let mut a = Vec::new();
         put_str(&mut a, NFTA_RULE_TABLE, table);
         put_str(&mut a, NFTA_RULE_CHAIN, chain);
-        self.push(
-            NFT_MSG_DELRULE,
-            0,
-            a,
-            format!("flush chain ip {table} {chain}"),
-        );
+        self.push(NFT_MSG_DELRULE, 0, &a);
     }
 
     /// Appends a rule to `chain`.
@@ -140,68 +190,69 @@ impl Batch {
         exprs: &[Expr],
         comment: Option<&str>,
     ) {
-        let mut a = Vec::new();
-        put_str(&mut a, NFTA_RULE_TABLE, table);
-        put_str(&mut a, NFTA_RULE_CHAIN, chain);
-        let mut list = Vec::new();
-        for e in exprs {
-            put_nested(&mut list, NFTA_LIST_ELEM, &encode_expr(e));
-        }
-        put_nested(&mut a, NFTA_RULE_EXPRESSIONS, &list);
+        let start = self.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
+        let a = &mut self.buf;
+        put_str(a, NFTA_RULE_TABLE, table);
+        put_str(a, NFTA_RULE_CHAIN, chain);
+        nest(a, NFTA_RULE_EXPRESSIONS, |list| {
+            for e in exprs {
+                put_expr(list, e);
+            }
+        });
         if let Some(c) = comment {
-            put_attr(&mut a, NFTA_RULE_USERDATA, &objects::comment_udata(0, c));
+            put_attr(a, NFTA_RULE_USERDATA, &objects::comment_udata(0, c));
         }
-        self.push(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            a,
-            format!("add rule ip {table} {chain}"),
-        );
+        self.finish(start);
     }
 
     /// Deletes every element of `set` (what `flush set`/`flush map` does).
     pub fn flush_set(&mut self, table: &str, set: &str) {
-        self.push(
-            NFT_MSG_DELSETELEM,
-            0,
-            set_header(table, set),
-            format!("flush set ip {table} {set}"),
-        );
+        self.push(NFT_MSG_DELSETELEM, 0, &set_header(table, set));
     }
 
     /// Adds elements to `set` (an element already there is not an error).
     pub fn add_elements(&mut self, table: &str, set: &str, elements: &[Element]) {
-        if elements.is_empty() {
-            return;
-        }
-        let mut a = set_header(table, set);
-        put_nested(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, &element_list(elements));
-        self.push(
-            NFT_MSG_NEWSETELEM,
-            NLM_F_CREATE,
-            a,
-            format!("add element ip {table} {set}"),
-        );
+        self.element_messages(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements, |a| {
+            put_str(a, NFTA_SET_ELEM_LIST_TABLE, table);
+            put_str(a, NFTA_SET_ELEM_LIST_SET, set);
+        });
     }
 
     /// Deletes elements of `set` by key (one that is not there is an error, as with nft).
     pub fn delete_elements(&mut self, table: &str, set: &str, keys: &[Vec<u8>]) {
-        if keys.is_empty() {
-            return;
-        }
         let elements: Vec<Element> = keys.iter().map(|k| Element::key(k.clone())).collect();
-        let mut a = set_header(table, set);
-        put_nested(
-            &mut a,
-            NFTA_SET_ELEM_LIST_ELEMENTS,
-            &element_list(&elements),
-        );
-        self.push(
-            NFT_MSG_DELSETELEM,
-            0,
-            a,
-            format!("delete element ip {table} {set}"),
-        );
+        self.element_messages(NFT_MSG_DELSETELEM, 0, &elements, |a| {
+            put_str(a, NFTA_SET_ELEM_LIST_TABLE, table);
+            put_str(a, NFTA_SET_ELEM_LIST_SET, set);
+        });
+    }
+
+    /// Element messages for `elements`, as many as their 16-bit attribute lengths need
+    /// (nft splits long lists too), each starting with the attributes `header` writes.
+    fn element_messages(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        elements: &[Element],
+        header: impl Fn(&mut Vec<u8>),
+    ) {
+        let mut rest = elements;
+        while !rest.is_empty() {
+            let start = self.begin(kind, flags);
+            header(&mut self.buf);
+            let list = nest_start(&mut self.buf);
+            let mut taken = 0;
+            for e in rest {
+                if taken > 0 && self.buf.len() - list > MAX_ELEMENT_LIST {
+                    break;
+                }
+                put_element(&mut self.buf, e);
+                taken += 1;
+            }
+            nest_end(&mut self.buf, list, NFTA_SET_ELEM_LIST_ELEMENTS);
+            self.finish(start);
+            rest = &rest[taken..];
+        }
     }
 
     /// The wire form: batch begin, the messages (sequence numbers from `first_seq`),
@@ -210,31 +261,29 @@ impl Batch {
     /// message's answer comes after all others. An acknowledgement per message would
     /// overflow the receive buffer on a batch of a whole ruleset (tens of thousands).
     fn encode(&self, first_seq: u32) -> Vec<u8> {
-        let mut buf =
-            Vec::with_capacity(64 + self.messages.iter().map(|m| m.2.len() + 24).sum::<usize>());
+        let mut wire = Vec::with_capacity(self.buf.len() + 64);
         put_message(
-            &mut buf,
+            &mut wire,
             NFNL_MSG_BATCH_BEGIN,
             NLM_F_REQUEST,
             first_seq,
             0,
             &[],
         );
-        let last = self.messages.len().saturating_sub(1);
-        for (i, (kind, flags, attrs, _)) in self.messages.iter().enumerate() {
-            let ack = if i == last { NLM_F_ACK } else { 0 };
-            put_message(
-                &mut buf,
-                (NFNL_SUBSYS_NFTABLES << 8) | kind,
-                NLM_F_REQUEST | ack | flags,
-                first_seq + 1 + i as u32,
-                NFPROTO_IPV4,
-                attrs,
-            );
+        let base = wire.len();
+        wire.extend_from_slice(&self.buf);
+        for (i, start) in self.starts.iter().enumerate() {
+            let at = base + start + 8;
+            wire[at..at + 4].copy_from_slice(&(first_seq + 1 + i as u32).to_ne_bytes());
         }
-        let end = first_seq + 1 + self.messages.len() as u32;
-        put_message(&mut buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, &[]);
-        buf
+        if let Some(last) = self.starts.last() {
+            let at = base + last + 6;
+            let flags = u16::from_ne_bytes([wire[at], wire[at + 1]]) | NLM_F_ACK;
+            wire[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
+        }
+        let end = first_seq + 1 + self.starts.len() as u32;
+        put_message(&mut wire, NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, &[]);
+        wire
     }
 }
 
@@ -250,6 +299,38 @@ pub fn apply(ns: Option<&NetNs>, batch: &Batch) -> Result<()> {
     NftSocket::open(ns)?.apply(batch)
 }
 
+/// A string attribute of a message.
+fn text_attr(body: &[u8], want: u16) -> Option<String> {
+    attrs(body)
+        .find(|(k, _)| *k == want)
+        .map(|(_, v)| String::from_utf8_lossy(v.strip_suffix(&[0]).unwrap_or(v)).into_owned())
+}
+
+/// A message described from its type and attributes: the verb, the table, the object
+/// (`set_by_id`: the name of a set the message names by its id in the batch).
+fn describe_message(kind: u16, body: &[u8], set_by_id: Option<String>) -> String {
+    let has = |want: u16| attrs(body).any(|(k, _)| k == want);
+    let table = text_attr(body, 1).unwrap_or_default();
+    let (verb, object) = match kind {
+        NFT_MSG_NEWTABLE => ("add table", None),
+        NFT_MSG_DELTABLE => ("delete table", None),
+        NFT_MSG_NEWCHAIN => ("add chain", text_attr(body, 3)),
+        NFT_MSG_NEWRULE => ("add rule", text_attr(body, 2)),
+        NFT_MSG_DELRULE => ("flush chain", text_attr(body, 2)),
+        NFT_MSG_NEWSET => ("add set", text_attr(body, 2)),
+        NFT_MSG_NEWSETELEM => ("add element", text_attr(body, 2).or(set_by_id)),
+        NFT_MSG_DELSETELEM if has(NFTA_SET_ELEM_LIST_ELEMENTS) => {
+            ("delete element", text_attr(body, 2))
+        }
+        NFT_MSG_DELSETELEM => ("flush set", text_attr(body, 2)),
+        _ => ("message", None),
+    };
+    match object {
+        Some(o) => format!("{verb} ip {table} {o}"),
+        None => format!("{verb} ip {table}"),
+    }
+}
+
 fn set_header(table: &str, set: &str) -> Vec<u8> {
     let mut a = Vec::new();
     put_str(&mut a, NFTA_SET_ELEM_LIST_TABLE, table);
@@ -257,22 +338,23 @@ fn set_header(table: &str, set: &str) -> Vec<u8> {
     a
 }
 
-fn element_list(elements: &[Element]) -> Vec<u8> {
-    let mut list = Vec::new();
-    for e in elements {
-        let mut el = Vec::new();
-        put_nested(&mut el, NFTA_SET_ELEM_KEY, &data_value(&e.key));
+/// An attribute's length is 16 bits: a list of elements longer than this (plus one
+/// element) goes into several messages.
+const MAX_ELEMENT_LIST: usize = 32 * 1024;
+
+/// One `NFTA_LIST_ELEM`: key, value, expiry.
+fn put_element(out: &mut Vec<u8>, e: &Element) {
+    nest(out, NFTA_LIST_ELEM, |el| {
+        put_data_value(el, NFTA_SET_ELEM_KEY, &e.key);
         match &e.value {
-            Some(Value::Data(v)) => put_nested(&mut el, NFTA_SET_ELEM_DATA, &data_value(v)),
-            Some(Value::Verdict(v)) => put_nested(&mut el, NFTA_SET_ELEM_DATA, &verdict_data(v)),
+            Some(Value::Data(v)) => put_data_value(el, NFTA_SET_ELEM_DATA, v),
+            Some(Value::Verdict(v)) => put_verdict(el, NFTA_SET_ELEM_DATA, v),
             None => {}
         }
         if let Some(ms) = e.expires_ms {
-            put_attr(&mut el, NFTA_SET_ELEM_EXPIRATION, &ms.to_be_bytes());
+            put_attr(el, NFTA_SET_ELEM_EXPIRATION, &ms.to_be_bytes());
         }
-        put_nested(&mut list, NFTA_LIST_ELEM, &el);
-    }
-    list
+    });
 }
 
 #[cfg(test)]
@@ -302,6 +384,59 @@ mod tests {
                 ((10 << 8) | NFT_MSG_DELSETELEM, false, 8),
                 ((10 << 8) | NFT_MSG_NEWSETELEM, true, 9),
                 (NFNL_MSG_BATCH_END, false, 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_element_lists_are_split_over_messages() {
+        let many: Vec<Element> = (0..10_000u32)
+            .map(|i| Element::key(i.to_be_bytes().to_vec()))
+            .collect();
+        let mut b = Batch::new();
+        b.add_elements("t", "s", &many);
+        assert!(b.len() > 1);
+        let mut listed = 0;
+        for i in 0..b.len() {
+            let start = b.starts[i];
+            let len = u32_at(&b.buf, start) as usize;
+            let body = &b.buf[start + NLMSG_HDR + 4..start + len];
+            let list = attrs(body)
+                .find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)
+                .map(|(_, l)| l)
+                .unwrap_or_default();
+            assert!(list.len() <= MAX_ELEMENT_LIST + 64);
+            listed += attrs(list).count();
+        }
+        assert_eq!(listed, many.len());
+    }
+
+    #[test]
+    fn refused_messages_are_described_as_nft_says_them() {
+        let mut b = Batch::new();
+        b.flush_set("t", "s");
+        let id = b.add_set(
+            "t",
+            &SetSpec {
+                name: "targets".into(),
+                key_type: types::INTEGER,
+                key_len: 4,
+                value: SetValue::None,
+                timeout_ms: None,
+                userdata: vec![],
+            },
+        );
+        b.add_elements_by_id("t", id, &[Element::key(vec![0; 4])]);
+        b.add_rule("t", "c", &[Expr::Verdict(Verdict::Drop)]);
+        let said: Vec<String> = (0..5).map(|i| b.describe(i)).collect();
+        assert_eq!(
+            said,
+            vec![
+                "flush set ip t s",
+                "add set ip t targets",
+                "add element ip t targets",
+                "add rule ip t c",
+                "the batch as a whole"
             ]
         );
     }

@@ -4,7 +4,7 @@
 
 use super::expr::ANONYMOUS_MAP_NAME;
 use super::wire::*;
-use super::{Batch, Element, Verdict, element_list};
+use super::{Batch, Element, Verdict};
 
 /// A base chain's hook: what `type filter hook input priority -110; policy accept;` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,11 +66,6 @@ pub mod types {
     }
 }
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWSET: u16 = 9;
-
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_TABLE_FLAGS: u16 = 2;
 const NFTA_TABLE_USERDATA: u16 = 6;
@@ -84,7 +79,6 @@ const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
 
 const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
@@ -92,7 +86,6 @@ const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
 const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_DESC_SIZE: u16 = 1;
-const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_TIMEOUT: u16 = 11;
 const NFTA_SET_USERDATA: u16 = 13;
 
@@ -146,12 +139,7 @@ impl Batch {
                 &comment_udata(UDATA_COMMENT, c),
             );
         }
-        self.push(
-            NFT_MSG_NEWTABLE,
-            NLM_F_CREATE,
-            a,
-            format!("add table ip {name}"),
-        );
+        self.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, &a);
     }
 
     /// Deletes `table` and everything in it (an error if it does not exist: add it
@@ -159,7 +147,7 @@ impl Batch {
     pub fn delete_table(&mut self, name: &str) {
         let mut a = Vec::new();
         put_str(&mut a, NFTA_TABLE_NAME, name);
-        self.push(NFT_MSG_DELTABLE, 0, a, format!("delete table ip {name}"));
+        self.push(NFT_MSG_DELTABLE, 0, &a);
     }
 
     /// Creates chain `name` in `table`, a base chain when `base` says how it hooks in.
@@ -178,22 +166,21 @@ impl Batch {
                 NFTA_CHAIN_POLICY,
                 &u32::from(b.accept).to_be_bytes(),
             );
-            let hook = u32_attrs(&[
-                (NFTA_HOOK_HOOKNUM, b.hook as u32),
-                (NFTA_HOOK_PRIORITY, b.priority as u32),
-            ]);
-            put_nested(&mut a, NFTA_CHAIN_HOOK, &hook);
+            nest(&mut a, NFTA_CHAIN_HOOK, |hook| {
+                put_u32s(
+                    hook,
+                    &[
+                        (NFTA_HOOK_HOOKNUM, b.hook as u32),
+                        (NFTA_HOOK_PRIORITY, b.priority as u32),
+                    ],
+                )
+            });
         }
-        self.push(
-            NFT_MSG_NEWCHAIN,
-            NLM_F_CREATE,
-            a,
-            format!("add chain ip {table} {name}"),
-        );
+        self.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a);
     }
 
-    /// Creates the named set `spec` in `table`.
-    pub fn add_set(&mut self, table: &str, spec: &SetSpec) {
+    /// Creates the named set `spec` in `table`; returns its id in the batch.
+    pub fn add_set(&mut self, table: &str, spec: &SetSpec) -> u32 {
         let mut flags = match spec.value {
             SetValue::None => 0,
             SetValue::Verdict | SetValue::Data { .. } => NFT_SET_MAP,
@@ -202,12 +189,18 @@ impl Batch {
             flags |= NFT_SET_TIMEOUT | NFT_SET_EVAL;
         }
         let a = self.set_attrs(table, &spec.name, flags, spec);
-        self.push(
-            NFT_MSG_NEWSET,
-            NLM_F_CREATE,
-            a,
-            format!("add set ip {table} {}", spec.name),
-        );
+        self.push(NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+        self.next_set_id
+    }
+
+    /// Adds elements to a set created earlier in this batch, found by its id: the kernel
+    /// finds a set by name by walking every set of the table, by id among the sets of
+    /// the batch from the newest.
+    pub fn add_elements_by_id(&mut self, table: &str, set_id: u32, elements: &[Element]) {
+        self.element_messages(NFT_MSG_NEWSETELEM, NLM_F_CREATE, elements, |a| {
+            put_str(a, NFTA_SET_ELEM_LIST_TABLE, table);
+            put_u32s(a, &[(NFTA_SET_ELEM_LIST_SET_ID, set_id)]);
+        });
     }
 
     /// Creates an anonymous verdict map keyed by a random number (`numgen random mod N
@@ -225,67 +218,50 @@ impl Batch {
         let flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP;
         let mut a = self.set_attrs(table, ANONYMOUS_MAP_NAME, flags, &spec);
         let id = self.next_set_id;
-        let size = u32_attrs(&[(NFTA_SET_DESC_SIZE, verdicts.len() as u32)]);
-        put_nested(&mut a, NFTA_SET_DESC, &size);
-        self.push(
-            NFT_MSG_NEWSET,
-            NLM_F_CREATE,
-            a,
-            format!("add an anonymous map to ip {table}"),
-        );
+        nest(&mut a, NFTA_SET_DESC, |desc| {
+            put_u32s(desc, &[(NFTA_SET_DESC_SIZE, verdicts.len() as u32)])
+        });
+        self.push(NFT_MSG_NEWSET, NLM_F_CREATE, &a);
         let elements: Vec<Element> = verdicts
             .iter()
             .enumerate()
             .map(|(i, v)| Element::verdict((i as u32).to_ne_bytes().to_vec(), v.clone()))
             .collect();
-        let mut e = Vec::new();
-        put_str(&mut e, NFTA_SET_ELEM_LIST_TABLE, table);
-        put_str(&mut e, NFTA_SET_ELEM_LIST_SET, ANONYMOUS_MAP_NAME);
-        e.extend(u32_attrs(&[(NFTA_SET_ELEM_LIST_SET_ID, id)]));
-        put_nested(
-            &mut e,
-            NFTA_SET_ELEM_LIST_ELEMENTS,
-            &element_list(&elements),
-        );
-        self.push(
-            NFT_MSG_NEWSETELEM,
-            NLM_F_CREATE,
-            e,
-            format!("add the elements of an anonymous map to ip {table}"),
-        );
+        self.element_messages(NFT_MSG_NEWSETELEM, NLM_F_CREATE, &elements, |e| {
+            put_str(e, NFTA_SET_ELEM_LIST_TABLE, table);
+            put_str(e, NFTA_SET_ELEM_LIST_SET, ANONYMOUS_MAP_NAME);
+            put_u32s(e, &[(NFTA_SET_ELEM_LIST_SET_ID, id)]);
+        });
         id
     }
 
     /// The attributes of a NEWSET message; every set gets an id unique in the batch, as
     /// nft gives it.
-    pub(super) fn set_attrs(
-        &mut self,
-        table: &str,
-        name: &str,
-        flags: u32,
-        spec: &SetSpec,
-    ) -> Vec<u8> {
+    fn set_attrs(&mut self, table: &str, name: &str, flags: u32, spec: &SetSpec) -> Vec<u8> {
         self.next_set_id += 1;
         let mut a = Vec::new();
         put_str(&mut a, NFTA_SET_TABLE, table);
         put_str(&mut a, NFTA_SET_NAME, name);
-        a.extend(u32_attrs(&[
-            (NFTA_SET_FLAGS, flags),
-            (NFTA_SET_KEY_TYPE, spec.key_type),
-            (NFTA_SET_KEY_LEN, spec.key_len),
-        ]));
+        put_u32s(
+            &mut a,
+            &[
+                (NFTA_SET_FLAGS, flags),
+                (NFTA_SET_KEY_TYPE, spec.key_type),
+                (NFTA_SET_KEY_LEN, spec.key_len),
+            ],
+        );
         match spec.value {
             SetValue::None => {}
-            SetValue::Verdict => a.extend(u32_attrs(&[
-                (NFTA_SET_DATA_TYPE, 0xffff_ff00),
-                (NFTA_SET_DATA_LEN, 0),
-            ])),
-            SetValue::Data { kind, len } => a.extend(u32_attrs(&[
-                (NFTA_SET_DATA_TYPE, kind),
-                (NFTA_SET_DATA_LEN, len),
-            ])),
+            SetValue::Verdict => put_u32s(
+                &mut a,
+                &[(NFTA_SET_DATA_TYPE, 0xffff_ff00), (NFTA_SET_DATA_LEN, 0)],
+            ),
+            SetValue::Data { kind, len } => put_u32s(
+                &mut a,
+                &[(NFTA_SET_DATA_TYPE, kind), (NFTA_SET_DATA_LEN, len)],
+            ),
         }
-        a.extend(u32_attrs(&[(NFTA_SET_ID, self.next_set_id)]));
+        put_u32s(&mut a, &[(NFTA_SET_ID, self.next_set_id)]);
         if let Some(ms) = spec.timeout_ms {
             put_attr(&mut a, NFTA_SET_TIMEOUT, &ms.to_be_bytes());
         }

@@ -219,11 +219,7 @@ fn send_batch(
     match refused {
         None => Ok(()),
         Some((seq, code)) => {
-            let what = batch
-                .messages
-                .get(seq.wrapping_sub(messages.start) as usize)
-                .map(|m| m.3.clone())
-                .unwrap_or_else(|| "the batch as a whole".to_string());
+            let what = batch.describe(seq.wrapping_sub(messages.start) as usize);
             Err((what, io::Error::from_raw_os_error(-code)))
         }
     }

@@ -27,7 +27,19 @@ pub(super) const NFNL_MSG_BATCH_END: u16 = 17;
 
 pub(super) const NFPROTO_IPV4: u8 = 2;
 
+pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
+
+pub(super) const NFT_MSG_DELTABLE: u16 = 2;
+
+pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
+
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
+
+pub(super) const NFT_MSG_NEWSET: u16 = 9;
+
+pub(super) const NFTA_SET_NAME: u16 = 2;
+
+pub(super) const NFTA_SET_ID: u16 = 10;
 
 pub(super) const NFT_MSG_DELRULE: u16 = 8;
 
@@ -91,19 +103,40 @@ pub(super) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-pub(super) fn data_value(bytes: &[u8]) -> Vec<u8> {
-    let mut d = Vec::new();
-    put_attr(&mut d, NFTA_DATA_VALUE, bytes);
-    d
+/// `kind` { `NFTA_DATA_VALUE` bytes }: how nf_tables nests a value.
+pub(super) fn put_data_value(out: &mut Vec<u8>, kind: u16, bytes: &[u8]) {
+    nest(out, kind, |d| put_attr(d, NFTA_DATA_VALUE, bytes));
 }
 
 /// Big-endian u32 attributes, as nf_tables wants its numbers.
-pub(super) fn u32_attrs(pairs: &[(u16, u32)]) -> Vec<u8> {
-    let mut out = Vec::new();
+pub(super) fn put_u32s(out: &mut Vec<u8>, pairs: &[(u16, u32)]) {
     for (kind, v) in pairs {
-        put_attr(&mut out, *kind, &v.to_be_bytes());
+        put_attr(out, *kind, &v.to_be_bytes());
     }
-    out
+}
+
+/// A nested attribute written in place: `inner` appends its attributes, then the header
+/// gets their length (each already padded to 4 bytes).
+pub(super) fn nest(out: &mut Vec<u8>, kind: u16, inner: impl FnOnce(&mut Vec<u8>)) {
+    let start = nest_start(out);
+    inner(out);
+    nest_end(out, start, kind);
+}
+
+/// Opens a nested attribute; [`nest_end`] closes it.
+pub(super) fn nest_start(out: &mut Vec<u8>) -> usize {
+    out.extend_from_slice(&[0; 4]);
+    out.len() - 4
+}
+
+pub(super) fn nest_end(out: &mut [u8], start: usize, kind: u16) {
+    let len = out.len() - start;
+    assert!(
+        len <= usize::from(u16::MAX),
+        "netlink attribute of {len} bytes"
+    );
+    out[start..start + 2].copy_from_slice(&(len as u16).to_ne_bytes());
+    out[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
 }
 
 pub(super) fn put_message(
@@ -131,14 +164,15 @@ pub(super) fn put_message(
 
 pub(super) fn put_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = 4 + payload.len();
+    // A longer attribute would be cut by its 16-bit length and misread by the kernel.
+    assert!(
+        len <= usize::from(u16::MAX),
+        "netlink attribute of {len} bytes"
+    );
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(payload);
     out.resize(out.len().next_multiple_of(4), 0);
-}
-
-pub(super) fn put_nested(out: &mut Vec<u8>, kind: u16, inner: &[u8]) {
-    put_attr(out, kind | NLA_F_NESTED, inner);
 }
 
 pub(super) fn put_str(out: &mut Vec<u8>, kind: u16, s: &str) {
