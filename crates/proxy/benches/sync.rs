@@ -1,7 +1,7 @@
 //! (a) Sync time: a full sync of N services × E endpoints (render + one transaction) through
 //! `nft -f` and over netlink, side by side, in a fresh namespace and over the existing
-//! tables, and a partial sync of one changed service at that size, through `nft -f` and
-//! over netlink.
+//! tables, and partial syncs at that size (an endpoint replaced; a service added or
+//! removed), alternately through `nft -f` and over netlink.
 //!
 //! `PODNET_BENCH_SERVICES` (default `1000,10000`), `PODNET_BENCH_ENDPOINTS` (default 10),
 //! `PODNET_BENCH_PARTIAL_RUNS` (default 20). Runs as root.
@@ -99,51 +99,52 @@ fn main() {
         full_over_netlink("fresh tables");
         let mut installed = full_over_netlink("over the existing tables");
 
-        // Partial: one service loses an endpoint and gains another, then back; the same
-        // change alternately through `nft -f` and over netlink (the fast path).
+        // Partial: (1) one service loses an endpoint and gains another, then back (the
+        // fast path); (2) a new service port added, then removed again (the plan's steps).
+        // The same change alternately through `nft -f` and over netlink.
         let target = &states[n / 2];
-        let mut by_nft = Vec::new();
-        let mut by_netlink = Vec::new();
-        for run in 0..runs * 2 {
-            let mut changed_state = target.clone();
-            if run % 2 == 0 {
-                changed_state.endpoints.pop();
-                let mut extra = changed_state.endpoints[0].clone();
-                extra.ip = "10.99.0.1".parse().unwrap();
-                changed_state.endpoints.push(extra);
-            }
-            let t = Instant::now();
-            let mut changed = BTreeMap::new();
-            changed.insert(
-                changed_state.port.name.clone(),
-                Some(model::service_rules(&changed_state, &ctx)),
-            );
-            let batch = fastpath::partial_batch(&installed, &changed);
-            let text = nftables::render_partial(&mut installed, changed);
-            if let Ok(dir) = std::env::var("PODNET_BENCH_DUMP") {
-                std::fs::write(format!("{dir}/partial-{n}-{}.nft", run % 2), &text).unwrap();
-            }
-            match batch {
-                Some(b) if run % 2 == 1 => {
-                    socket.apply(&b).expect("partial sync applies");
+        let extra_service = lab::synthetic(n + 1, eps);
+        for kind in ["an endpoint replaced", "a service added or removed"] {
+            let mut by_nft = Vec::new();
+            let mut by_netlink = Vec::new();
+            for run in 0..runs * 2 {
+                let change = if kind == "an endpoint replaced" {
+                    let mut changed_state = target.clone();
+                    if run % 2 == 0 {
+                        changed_state.endpoints.pop();
+                        let mut extra = changed_state.endpoints[0].clone();
+                        extra.ip = "10.99.0.1".parse().unwrap();
+                        changed_state.endpoints.push(extra);
+                    }
+                    (changed_state.port.name.clone(), Some(changed_state))
+                } else {
+                    let present = (run % 2 == 0).then(|| extra_service.clone());
+                    (extra_service.port.name.clone(), present)
+                };
+                let via_netlink = (run / 2) % 2 == 1;
+                let t = Instant::now();
+                let mut changed = BTreeMap::new();
+                changed.insert(change.0, change.1.map(|s| model::service_rules(&s, &ctx)));
+                let fast = fastpath::partial_batch(&installed, &changed);
+                let ops = nftables::plan_partial(&mut installed, changed);
+                if via_netlink {
+                    let batch = fast.unwrap_or_else(|| fastpath::ops_batch(&ops));
+                    socket.apply(&batch).expect("partial sync applies");
                     by_netlink.push(ms(t));
-                }
-                _ => {
+                } else {
+                    let text = nftables::render_ops(&ops);
                     nftables::apply(Some(node), &text).expect("partial sync applies");
                     by_nft.push(ms(t));
                 }
             }
-        }
-        for (how, times) in [("nft -f", by_nft), ("netlink", by_netlink)] {
-            if times.is_empty() {
-                continue;
+            for (how, times) in [("nft -f", by_nft), ("netlink", by_netlink)] {
+                println!(
+                    "partial sync, {kind}, at {n:>6} services via {how:<7}: median {:.1} ms, max {:.1} ms over {} runs",
+                    lab::median_ms(times.clone()),
+                    times.iter().cloned().fold(0.0, f64::max),
+                    times.len()
+                );
             }
-            println!(
-                "partial sync of 1 service at {n:>6} services via {how:<7}: median {:.1} ms, max {:.1} ms over {} runs",
-                lab::median_ms(times.clone()),
-                times.iter().cloned().fold(0.0, f64::max),
-                times.len()
-            );
         }
         let t = Instant::now();
         podnet_proxy::cleanup(Some(node)).unwrap();

@@ -1,20 +1,23 @@
-//! The partial syncs that skip `nft`: when every changed service port keeps its chains,
-//! sets, maps and shared map elements and only its endpoints moved (an endpoint added,
-//! removed, turned ready or not ready: the common change), the transaction is its
-//! endpoint maps refilled, its plain service chain rewritten and the hairpin elements
-//! adjusted, sent as one netlink batch (`podnet_kernel::nftnl`). `nft` would first read
-//! every chain and set of every table, ≈ 100 ms at 10,000 services; this takes a few
-//! milliseconds. Anything else goes through `nft -f` as before.
+//! Partial syncs over netlink, without `nft` (which would first read every chain and set
+//! of every table, ≈ 100 ms at 10,000 services). When every changed service port keeps
+//! its chains, sets, maps and shared map elements and only its endpoints moved (an
+//! endpoint added, removed, turned ready or not ready: the common change), the batch is
+//! the smallest one: its endpoint maps refilled, its plain service chain rewritten and the
+//! hairpin elements adjusted ([`partial_batch`]). Any other change is the partial sync's
+//! steps ([`crate::nftables::plan_partial`]) as a batch ([`ops_batch`]), the same steps `nft -f`
+//! would take from their text (the fallback when the kernel refuses the batch).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use podnet_kernel::nftnl::{Batch, Element, concat};
 
+use crate::fullsync::{add_rules, affinity_spec, endpoint_map_spec};
 use crate::model::{
-    ENDPOINT_HAIRPIN, PlainServiceChain, Rule, ServicePortName, ServiceRules, TargetMap,
+    CLUSTER_IPS, ENDPOINT_HAIRPIN, PlainServiceChain, Rule, ServicePortName, ServiceRules,
+    TargetMap,
 };
-use crate::nftables::{Installed, TABLE, shard_of, shard_table};
+use crate::nftables::{Installed, PartialOp, TABLE, element_table, shard_of, shard_table};
 
 /// The batch for `changed`, or `None` when some change needs `nft` (a port added or
 /// deleted, a chain, set or shared element that changes, a chain that is not plain).
@@ -133,4 +136,57 @@ fn hairpin_changes(
     }
     batch.delete_elements(TABLE, ENDPOINT_HAIRPIN, &gone);
     batch.add_elements(TABLE, ENDPOINT_HAIRPIN, &come);
+}
+
+/// The steps of a partial sync as one batch.
+pub fn ops_batch(ops: &[PartialOp]) -> Batch {
+    let mut batch = Batch::new();
+    let pair = |ip: &Ipv4Addr| concat(&[&ip.octets(), &ip.octets()]);
+    for op in ops {
+        match op {
+            PartialOp::DeleteDispatch { owner, map, key } => {
+                batch.delete_elements(&element_table(map, owner), map, &[key.bytes()]);
+            }
+            PartialOp::AddDispatch { owner, element: e } => {
+                let element = Element::verdict(e.key.bytes(), e.verdict.clone());
+                batch.add_elements(&element_table(e.map, owner), e.map, &[element]);
+            }
+            PartialOp::DeleteClusterIp(ip) => {
+                batch.delete_elements(TABLE, CLUSTER_IPS, &[ip.octets().to_vec()]);
+            }
+            PartialOp::AddClusterIp(ip) => {
+                batch.add_elements(TABLE, CLUSTER_IPS, &[Element::key(ip.octets().to_vec())]);
+            }
+            PartialOp::DeleteHairpin(ip) => {
+                batch.delete_elements(TABLE, ENDPOINT_HAIRPIN, &[pair(ip)]);
+            }
+            PartialOp::AddHairpin(ip) => {
+                batch.add_elements(TABLE, ENDPOINT_HAIRPIN, &[Element::key(pair(ip))]);
+            }
+            PartialOp::Define { table, rules } => define(&mut batch, table, rules),
+            PartialOp::FlushChain { table, chain } => batch.flush_chain(table, chain),
+            PartialOp::DeleteChain { table, chain } => batch.delete_chain(table, chain),
+            PartialOp::DeleteSet { table, set, .. } => batch.delete_set(table, set),
+        }
+    }
+    batch
+}
+
+/// What `nftables::render_ops` writes for a defined port: its maps created or refilled,
+/// its sets created (existing ones keep their clients), its chains created or emptied,
+/// then their rules.
+fn define(batch: &mut Batch, table: &str, rules: &ServiceRules) {
+    for m in &rules.maps {
+        batch.add_set(table, &endpoint_map_spec(m));
+        batch.flush_set(table, &m.name);
+        batch.add_elements(table, &m.name, &target_elements(m));
+    }
+    for s in &rules.sets {
+        batch.add_set(table, &affinity_spec(s));
+    }
+    for c in &rules.chains {
+        batch.add_chain(table, &c.name, None);
+        batch.flush_chain(table, &c.name);
+    }
+    add_rules(batch, table, &rules.chains);
 }

@@ -14,8 +14,8 @@ use podnet_kernel::nftnl::{Batch, Element, SetSpec, SetValue, Verdict, concat, t
 
 use crate::fastpath::target_elements;
 use crate::model::{
-    AffinitySet, CLUSTER_IPS, ENDPOINT_HAIRPIN, Protocol, Rule, ServicePortName, ServiceRules,
-    TargetMap,
+    AffinitySet, CLUSTER_IPS, Chain, ENDPOINT_HAIRPIN, Protocol, Rule, ServicePortName,
+    ServiceRules, TargetMap,
 };
 use crate::nftables::{Installed, KeptAffinity, TABLE, all_tables, shard_of, shard_table};
 use crate::nftables::{TableConfig, element_table};
@@ -82,7 +82,12 @@ fn add_service(batch: &mut Batch, table: &str, rules: &ServiceRules, kept: &Kept
     for c in &rules.chains {
         batch.add_chain(table, &c.name, None);
     }
-    for c in &rules.chains {
+    add_rules(batch, table, &rules.chains);
+}
+
+/// The chains' rules, each `numgen … vmap` with its anonymous map created just before it.
+pub(crate) fn add_rules(batch: &mut Batch, table: &str, chains: &[Chain]) {
+    for c in chains {
         for r in &c.rules {
             let anonymous = match r {
                 Rule::RandomVmap { chains } => {
@@ -98,7 +103,7 @@ fn add_service(batch: &mut Batch, table: &str, rules: &ServiceRules, kept: &Kept
 }
 
 /// `set <name> { type ipv4_addr; flags dynamic,timeout; timeout <s>s; }`
-fn affinity_spec(s: &AffinitySet) -> SetSpec {
+pub(crate) fn affinity_spec(s: &AffinitySet) -> SetSpec {
     let mut userdata = Vec::new();
     // Key byte order: big endian.
     tlv(&mut userdata, 0, &2u32.to_ne_bytes());
@@ -129,7 +134,7 @@ fn kept_clients(
 
 /// `map <name> { typeof numgen random mod 1 : ip daddr . <proto> dport; }`, with the
 /// `typeof` description nft writes into the set's user data (what `nft list` prints).
-fn endpoint_map_spec(m: &TargetMap) -> SetSpec {
+pub(crate) fn endpoint_map_spec(m: &TargetMap) -> SetSpec {
     use types::{INET_SERVICE, INTEGER, IPV4_ADDR};
     SetSpec {
         name: m.name.clone(),

@@ -102,22 +102,6 @@ pub struct Installed {
 /// A map element's identity: the map and the key.
 pub type ElementKey = (&'static str, DispatchKey);
 
-fn add_element_line(out: &mut String, owner: &ServicePortName, e: &Element) {
-    let _ = writeln!(
-        out,
-        "add element {FAMILY} {} {} {{ {} : {} }}",
-        element_table(e.map, owner),
-        e.map,
-        e.key,
-        e.verdict
-    );
-}
-
-fn delete_element_line(out: &mut String, owner: &ServicePortName, map: &str, key: &DispatchKey) {
-    let table = element_table(map, owner);
-    let _ = writeln!(out, "delete element {FAMILY} {table} {map} {{ {key} }}");
-}
-
 /// The type of a service port's endpoint map: a random number to an address and port.
 /// The port is typed by the service's protocol: with `th dport` nft cannot add a rule
 /// using a map it read back from the kernel ("conflicting protocols").
@@ -374,18 +358,67 @@ pub fn render_full_keeping(
     (out, installed)
 }
 
-/// A partial sync of the `changed` service ports (`None`: the port is gone). Updates
-/// `installed` to what the transaction installs; the caller keeps the old copy until the
-/// transaction succeeded.
+/// One step of a partial sync. The steps come in the order the transaction needs them:
+/// shared elements deleted, the changed ports' objects defined, shared elements added,
+/// then objects no longer used removed (once nothing refers to them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartialOp {
+    /// A dispatch map element leaves `owner`'s table.
+    DeleteDispatch {
+        owner: ServicePortName,
+        map: &'static str,
+        key: DispatchKey,
+    },
+    AddDispatch {
+        owner: ServicePortName,
+        element: Element,
+    },
+    DeleteClusterIp(Ipv4Addr),
+    AddClusterIp(Ipv4Addr),
+    DeleteHairpin(Ipv4Addr),
+    AddHairpin(Ipv4Addr),
+    /// The port's sets, maps and chains created or emptied, maps refilled, rules added.
+    Define {
+        table: String,
+        rules: ServiceRules,
+    },
+    FlushChain {
+        table: String,
+        chain: String,
+    },
+    DeleteChain {
+        table: String,
+        chain: String,
+    },
+    /// A set or map.
+    DeleteSet {
+        table: String,
+        set: String,
+        map: bool,
+    },
+}
+
+/// A partial sync of the `changed` service ports (`None`: the port is gone) as nft text.
+/// Updates `installed` to what the transaction installs; the caller keeps the old copy
+/// until the transaction succeeded.
 pub fn render_partial(
     installed: &mut Installed,
     changed: BTreeMap<ServicePortName, Option<ServiceRules>>,
 ) -> String {
+    render_ops(&plan_partial(installed, changed))
+}
+
+/// The steps of a partial sync of the `changed` service ports (`None`: the port is gone).
+/// Updates `installed` to what they install.
+pub fn plan_partial(
+    installed: &mut Installed,
+    changed: BTreeMap<ServicePortName, Option<ServiceRules>>,
+) -> Vec<PartialOp> {
     let owners_before = element_owners(installed, &changed);
-    let mut deletes = String::new();
-    let mut defines = String::new();
-    let mut adds = String::new();
-    let mut removals = String::new();
+    let mut deletes = Vec::new();
+    let mut defines = Vec::new();
+    let mut adds = Vec::new();
+    let mut removals = Vec::new();
     for (name, new) in changed {
         let old_cluster_ips: Vec<Ipv4Addr> = installed
             .services
@@ -401,45 +434,34 @@ pub fn render_partial(
         installed.release(&name);
         let old = installed.services.remove(&name);
         if let Some(rules) = &new {
-            define_service(&mut defines, &shard, rules);
+            defines.push(PartialOp::Define {
+                table: shard.clone(),
+                rules: rules.clone(),
+            });
             installed.claim(&name, rules);
         }
         // ClusterIPs no longer used by anyone leave the set; new ones join it.
         for ip in &old_cluster_ips {
             if !installed.cluster_ips.contains_key(ip) {
-                let _ = writeln!(
-                    deletes,
-                    "delete element {FAMILY} {TABLE} {CLUSTER_IPS} {{ {ip} }}"
-                );
+                deletes.push(PartialOp::DeleteClusterIp(*ip));
             }
         }
         // Hairpin elements are shared: added when the first user comes, deleted when the
         // last one goes.
         for ip in &old_hairpin {
             if !installed.hairpin.contains_key(ip) {
-                let _ = writeln!(
-                    deletes,
-                    "delete element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {ip} . {ip} }}"
-                );
+                deletes.push(PartialOp::DeleteHairpin(*ip));
             }
         }
         if let Some(rules) = &new {
             for ip in &rules.hairpin {
                 if !old_hairpin.contains(ip) && installed.hairpin.get(ip) == Some(&1) {
-                    let _ = writeln!(
-                        adds,
-                        "add element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {ip} . {ip} }}"
-                    );
+                    adds.push(PartialOp::AddHairpin(*ip));
                 }
             }
-        }
-        if let Some(rules) = &new {
             for ip in &rules.cluster_ips {
                 if !old_cluster_ips.contains(ip) {
-                    let _ = writeln!(
-                        adds,
-                        "add element {FAMILY} {TABLE} {CLUSTER_IPS} {{ {ip} }}"
-                    );
+                    adds.push(PartialOp::AddClusterIp(*ip));
                 }
             }
         }
@@ -450,8 +472,67 @@ pub fn render_partial(
             installed.services.insert(name, rules);
         }
     }
-    let (element_deletes, element_adds) = element_changes(installed, owners_before);
-    element_deletes + &deletes + &defines + &element_adds + &adds + &removals
+    let (mut ops, element_adds) = element_changes(installed, owners_before);
+    ops.extend(deletes);
+    ops.extend(defines);
+    ops.extend(element_adds);
+    ops.extend(adds);
+    ops.extend(removals);
+    ops
+}
+
+/// The steps as nft text.
+pub fn render_ops(ops: &[PartialOp]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        match op {
+            PartialOp::DeleteDispatch { owner, map, key } => {
+                let table = element_table(map, owner);
+                let _ = writeln!(out, "delete element {FAMILY} {table} {map} {{ {key} }}");
+            }
+            PartialOp::AddDispatch { owner, element: e } => {
+                let table = element_table(e.map, owner);
+                let _ = writeln!(
+                    out,
+                    "add element {FAMILY} {table} {} {{ {} : {} }}",
+                    e.map, e.key, e.verdict
+                );
+            }
+            PartialOp::DeleteClusterIp(ip) => {
+                let _ = writeln!(
+                    out,
+                    "delete element {FAMILY} {TABLE} {CLUSTER_IPS} {{ {ip} }}"
+                );
+            }
+            PartialOp::AddClusterIp(ip) => {
+                let _ = writeln!(out, "add element {FAMILY} {TABLE} {CLUSTER_IPS} {{ {ip} }}");
+            }
+            PartialOp::DeleteHairpin(ip) => {
+                let _ = writeln!(
+                    out,
+                    "delete element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {ip} . {ip} }}"
+                );
+            }
+            PartialOp::AddHairpin(ip) => {
+                let _ = writeln!(
+                    out,
+                    "add element {FAMILY} {TABLE} {ENDPOINT_HAIRPIN} {{ {ip} . {ip} }}"
+                );
+            }
+            PartialOp::Define { table, rules } => define_service(&mut out, table, rules),
+            PartialOp::FlushChain { table, chain } => {
+                let _ = writeln!(out, "flush chain {FAMILY} {table} {chain}");
+            }
+            PartialOp::DeleteChain { table, chain } => {
+                let _ = writeln!(out, "delete chain {FAMILY} {table} {chain}");
+            }
+            PartialOp::DeleteSet { table, set, map } => {
+                let word = if *map { "map" } else { "set" };
+                let _ = writeln!(out, "delete {word} {FAMILY} {table} {set}");
+            }
+        }
+    }
+    out
 }
 
 /// Who owns each element key the changed ports had or want, before the change.
@@ -479,31 +560,36 @@ fn element_owners(
 
 /// The element deletes and adds that take each key from its owner before to its owner
 /// now. A key whose owner and verdict stay is left alone: most changes only touch the
-/// service's chains, and every element command makes nft read the map. A key handed to
-/// another claimant (its owner went, or a lower name came) is deleted from the old
-/// owner's table and added to the new one's.
+/// service's chains. A key handed to another claimant (its owner went, or a lower name
+/// came) is deleted from the old owner's table and added to the new one's.
 fn element_changes(
     installed: &Installed,
     owners_before: BTreeMap<ElementKey, Option<(ServicePortName, Verdict)>>,
-) -> (String, String) {
-    let mut deletes = String::new();
-    let mut adds = String::new();
+) -> (Vec<PartialOp>, Vec<PartialOp>) {
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
     for (key, before) in owners_before {
         let after = installed.owner(&key);
         if before == after {
             continue;
         }
-        let (map, k) = (key.0, &key.1);
-        if let Some((owner, _)) = &before {
-            delete_element_line(&mut deletes, owner, map, k);
-        }
-        if let Some((owner, verdict)) = &after {
-            let e = Element {
+        let (map, k) = key;
+        if let Some((owner, _)) = before {
+            deletes.push(PartialOp::DeleteDispatch {
+                owner,
                 map,
                 key: k.clone(),
-                verdict: verdict.clone(),
-            };
-            add_element_line(&mut adds, owner, &e);
+            });
+        }
+        if let Some((owner, verdict)) = after {
+            adds.push(PartialOp::AddDispatch {
+                owner,
+                element: Element {
+                    map,
+                    key: k,
+                    verdict,
+                },
+            });
         }
     }
     (deletes, adds)
@@ -514,8 +600,8 @@ fn remove_unused_objects(
     old: &ServiceRules,
     new: Option<&ServiceRules>,
     shard: &str,
-    defines: &mut String,
-    removals: &mut String,
+    defines: &mut Vec<PartialOp>,
+    removals: &mut Vec<PartialOp>,
 ) {
     let keep_chains: BTreeSet<&str> = new
         .iter()
@@ -525,25 +611,34 @@ fn remove_unused_objects(
         .iter()
         .flat_map(|r| r.sets.iter().map(|s| s.name.as_str()))
         .collect();
-    for c in &old.chains {
-        if !keep_chains.contains(c.name.as_str()) {
-            // Flushed first: a stale chain may jump to another stale chain.
-            let _ = writeln!(defines, "flush chain {FAMILY} {shard} {}", c.name);
-            let _ = writeln!(removals, "delete chain {FAMILY} {shard} {}", c.name);
-        }
-    }
-    for s in &old.sets {
-        if !keep_sets.contains(s.name.as_str()) {
-            let _ = writeln!(removals, "delete set {FAMILY} {shard} {}", s.name);
-        }
-    }
     let keep_maps: BTreeSet<&str> = new
         .iter()
         .flat_map(|r| r.maps.iter().map(|m| m.name.as_str()))
         .collect();
-    for m in &old.maps {
-        if !keep_maps.contains(m.name.as_str()) {
-            let _ = writeln!(removals, "delete map {FAMILY} {shard} {}", m.name);
+    for c in old
+        .chains
+        .iter()
+        .filter(|c| !keep_chains.contains(c.name.as_str()))
+    {
+        // Flushed first: a stale chain may jump to another stale chain.
+        defines.push(PartialOp::FlushChain {
+            table: shard.to_string(),
+            chain: c.name.clone(),
+        });
+        removals.push(PartialOp::DeleteChain {
+            table: shard.to_string(),
+            chain: c.name.clone(),
+        });
+    }
+    let stale_sets = old.sets.iter().map(|s| (&s.name, &keep_sets, false));
+    let stale_maps = old.maps.iter().map(|m| (&m.name, &keep_maps, true));
+    for (name, keep, map) in stale_sets.chain(stale_maps) {
+        if !keep.contains(name.as_str()) {
+            removals.push(PartialOp::DeleteSet {
+                table: shard.to_string(),
+                set: name.clone(),
+                map,
+            });
         }
     }
 }

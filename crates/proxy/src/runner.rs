@@ -144,12 +144,13 @@ impl Syncer {
                     (c.name.clone(), rules)
                 })
                 .collect();
-            // Decided before `render_partial` moves `installed` on to the new state.
-            let batch = fastpath::partial_batch(&self.installed, &changed);
-            let text = nftables::render_partial(&mut self.installed, changed);
-            match batch {
-                Some(batch) => self.apply_batch(&batch)?,
-                None => nftables::apply(self.netns.as_ref(), &text)?,
+            // Decided before `plan_partial` moves `installed` on to the new state.
+            let fast = fastpath::partial_batch(&self.installed, &changed);
+            let ops = nftables::plan_partial(&mut self.installed, changed);
+            let batch = fast.unwrap_or_else(|| fastpath::ops_batch(&ops));
+            if let Err(e) = self.apply_batch(&batch) {
+                tracing::warn!(error = %e, "partial sync over netlink refused; writing it through nft");
+                nftables::apply(self.netns.as_ref(), &nftables::render_ops(&ops))?;
             }
             for c in changes {
                 match c.new.as_ref().and_then(|s| self.health_of(s)) {
@@ -235,7 +236,7 @@ impl Syncer {
         Ok(self.nftnl.insert(socket))
     }
 
-    /// Commits a fast-path batch on the kept socket (dropped after a failure so the next
+    /// Commits a batch on the kept socket (dropped after a failure so the next
     /// one starts clean).
     fn apply_batch(&mut self, batch: &nftnl::Batch) -> Result<(), ProxyError> {
         let result = self.socket()?.apply(batch);

@@ -1,7 +1,7 @@
-//! Partial syncs over netlink (the fast path) against the same syncs through `nft -f`:
-//! two namespaces get the same full sync, then the same endpoint changes, one by each
-//! path; the rulesets `nft` lists must be identical after every step. Changes the fast
-//! path does not cover must be left to `nft`.
+//! Partial syncs over netlink against the same syncs through `nft -f`: two namespaces get
+//! the same full sync, then the same changes, one by each path; the rulesets `nft` lists
+//! must be identical after every step. Endpoint changes take the smallest batch (the fast
+//! path); any other change the partial sync's steps as a batch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -101,18 +101,12 @@ fn sync_both(
         .map(|s| (s.port.name.clone(), Some(model::service_rules(s, &ctx()))))
         .collect();
     let batch = fastpath::partial_batch(installed, &changed);
-    let text = nftables::render_partial(installed, changed);
-    nftables::apply(Some(by_nft), &text).expect("nft path");
-    match batch {
-        Some(b) => {
-            podnet_kernel::nftnl::apply(Some(by_netlink), &b).expect("netlink path");
-            true
-        }
-        None => {
-            nftables::apply(Some(by_netlink), &text).expect("nft path");
-            false
-        }
-    }
+    let ops = nftables::plan_partial(installed, changed);
+    nftables::apply(Some(by_nft), &nftables::render_ops(&ops)).expect("nft path");
+    let fast = batch.is_some();
+    let batch = batch.unwrap_or_else(|| fastpath::ops_batch(&ops));
+    podnet_kernel::nftnl::apply(Some(by_netlink), &batch).expect("netlink path");
+    fast
 }
 
 #[test]
@@ -175,7 +169,7 @@ fn endpoint_changes_over_netlink_leave_the_ruleset_nft_would() {
 }
 
 #[test]
-fn changes_beyond_endpoints_are_left_to_nft() {
+fn changes_beyond_endpoints_go_over_netlink_as_the_plans_steps() {
     let web = |eps| service("web", 10, Protocol::Tcp, eps);
     let (a, b, mut installed) = start(&[web(vec![endpoint(2, "node-a", true)])]);
     // First a change over netlink, so what follows is nft working on what netlink wrote.
@@ -205,6 +199,43 @@ fn changes_beyond_endpoints_are_left_to_nft() {
     // A port that gains a NodePort (new chain and element).
     let mut np = api;
     np.port.node_port = Some(30080);
-    assert!(!sync_both(&a, &b, &mut installed, &[np]));
+    assert!(!sync_both(
+        &a,
+        &b,
+        &mut installed,
+        std::slice::from_ref(&np)
+    ));
     assert_eq!(ruleset(&a), ruleset(&b));
+    // It turns to ClientIP affinity (endpoint chains, sets, an anonymous vmap), then
+    // loses an endpoint chain and set, then the affinity again (they all go).
+    let mut sticky = np.clone();
+    sticky.port.affinity_timeout = Some(300);
+    sticky.endpoints.push(endpoint(5, "node-a", true));
+    let mut fewer = sticky.clone();
+    fewer.endpoints.pop();
+    let steps = [sticky, fewer, np.clone()];
+    for (i, s) in steps.iter().enumerate() {
+        assert!(!sync_both(&a, &b, &mut installed, std::slice::from_ref(s)));
+        assert_eq!(ruleset(&a), ruleset(&b), "affinity step {i}");
+    }
+    // A second port claims its external address (the lower name owns it), then both go.
+    let mut first = service("aaa", 13, Protocol::Tcp, vec![endpoint(6, "node-b", true)]);
+    first.port.external_ips = vec![Ipv4Addr::new(192, 0, 2, 1)];
+    let mut second = np;
+    second.port.external_ips = vec![Ipv4Addr::new(192, 0, 2, 1)];
+    assert!(!sync_both(&a, &b, &mut installed, &[second.clone()]));
+    assert!(!sync_both(&a, &b, &mut installed, &[first.clone()]));
+    assert_eq!(ruleset(&a), ruleset(&b), "the address handed over");
+    let gone: BTreeMap<_, _> = [
+        (first.port.name.clone(), None),
+        (second.port.name.clone(), None),
+    ]
+    .into_iter()
+    .collect();
+    let ops = nftables::plan_partial(&mut installed, gone);
+    nftables::apply(Some(&a), &nftables::render_ops(&ops)).expect("nft path");
+    podnet_kernel::nftnl::apply(Some(&b), &fastpath::ops_batch(&ops)).expect("netlink path");
+    let listed = ruleset(&a);
+    assert_eq!(ruleset(&b), listed, "both removed");
+    assert!(!listed.contains("192.0.2.1"), "{listed}");
 }

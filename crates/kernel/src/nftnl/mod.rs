@@ -315,6 +315,8 @@ fn describe_message(kind: u16, body: &[u8], set_by_id: Option<String>) -> String
         NFT_MSG_NEWTABLE => ("add table", None),
         NFT_MSG_DELTABLE => ("delete table", None),
         NFT_MSG_NEWCHAIN => ("add chain", text_attr(body, 3)),
+        NFT_MSG_DELCHAIN => ("delete chain", text_attr(body, 3)),
+        NFT_MSG_DELSET => ("delete set", text_attr(body, 2)),
         NFT_MSG_NEWRULE => ("add rule", text_attr(body, 2)),
         NFT_MSG_DELRULE => ("flush chain", text_attr(body, 2)),
         NFT_MSG_NEWSET => ("add set", text_attr(body, 2)),

@@ -150,6 +150,22 @@ impl Batch {
         self.push(NFT_MSG_DELTABLE, 0, &a);
     }
 
+    /// Deletes the (empty, unreferenced) chain `name` of `table`.
+    pub fn delete_chain(&mut self, table: &str, name: &str) {
+        let mut a = Vec::new();
+        put_str(&mut a, NFTA_CHAIN_TABLE, table);
+        put_str(&mut a, NFTA_CHAIN_NAME, name);
+        self.push(NFT_MSG_DELCHAIN, 0, &a);
+    }
+
+    /// Deletes the (unreferenced) set or map `name` of `table`.
+    pub fn delete_set(&mut self, table: &str, name: &str) {
+        let mut a = Vec::new();
+        put_str(&mut a, NFTA_SET_TABLE, table);
+        put_str(&mut a, NFTA_SET_NAME, name);
+        self.push(NFT_MSG_DELSET, 0, &a);
+    }
+
     /// Creates chain `name` in `table`, a base chain when `base` says how it hooks in.
     pub fn add_chain(&mut self, table: &str, name: &str, base: Option<BaseChain>) {
         let mut a = Vec::new();

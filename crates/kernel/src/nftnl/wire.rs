@@ -33,9 +33,13 @@ pub(super) const NFT_MSG_DELTABLE: u16 = 2;
 
 pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 
+pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
+
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
 
 pub(super) const NFT_MSG_NEWSET: u16 = 9;
+
+pub(super) const NFT_MSG_DELSET: u16 = 11;
 
 pub(super) const NFTA_SET_NAME: u16 = 2;
 
