@@ -15,6 +15,13 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
+/// Whether two names are the same file (hard links).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (fs::metadata(a).unwrap(), fs::metadata(b).unwrap());
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
 fn open() -> (tempfile::TempDir, Ipam) {
     let d = tempfile::tempdir().unwrap();
     let ipam = Ipam::open(d.path(), "podnet").unwrap();
@@ -170,6 +177,23 @@ fn gc_releases_everything_not_valid() {
 }
 
 #[test]
+fn the_hint_is_rewritten_in_place_to_its_new_length() {
+    let (d, ipam) = open();
+    let hint = d.path().join("podnet").join("last_reserved_ip.0");
+    fs::write(&hint, "10.0.0.254").unwrap();
+    let p = pool("10.0.0.0/24");
+    let a = ipam.allocate(&p, "c1", "eth0").unwrap();
+    assert_eq!(a.ip, ip("10.0.0.2"), "wraps around after the hint");
+    assert_eq!(
+        fs::read_to_string(&hint).unwrap(),
+        "10.0.0.2",
+        "no tail of the old hint"
+    );
+    let b = ipam.allocate(&p, "c2", "eth0").unwrap();
+    assert_eq!(fs::read_to_string(&hint).unwrap(), b.ip.to_string());
+}
+
+#[test]
 fn tolerates_junk_and_half_written_files() {
     let (d, ipam) = open();
     let dir = d.path().join("podnet");
@@ -241,31 +265,61 @@ fn the_attachment_index_is_kept_with_the_records_and_never_trusted_blindly() {
     let p = pool("10.244.1.0/24");
     let a = ipam.allocate(&p, "c1", "eth0").unwrap();
     let index = dir.join("attachment-c1@eth0");
-    assert_eq!(fs::read_to_string(&index).unwrap(), a.ip.to_string());
+    assert!(
+        same_file(&index, &dir.join(a.ip.to_string())),
+        "the index is another name of the record"
+    );
+    assert_eq!(fs::read_to_string(&index).unwrap(), "c1\r\neth0");
 
-    // An index that points at another attachment's record is ignored.
+    // An index that points at another attachment's record is ignored, as a
+    // link of the record or as a file holding its address (earlier versions).
     let b = ipam.allocate(&p, "c2", "eth0").unwrap();
+    let b_record = dir.join(b.ip.to_string());
     fs::write(dir.join("attachment-c3@eth0"), b.ip.to_string()).unwrap();
+    fs::hard_link(&b_record, dir.join("attachment-c5@eth0")).unwrap();
     let c = ipam.allocate(&p, "c3", "eth0").unwrap();
-    assert_ne!(c.ip, b.ip, "never the same address twice");
-    assert_eq!(
-        fs::read_to_string(dir.join("attachment-c3@eth0")).unwrap(),
-        c.ip.to_string(),
+    let c5 = ipam.allocate(&p, "c5", "eth0").unwrap();
+    assert!(
+        c.ip != b.ip && c5.ip != b.ip && c.ip != c5.ip,
+        "never the same address twice"
+    );
+    assert!(
+        same_file(&dir.join("attachment-c3@eth0"), &dir.join(c.ip.to_string())),
         "the index is rewritten"
     );
+    assert_eq!(fs::read_to_string(&b_record).unwrap(), "c2\r\neth0");
 
-    // A crash after the index but before the record: the re-ADD allocates
-    // and the index follows the record.
-    fs::write(dir.join("attachment-c4@eth0"), "10.244.1.77").unwrap();
-    let d4 = ipam.allocate(&p, "c4", "eth0").unwrap();
+    // A crash after the index but before the record, or an index of an
+    // earlier version whose record is gone: the re-ADD allocates and the
+    // index follows the record.
+    fs::write(dir.join("attachment-c4@eth0"), "c4\r\neth0").unwrap();
+    fs::write(dir.join("attachment-c6@eth0"), "10.244.1.77").unwrap();
+    for id in ["c4", "c6"] {
+        let got = ipam.allocate(&p, id, "eth0").unwrap();
+        let record = dir.join(got.ip.to_string());
+        assert_eq!(
+            fs::read_to_string(&record).unwrap(),
+            format!("{id}\r\neth0")
+        );
+        assert!(same_file(
+            &dir.join(format!("attachment-{id}@eth0")),
+            &record
+        ));
+    }
+
+    // An index written by an earlier version (a file holding the address)
+    // still finds its record.
+    fs::write(dir.join("10.244.1.50"), "c7\r\neth0").unwrap();
+    fs::write(dir.join("attachment-c7@eth0"), "10.244.1.50").unwrap();
     assert_eq!(
-        fs::read_to_string(dir.join(d4.ip.to_string())).unwrap(),
-        "c4\r\neth0"
+        ipam.allocate(&p, "c7", "eth0").unwrap().ip,
+        ip("10.244.1.50")
     );
 
     assert_eq!(ipam.release("c1", "eth0").unwrap(), vec![a.ip]);
     assert!(!index.exists(), "release removes the index entry");
     ipam.gc(&[("c2".into(), "eth0".into())]).unwrap();
+    assert_eq!(ipam.list().unwrap().len(), 1, "only c2's record is left");
     let left: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
