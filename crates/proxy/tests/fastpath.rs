@@ -4,55 +4,16 @@
 //! path); any other change the partial sync's steps as a batch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod parity;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use parity::{ctx, endpoint, ruleset, test_ns};
 use podnet_kernel::netns::OwnedNetNs;
 use podnet_proxy::fastpath;
-use podnet_proxy::model::{
-    self, Endpoint, Layout, NodeContext, Protocol, ServicePort, ServicePortName, ServiceState,
-};
+use podnet_proxy::model::{self, Endpoint, Protocol, ServicePort, ServicePortName, ServiceState};
 use podnet_proxy::nftables::{self, TableConfig};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A namespace `pn-fp-TAG-PID-N`, deleted when the guard drops.
-fn test_ns(tag: &str) -> OwnedNetNs {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let name = format!("pn-fp-{tag}-{}-{n}", std::process::id());
-    OwnedNetNs::create(&name).expect("create test namespace")
-}
-
-/// What `nft list ruleset` shows inside `ns`.
-fn ruleset(ns: &OwnedNetNs) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft", "list", "ruleset"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn ctx() -> NodeContext {
-    NodeContext {
-        node_name: "node-a".into(),
-        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-        layout: Layout::Compact,
-    }
-}
-
-fn endpoint(last: u8, node: &str, ready: bool) -> Endpoint {
-    Endpoint {
-        ip: Ipv4Addr::new(10, 244, 1, last),
-        port: 8080,
-        node_name: Some(node.into()),
-        ready,
-        serving: ready,
-        terminating: false,
-    }
-}
 
 fn service(name: &str, ip_last: u8, protocol: Protocol, eps: Vec<Endpoint>) -> ServiceState {
     ServiceState {
@@ -72,8 +33,8 @@ fn service(name: &str, ip_last: u8, protocol: Protocol, eps: Vec<Endpoint>) -> S
 
 /// Both namespaces with the same full sync; the installed state to sync from.
 fn start(states: &[ServiceState]) -> (OwnedNetNs, OwnedNetNs, nftables::Installed) {
-    let by_nft = test_ns("nft");
-    let by_netlink = test_ns("nl");
+    let by_nft = test_ns("fp", "nft");
+    let by_netlink = test_ns("fp", "nl");
     let cfg = TableConfig {
         node_ips: vec![Ipv4Addr::new(172, 31, 0, 1)],
         service_cidr: Some("10.96.0.0/12".parse().unwrap()),

@@ -7,62 +7,20 @@
 //! full sync over existing tables must replace them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod parity;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use parity::{ctx, endpoint, ruleset, test_ns};
 use podnet_kernel::netns::OwnedNetNs;
 use podnet_kernel::nftnl::{self, NftSocket};
 use podnet_proxy::fullsync;
 use podnet_proxy::model::{
-    self, Endpoint, Layout, NodeContext, Protocol, ServicePort, ServicePortName, ServiceRules,
-    ServiceState,
+    self, Endpoint, Protocol, ServicePort, ServicePortName, ServiceRules, ServiceState,
 };
 use podnet_proxy::nftables::{self, KeptAffinity, TableConfig};
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A namespace `pn-fs-TAG-PID-N`, deleted when the guard drops.
-fn test_ns(tag: &str) -> OwnedNetNs {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let name = format!("pn-fs-{tag}-{}-{n}", std::process::id());
-    OwnedNetNs::create(&name).expect("create test namespace")
-}
-
-fn nft(ns: &OwnedNetNs, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn ruleset(ns: &OwnedNetNs) -> String {
-    nft(ns, &["list", "ruleset"])
-}
-
-fn ctx() -> NodeContext {
-    NodeContext {
-        node_name: "node-a".into(),
-        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-        layout: Layout::Compact,
-    }
-}
-
-fn endpoint(last: u8, node: &str, ready: bool) -> Endpoint {
-    Endpoint {
-        ip: Ipv4Addr::new(10, 244, 1, last),
-        port: 8080,
-        node_name: Some(node.into()),
-        ready,
-        serving: ready,
-        terminating: false,
-    }
-}
 
 fn port(name: &str, ip_last: u8, protocol: Protocol) -> ServicePort {
     ServicePort::cluster_ip(
@@ -200,8 +158,8 @@ fn configs() -> Vec<(&'static str, TableConfig)> {
 #[test]
 fn a_full_sync_over_netlink_lists_as_the_one_through_nft() {
     for (what, cfg) in configs() {
-        let a = test_ns("nft");
-        let b = test_ns("nl");
+        let a = test_ns("fs", "nft");
+        let b = test_ns("fs", "nl");
         let states = every_shape();
         full_sync_both(&cfg, &states, &a, &b, &KeptAffinity::new());
         let listed = ruleset(&a);
@@ -226,8 +184,8 @@ fn a_full_sync_over_netlink_lists_as_the_one_through_nft() {
 #[test]
 fn nft_works_on_what_a_full_sync_over_netlink_wrote() {
     let (_, cfg) = configs().remove(0);
-    let a = test_ns("nft");
-    let b = test_ns("nl");
+    let a = test_ns("fs", "nft");
+    let b = test_ns("fs", "nl");
     let states = every_shape();
     let mut installed = full_sync_both(&cfg, &states, &a, &b, &KeptAffinity::new());
     // Every kind of partial sync goes through nft: new endpoints of a UDP service (its
@@ -266,8 +224,8 @@ fn kept_affinity_clients_come_back_with_the_time_they_had_left() {
         .unwrap();
     let client = Ipv4Addr::new(10, 244, 3, 3);
     let kept: KeptAffinity = [(set.clone(), vec![(client, Duration::from_secs(42))])].into();
-    let a = test_ns("nft");
-    let b = test_ns("nl");
+    let a = test_ns("fs", "nft");
+    let b = test_ns("fs", "nl");
     full_sync_both(&cfg, &states, &a, &b, &kept);
     for ns in [&a, &b] {
         let mut socket = NftSocket::open(Some(ns)).unwrap();
@@ -285,8 +243,8 @@ fn kept_affinity_clients_come_back_with_the_time_they_had_left() {
 #[test]
 fn each_path_replaces_what_the_other_wrote() {
     let (_, cfg) = configs().remove(0);
-    let a = test_ns("nft");
-    let b = test_ns("nl");
+    let a = test_ns("fs", "nft");
+    let b = test_ns("fs", "nl");
     let states = every_shape();
     full_sync_both(&cfg, &states, &a, &b, &KeptAffinity::new());
     // Swapped: netlink over nft's tables, nft over netlink's.
@@ -315,8 +273,8 @@ fn a_large_full_sync_lists_as_the_one_through_nft() {
             ServiceState { port: p, endpoints }
         })
         .collect();
-    let a = test_ns("nft");
-    let b = test_ns("nl");
+    let a = test_ns("fs", "nft");
+    let b = test_ns("fs", "nl");
     full_sync_both(&cfg, &states, &a, &b, &KeptAffinity::new());
     let listed = ruleset(&a);
     assert_eq!(ruleset(&b), listed);
