@@ -108,8 +108,8 @@ impl Syncer {
     }
 
     /// One sync: `all` is every service port (only read for a full sync), `changes` what
-    /// changed since the last one. Blocking (netlink, or `nft` for changes the fast path does
-    /// not cover). On failure the next sync is full.
+    /// changed since the last one. Blocking (one netlink transaction, or `nft -f` of the same
+    /// steps if the kernel refuses it). On failure the next sync is full.
     pub fn sync(
         &mut self,
         all: impl FnOnce() -> BTreeMap<ServicePortName, ServiceState>,
