@@ -489,7 +489,13 @@ impl Ipam {
     /// listed the directory under the lock).
     fn link_new(&self, existing: &str, name: &str) -> Result<()> {
         let target = self.dir.join(name);
-        fs::hard_link(self.dir.join(existing), &target).map_err(|e| io_err("linking", &target, e))
+        fs::hard_link(self.dir.join(existing), &target).map_err(|e| {
+            CniError::io(format!(
+                "IPAM: linking {}: {e} (the IPAM records need a filesystem with hard links: \
+                 point ipam.dataDir at one, e.g. the default {DEFAULT_DATA_DIR})",
+                target.display()
+            ))
+        })
     }
 }
 
