@@ -8,7 +8,7 @@ pub mod masq;
 pub mod naming;
 pub mod wiring;
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use podnet_api::cni::{CniEnv, CniError, Command, NetConf, version};
 
@@ -31,15 +31,27 @@ pub fn main_with_process_env() -> i32 {
     };
     match outcome {
         Ok(Some(text)) => {
-            println!("{text}");
+            print_line(&text);
             0
         }
         Ok(None) => 0,
         Err((e, cni_version)) => {
-            println!("{}", e.to_json(&cni_version));
+            print_line(&e.to_json(&cni_version));
             1
         }
     }
+}
+
+/// Prints `text` and a newline in one `write`, so the runtime reading our
+/// stdout wakes up once (`println!` of a multi-line text writes up to its
+/// last newline, then the rest: two writes, two wake-ups).
+fn print_line(text: &str) {
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    // Nothing to do about a runtime that closed our stdout: the exit code
+    // still tells it the outcome.
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 /// The config's cniVersion when readable, for rendering errors in the
