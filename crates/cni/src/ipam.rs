@@ -159,7 +159,10 @@ impl Ipam {
     /// The directory fsync that makes it so runs after the lock is released: other allocators
     /// see the record at once (they list the directory), so they never pick its address; a
     /// crash before the fsync completes may lose the record, but then the ADD that made it
-    /// never succeeded.
+    /// never succeeded. On ext4 with a journal the fsync commits the record's inode with its
+    /// directory entry; without one (`journal_task` is `<none>` in `/sys/fs/ext4/<dev>/`) it
+    /// writes the directory's blocks and inode only, not the new inode (not fixed: syncing the
+    /// record itself costs two more disk writes per ADD).
     ///
     /// It runs on the calling thread. Overlapping it with the pod's wiring cost more than it
     /// hid, measured A/B over 60 pods on this 2-core VM: on a thread of its own, 0.25-0.3 ms
