@@ -29,11 +29,12 @@ fn main() {
     let Some(out_dir) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
         return;
     };
-    let libs = ["libc.a", "libgcc_eh.a", "libgcc.a", "libm.a"].map(static_lib);
-    let [Some(libc), Some(gcc_eh), Some(gcc), Some(libm)] = libs else {
+    // rcrt1.o: the start file of a static PIE (glibc 2.27 and later).
+    let libs = ["libc.a", "libgcc_eh.a", "libgcc.a", "libm.a", "rcrt1.o"].map(static_lib);
+    let [Some(libc), Some(gcc_eh), Some(gcc), Some(libm), Some(_)] = libs else {
         println!(
-            "cargo:warning=libc.a, libm.a, libgcc.a or libgcc_eh.a not found (Debian: libc6-dev, libgcc-12-dev): \
-             podnet-cni is linked dynamically and starts slower"
+            "cargo:warning=libc.a, libm.a, rcrt1.o, libgcc.a or libgcc_eh.a not found (Debian: libc6-dev, \
+             libgcc-12-dev): podnet-cni is linked dynamically and starts slower"
         );
         return;
     };
@@ -61,7 +62,7 @@ fn main() {
     }
 }
 
-/// Where the C compiler (rustc's linker driver) keeps the static library `name`.
+/// Where the C compiler (rustc's linker driver) keeps the static library or start file `name`.
 fn static_lib(name: &str) -> Option<PathBuf> {
     let out = Command::new("cc")
         .arg(format!("-print-file-name={name}"))
