@@ -50,6 +50,10 @@ fn add_builds_both_ends_as_configured_and_reports_them_as_they_are() {
         "the two ends are peers"
     );
     assert!(inside.require_link("lo").expect("lo").up, "lo up");
+    // One queue each way on both ends, asked for at creation (the kernel's default is
+    // one per CPU, which it then cuts down under the RTNL lock).
+    assert_eq!(queues(&pod.name, "eth0"), (1, 1));
+    assert_eq!(queues(&node.ns.name, host_name), (1, 1));
     let addrs = inside.addresses(Some(eth0.index)).expect("addresses");
     assert!(
         addrs.iter().any(|(_, a)| a.to_string() == "10.66.30.2/24"),
@@ -65,4 +69,15 @@ fn add_builds_both_ends_as_configured_and_reports_them_as_they_are() {
         "{routes:?}"
     );
     assert!(ping(&pod.name, "10.66.30.1".parse().expect("ip")));
+}
+
+/// The TX and RX queue counts of `dev` in namespace `ns`, as `ip -d link` shows them.
+fn queues(ns: &str, dev: &str) -> (u64, u64) {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-d", "-j", "link", "show", "dev", dev])
+        .output()
+        .expect("ip link");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+    let count = |key: &str| links[0][key].as_u64().unwrap_or(0);
+    (count("num_tx_queues"), count("num_rx_queues"))
 }

@@ -122,6 +122,9 @@ pub struct VethPair<'a> {
     /// This end is created up. The peer cannot be (the kernel refuses to
     /// open a veth end before the pair is complete): set it up afterwards.
     pub up: bool,
+    /// TX and RX queues of each end (`None`: the kernel's default, one per CPU, which
+    /// it then cuts down to one real queue under the RTNL lock, waiting for RCU twice).
+    pub queues: Option<u32>,
 }
 
 fn up_flags(msg: &mut LinkMessage, up: bool) {
@@ -140,6 +143,12 @@ fn veth_message(pair: &VethPair) -> LinkMessage {
         peer.attributes.push(LinkAttribute::Mtu(mtu));
     }
     let mut msg = by_name_request(pair.name);
+    if let Some(q) = pair.queues {
+        for m in [&mut peer, &mut msg] {
+            m.attributes.push(LinkAttribute::NumTxQueues(q));
+            m.attributes.push(LinkAttribute::NumRxQueues(q));
+        }
+    }
     if let Some(mtu) = pair.mtu {
         msg.attributes.push(LinkAttribute::Mtu(mtu));
     }

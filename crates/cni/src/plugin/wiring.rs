@@ -111,6 +111,7 @@ fn create_pair(
         mtu: a.mtu,
         master: Some(bridge.index),
         up: true,
+        queues: Some(1),
     });
     if a.hairpin {
         batch.set_hairpin_by_name(a.host_veth, true);
