@@ -1153,7 +1153,23 @@ async fn malformed_bodies_unknown_paths_and_kinds_are_status_errors() {
     );
 
     // Patches: an unsupported patch type is 415, a malformed patch 400, a patch that
-    // makes a field the wrong type 400; the pod is unchanged.
+    // makes a field the wrong type 400; the pod is unchanged. The scheduler writes the
+    // pod once (this server has no nodes: PodScheduled False, Unschedulable): wait for
+    // that write, so the only writes tried below are the test's own.
+    eventually("the scheduler marked from-yaml", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = serde_json::to_value(pods.get("from-yaml").await.map_err(|e| e.to_string())?)
+                .unwrap();
+            let scheduled = condition(&p, "PodScheduled").cloned().unwrap_or_default();
+            if scheduled["reason"] == "Unschedulable" {
+                Ok(())
+            } else {
+                Err(p.to_string())
+            }
+        }
+    })
+    .await;
     let before = pods.get("from-yaml").await.unwrap();
     let path = format!("{PODS}/from-yaml");
     let s = raw(
