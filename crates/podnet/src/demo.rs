@@ -122,6 +122,9 @@ pub fn run(
         cluster_cidr: None,
         service_cidr: None,
         node_cidr_size: None,
+        mtu: None,
+        ip_masq: None,
+        vxlan_direct_routing: false,
         timeout: 60,
     })?;
     check_interrupted()?;

@@ -148,22 +148,26 @@ impl Lab {
     }
 
     fn up(&self, nodes: u32) {
+        self.up_with(nodes, &[]);
+    }
+
+    /// `lab up` with `extra` flags.
+    fn up_with(&self, nodes: u32, extra: &[&str]) {
         let n = nodes.to_string();
-        let out = run(
-            PODNET,
-            &[
-                "lab",
-                "up",
-                "--name",
-                &self.name,
-                "--nodes",
-                &n,
-                "--backend",
-                self.backend,
-                "--underlay-cidr",
-                &self.underlay,
-            ],
-        );
+        let mut args = vec![
+            "lab",
+            "up",
+            "--name",
+            &self.name,
+            "--nodes",
+            &n,
+            "--backend",
+            self.backend,
+            "--underlay-cidr",
+            &self.underlay,
+        ];
+        args.extend_from_slice(extra);
+        let out = run(PODNET, &args);
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
     }
 
@@ -740,6 +744,67 @@ fn udp_carries_pods_across_nodes() {
 }
 
 /// Bad configuration is refused before anything is made, saying what to change.
+/// A line of a node's subnet.env (`FLANNEL_MTU`, `FLANNEL_IPMASQ`, …).
+fn subnet_env(lab: &Lab, node: &str, key: &str) -> String {
+    let env =
+        fs::read_to_string(format!("/run/podnet/{}/nodes/{node}/subnet.env", lab.name)).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {node}'s subnet.env:\n{env}"))
+        .to_string()
+}
+
+#[test]
+fn lab_network_options_reach_every_agent() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::new("onet", "vxlan", "172.31.65.0/24");
+    lab.up_with(
+        2,
+        &[
+            "--mtu",
+            "1300",
+            "--ip-masq",
+            "false",
+            "--vxlan-direct-routing",
+        ],
+    );
+    for i in [1, 2] {
+        let node = lab.node(i);
+        assert_eq!(subnet_env(&lab, &node, "FLANNEL_MTU"), "1300", "{node}");
+        assert_eq!(subnet_env(&lab, &node, "FLANNEL_IPMASQ"), "false", "{node}");
+        let tables = text(&run(
+            "ip",
+            &["netns", "exec", &node, "nft", "list", "tables"],
+        ));
+        assert!(!tables.contains("podnet-masq"), "{node}: {tables}");
+    }
+    // Direct routing: node-1 reaches node-2's pods by a plain route via node-2's address
+    // on the underlay, not through the vxlan device.
+    let peer_subnet: ipnet::Ipv4Net = subnet_env(&lab, &lab.node(2), "FLANNEL_SUBNET")
+        .parse()
+        .unwrap();
+    let want = format!("via {} dev eth0", lab.node_ip(2));
+    wait_for(
+        Duration::from_secs(10),
+        "the direct route to node-2",
+        || {
+            let route = ip(&lab.node(1), &format!("route show {}", peer_subnet.trunc()));
+            route.contains(&want).then_some(()).ok_or(route)
+        },
+    );
+    lab.server_pod("n1", 1);
+    lab.server_pod("n2", 2);
+    let ips = lab.ready_ips(&["n1", "n2"]);
+    all_pairs(&lab, &["n1", "n2"], &ips);
+    // Through netlink: /sys in the test's mount namespace shows the root namespace's links.
+    let link = lab.in_pod("n1", &["ip", "-j", "link", "show", "dev", "eth0"]);
+    let link: Value = serde_json::from_slice(&link.stdout).unwrap();
+    assert_eq!(link[0]["mtu"], 1300, "{link}");
+}
+
 #[test]
 fn bad_configuration_is_refused_at_start() {
     let refused = |args: &[&str], want: &str| {
@@ -794,6 +859,22 @@ fn bad_configuration_is_refused_at_start() {
             "10.244.0.0/23",
         ],
         "holds 2 node subnets of /24, fewer than the 3 nodes",
+    );
+    refused(
+        &["lab", "up", "--name", "obad", "--mtu", "100"],
+        "--mtu 100: an IPv4 pod MTU is 576 to 65535",
+    );
+    refused(
+        &[
+            "lab",
+            "up",
+            "--name",
+            "obad",
+            "--backend",
+            "host-gw",
+            "--vxlan-direct-routing",
+        ],
+        "--vxlan-direct-routing is a setting of the vxlan backend, not of host-gw",
     );
     assert!(
         !Path::new("/var/lib/podnet/obad").exists(),

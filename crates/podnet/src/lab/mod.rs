@@ -64,9 +64,38 @@ pub struct UpArgs {
     /// The prefix length of each node's pod subnet, cut from the cluster range [default: 24].
     #[arg(long)]
     pub node_cidr_size: Option<u8>,
+    /// The pod MTU on every node [default: the underlay's minus the backend's overhead].
+    #[arg(long)]
+    pub mtu: Option<u32>,
+    /// Masquerade pod traffic leaving the cluster CIDR (flannel's --ip-masq) [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub ip_masq: Option<bool>,
+    /// vxlan: a plain route, without encapsulation, to nodes on the same L2 segment (all
+    /// of a lab's nodes are).
+    #[arg(long)]
+    pub vxlan_direct_routing: bool,
     /// How long to wait for every node to be Ready, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+}
+
+/// The node network settings every agent of a lab gets.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+pub struct NetworkOptions {
+    pub mtu: Option<u32>,
+    pub ip_masq: bool,
+    pub vxlan_direct_routing: bool,
+}
+
+impl Default for NetworkOptions {
+    /// The agent's defaults (what labs made before these were recorded have).
+    fn default() -> Self {
+        NetworkOptions {
+            mtu: None,
+            ip_masq: true,
+            vxlan_direct_routing: false,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

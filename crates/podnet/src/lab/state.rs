@@ -25,6 +25,9 @@ pub struct LabState {
     /// The prefix length of a node's pod subnet (labs made before it was recorded: 24).
     #[serde(default = "default_node_cidr_size")]
     pub node_cidr_size: u8,
+    /// The agents' node network settings (labs made before they were recorded: defaults).
+    #[serde(default)]
+    pub network: super::NetworkOptions,
 }
 
 fn default_node_cidr_size() -> u8 {

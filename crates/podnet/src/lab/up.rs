@@ -20,8 +20,8 @@ use super::state::{ApiserverState, LabState, NodeState, ProcessRecord, Processes
 use super::status::{self, Observation};
 use super::topology::{self, Underlay};
 use super::{
-    AGENT_API_PORT, Backend, LabPaths, MAX_NODES, ProxyMode, StoreKind, UNDERLAY_BRIDGE, UpArgs,
-    http, validate_name,
+    AGENT_API_PORT, Backend, LabPaths, MAX_NODES, NetworkOptions, ProxyMode, StoreKind,
+    UNDERLAY_BRIDGE, UpArgs, http, validate_name,
 };
 
 const DEFAULT_NODES: u32 = 2;
@@ -49,7 +49,28 @@ struct Plan {
     cluster_cidr: Ipv4Net,
     service_cidr: Ipv4Net,
     node_cidr_size: u8,
+    network: NetworkOptions,
     ready_timeout: Duration,
+}
+
+/// The agents' network settings `lab up` was asked for, checked as the agent checks them.
+fn network_options(args: &UpArgs, backend: Backend) -> Result<NetworkOptions> {
+    if let Some(mtu) = args.mtu
+        && !(576..=65535).contains(&mtu)
+    {
+        bail!("--mtu {mtu}: an IPv4 pod MTU is 576 to 65535");
+    }
+    if args.vxlan_direct_routing && backend != Backend::Vxlan {
+        bail!(
+            "--vxlan-direct-routing is a setting of the vxlan backend, not of {}: drop it or use --backend vxlan",
+            backend.as_str()
+        );
+    }
+    Ok(NetworkOptions {
+        mtu: args.mtu,
+        ip_masq: args.ip_masq.unwrap_or(true),
+        vxlan_direct_routing: args.vxlan_direct_routing,
+    })
 }
 
 fn parse_default(text: &str) -> Result<Ipv4Net> {
@@ -95,9 +116,12 @@ impl Plan {
         if args.timeout == 0 {
             bail!("--timeout 0: give the nodes at least a second to become Ready");
         }
+        let backend = args.backend.unwrap_or(Backend::Vxlan);
+        let network = network_options(args, backend)?;
         Ok(Plan {
             nodes,
-            backend: args.backend.unwrap_or(Backend::Vxlan),
+            network,
+            backend,
             proxy_mode: args.proxy_mode.unwrap_or(ProxyMode::Nftables),
             store: args.store.unwrap_or(StoreKind::Embedded),
             underlay,
@@ -129,6 +153,7 @@ impl Plan {
             cluster_cidr: state.cluster_cidr,
             service_cidr: state.service_cidr,
             node_cidr_size: state.node_cidr_size,
+            network: state.network.clone(),
             ready_timeout: Duration::from_secs(timeout.max(1)),
         })
     }
@@ -257,6 +282,26 @@ fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
             m.as_str(),
             state.proxy_mode.as_str()
         ));
+    }
+    if let Some(mtu) = args.mtu
+        && Some(mtu) != state.network.mtu
+    {
+        let has = state
+            .network
+            .mtu
+            .map_or("the backend's default".to_string(), |m| m.to_string());
+        differences.push(format!("--mtu {mtu} (it uses {has})"));
+    }
+    if let Some(masq) = args.ip_masq
+        && masq != state.network.ip_masq
+    {
+        differences.push(format!(
+            "--ip-masq {masq} (it uses {})",
+            state.network.ip_masq
+        ));
+    }
+    if args.vxlan_direct_routing && !state.network.vxlan_direct_routing {
+        differences.push("--vxlan-direct-routing (it routes through the vxlan device)".into());
     }
     if let Some(s) = args.store
         && !state.store.starts_with(s.as_str())
@@ -391,6 +436,19 @@ fn preflight(exe: &Path, plan: &Plan) -> Result<AgentFlags> {
             "--store etcd needs {ETCD_BIN}, which is not installed: `apt-get install -y etcd-server`"
         );
     }
+    let network = &plan.network;
+    for (asked, flag) in [
+        (network.mtu.is_some(), "--mtu"),
+        (!network.ip_masq, "--ip-masq"),
+        (network.vxlan_direct_routing, "--vxlan-direct-routing"),
+    ] {
+        if asked && !agent.contains(flag) {
+            bail!(
+                "`{} agent` does not take {flag}, which you asked the lab to pass; build a newer podnet",
+                exe.display()
+            );
+        }
+    }
     Ok(AgentFlags {
         backend: agent.contains("--backend"),
         proxy_mode: agent.contains("--proxy-mode"),
@@ -470,6 +528,7 @@ impl Builder {
             cluster_cidr: self.plan.cluster_cidr,
             service_cidr: self.plan.service_cidr,
             node_cidr_size: self.plan.node_cidr_size,
+            network: self.plan.network.clone(),
         };
         // Recorded first, so that `lab down` finds everything even if the
         // rest fails half-way.
@@ -706,6 +765,15 @@ impl Builder {
             cmd.arg("--service-cidr")
                 .arg(state.service_cidr.to_string());
         }
+        if let Some(mtu) = state.network.mtu {
+            cmd.arg("--mtu").arg(mtu.to_string());
+        }
+        if !state.network.ip_masq {
+            cmd.arg("--ip-masq").arg("false");
+        }
+        if state.network.vxlan_direct_routing {
+            cmd.arg("--vxlan-direct-routing");
+        }
         ns.enter_on_exec(&mut cmd)?;
         let log = self.paths.log_of(&format!("agent-{}", node.name));
         let started = spawn_daemon(cmd, &log, None)
@@ -827,6 +895,9 @@ mod tests {
             cluster_cidr: None,
             service_cidr: None,
             node_cidr_size: None,
+            mtu: None,
+            ip_masq: None,
+            vxlan_direct_routing: false,
             timeout: 60,
         }
     }
@@ -860,5 +931,48 @@ mod tests {
             e.contains("holds 2 node subnets of /24, fewer than the 3 nodes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn network_options_default_to_the_agents_and_are_checked() {
+        assert_eq!(
+            Plan::from_args(&args()).unwrap().network,
+            NetworkOptions::default()
+        );
+        let mut a = args();
+        a.mtu = Some(1300);
+        a.ip_masq = Some(false);
+        a.vxlan_direct_routing = true;
+        let network = Plan::from_args(&a).unwrap().network;
+        assert_eq!(
+            network,
+            NetworkOptions {
+                mtu: Some(1300),
+                ip_masq: false,
+                vxlan_direct_routing: true
+            }
+        );
+        let mut a = args();
+        a.mtu = Some(100);
+        let e = Plan::from_args(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("--mtu 100: an IPv4 pod MTU is 576 to 65535"),
+            "{e}"
+        );
+        let mut a = args();
+        a.backend = Some(Backend::HostGw);
+        a.vxlan_direct_routing = true;
+        let e = Plan::from_args(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("--vxlan-direct-routing is a setting of the vxlan backend, not of host-gw"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_state_without_network_options_has_the_defaults() {
+        let old = r#"{"name":"x","nodes":[],"apiserver":{"port":1,"kubeconfig":"/k","agent_kubeconfig":"/a","underlay_address":"172.30.0.1:6443"},"backend":"vxlan","proxy_mode":"nftables","store":"embedded","underlay":{"netns":"x-underlay","bridge":"underlay0","cidr":"172.30.0.0/24","address":"172.30.0.1"},"cluster_cidr":"10.244.0.0/16","service_cidr":"10.96.0.0/12"}"#;
+        let state: LabState = serde_json::from_str(old).unwrap();
+        assert_eq!(state.network, NetworkOptions::default());
     }
 }
