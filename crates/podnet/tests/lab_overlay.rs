@@ -13,7 +13,9 @@
 //! - a node removed (agent stopped, Node deleted): its routes, neighbours and FDB entries are
 //!   gone on the peers, and its pods unreachable, within 5 s;
 //!
-//! and bad configuration is refused at start with a clear message. Needs root; each lab has
+//! that `lab up --mtu --ip-masq false --vxlan-direct-routing` reaches every agent (pod MTU,
+//! no masquerade table, a plain route to the peer, pods talking over it); and bad
+//! configuration is refused at start with a clear message. Needs root; each lab has
 //! its own name and underlay and is taken down even when the test fails.
 #![allow(clippy::unwrap_used)]
 
