@@ -9,24 +9,15 @@ mod parity;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use parity::{ctx, endpoint, ruleset, test_ns};
+use parity::{ctx, endpoint, port, ruleset, test_ns};
 use podnet_kernel::netns::OwnedNetNs;
 use podnet_proxy::fastpath;
-use podnet_proxy::model::{self, Endpoint, Protocol, ServicePort, ServicePortName, ServiceState};
+use podnet_proxy::model::{self, Endpoint, Protocol, ServiceState};
 use podnet_proxy::nftables::{self, TableConfig};
 
 fn service(name: &str, ip_last: u8, protocol: Protocol, eps: Vec<Endpoint>) -> ServiceState {
     ServiceState {
-        port: ServicePort::cluster_ip(
-            ServicePortName {
-                namespace: "default".into(),
-                name: name.into(),
-                port: "p".into(),
-                protocol,
-            },
-            Ipv4Addr::new(10, 96, 0, ip_last),
-            80,
-        ),
+        port: port(name, ip_last, protocol),
         endpoints: eps,
     }
 }

@@ -13,27 +13,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use parity::{ctx, endpoint, ruleset, test_ns};
+use parity::{ctx, endpoint, port, ruleset, test_ns};
 use podnet_kernel::netns::OwnedNetNs;
 use podnet_kernel::nftnl::{self, NftSocket};
 use podnet_proxy::fullsync;
-use podnet_proxy::model::{
-    self, Endpoint, Protocol, ServicePort, ServicePortName, ServiceRules, ServiceState,
-};
+use podnet_proxy::model::{self, Endpoint, Protocol, ServicePortName, ServiceRules, ServiceState};
 use podnet_proxy::nftables::{self, KeptAffinity, TableConfig};
-
-fn port(name: &str, ip_last: u8, protocol: Protocol) -> ServicePort {
-    ServicePort::cluster_ip(
-        ServicePortName {
-            namespace: "default".into(),
-            name: name.into(),
-            port: "p".into(),
-            protocol,
-        },
-        Ipv4Addr::new(10, 96, 0, ip_last),
-        80,
-    )
-}
 
 /// One service of every shape.
 fn every_shape() -> Vec<ServiceState> {

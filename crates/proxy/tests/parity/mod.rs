@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use podnet_kernel::netns::OwnedNetNs;
-use podnet_proxy::model::{Endpoint, Layout, NodeContext};
+use podnet_proxy::model::{Endpoint, Layout, NodeContext, Protocol, ServicePort, ServicePortName};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -53,4 +53,18 @@ pub fn endpoint(last: u8, node: &str, ready: bool) -> Endpoint {
         serving: ready,
         terminating: false,
     }
+}
+
+/// Port `p` of Service `default/<name>` at ClusterIP `10.96.0.<ip_last>`:80.
+pub fn port(name: &str, ip_last: u8, protocol: Protocol) -> ServicePort {
+    ServicePort::cluster_ip(
+        ServicePortName {
+            namespace: "default".into(),
+            name: name.into(),
+            port: "p".into(),
+            protocol,
+        },
+        Ipv4Addr::new(10, 96, 0, ip_last),
+        80,
+    )
 }
