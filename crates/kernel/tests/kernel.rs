@@ -381,24 +381,26 @@ add element ip t hairpin { 10.0.0.1 . 10.0.0.1 }
 ";
 
 fn nftnl_change() -> nftnl::Batch {
-    use nftnl::{Element, Expr, MetaKey, PayloadBase, REG_1, REG32_01, SetRef, Verdict, concat};
+    use nftnl::{
+        CmpOp, Element, Expr, MetaKey, PayloadBase, REG_1, REG32_01, SetRef, Verdict, concat,
+    };
     let ip = |a: [u8; 4]| a.to_vec();
     let mut b = nftnl::Batch::new();
     b.flush_chain("t", "svc");
     let mut masq = vec![
         Expr::payload(PayloadBase::Network, 16, 4),
         Expr::Cmp {
-            equal: true,
+            op: CmpOp::Eq,
             data: ip([10, 96, 0, 1]),
         },
         Expr::meta(MetaKey::L4Proto),
         Expr::Cmp {
-            equal: true,
+            op: CmpOp::Eq,
             data: vec![6],
         },
         Expr::payload(PayloadBase::Transport, 2, 2),
         Expr::Cmp {
-            equal: true,
+            op: CmpOp::Eq,
             data: 80u16.to_be_bytes().to_vec(),
         },
     ];
@@ -414,7 +416,7 @@ fn nftnl_change() -> nftnl::Batch {
         &[
             Expr::meta(MetaKey::L4Proto),
             Expr::Cmp {
-                equal: true,
+                op: CmpOp::Eq,
                 data: vec![6],
             },
             Expr::NumgenRandom {
@@ -424,6 +426,7 @@ fn nftnl_change() -> nftnl::Batch {
             Expr::Lookup {
                 set: SetRef::Named("targets".into()),
                 dreg: Some(REG_1),
+                invert: false,
             },
             Expr::Dnat {
                 addr: REG_1,

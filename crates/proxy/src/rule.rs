@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use podnet_kernel::nftnl::{
-    CtKey, Expr, MetaKey, PayloadBase, REG_1, REG_2, REG_VERDICT, REG32_01, REG32_02, SetRef,
-    Verdict,
+    CmpOp, CtKey, Expr, MetaKey, PayloadBase, REG_1, REG_2, REG_VERDICT, REG32_01, REG32_02,
+    SetRef, Verdict,
 };
 
 use crate::model::{ENDPOINT_HAIRPIN, MARK_FOR_MASQUERADE, MASQUERADE_MARK, Protocol};
@@ -259,6 +259,7 @@ impl Rule {
                 Expr::Lookup {
                     set: SetRef::Anonymous(anonymous_map.unwrap_or_default()),
                     dreg: Some(REG_VERDICT),
+                    invert: false,
                 },
             ],
             Rule::AffinityUpdate {
@@ -368,14 +369,14 @@ fn masquerade_check(m: &MasqueradeCheck) -> Vec<Expr> {
     let mut e = vec![
         Expr::payload(PayloadBase::Network, IP_DADDR, 4),
         Expr::Cmp {
-            equal: true,
+            op: CmpOp::Eq,
             data: m.cluster_ip.octets().to_vec(),
         },
     ];
     e.extend(l4proto(m.protocol));
     e.push(Expr::payload(PayloadBase::Transport, TH_DPORT, 2));
     e.push(Expr::Cmp {
-        equal: true,
+        op: CmpOp::Eq,
         data: m.port.to_be_bytes().to_vec(),
     });
     e.extend(Expr::ip_prefix(
@@ -409,7 +410,7 @@ fn l4proto(protocol: Protocol) -> Vec<Expr> {
     vec![
         Expr::meta(MetaKey::L4Proto),
         Expr::Cmp {
-            equal: true,
+            op: CmpOp::Eq,
             data: vec![protocol.number()],
         },
     ]
@@ -419,13 +420,14 @@ fn lookup(set: &str, dreg: Option<u32>) -> Expr {
     Expr::Lookup {
         set: SetRef::Named(set.to_string()),
         dreg,
+        invert: false,
     }
 }
 
 /// A 32-bit register compared with a number in host byte order (marks, address types).
 fn cmp_u32(equal: bool, value: u32) -> Expr {
     Expr::Cmp {
-        equal,
+        op: CmpOp::of(equal),
         data: value.to_ne_bytes().to_vec(),
     }
 }
@@ -461,7 +463,7 @@ fn node_addresses(addresses: NodePortAddresses) -> Vec<Expr> {
             cmp_u32(true, RTN_LOCAL),
             Expr::payload(PayloadBase::Network, IP_DADDR, 1),
             Expr::Cmp {
-                equal: false,
+                op: CmpOp::Neq,
                 data: vec![127],
             },
         ],

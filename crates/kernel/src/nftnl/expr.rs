@@ -58,7 +58,25 @@ impl std::fmt::Display for Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
     Mark = 3,
+    IifName = 6,
+    OifName = 7,
+    NfTrace = 12,
+    NfProto = 15,
     L4Proto = 16,
+}
+
+impl MetaKey {
+    pub(super) fn from_number(n: u32) -> Option<MetaKey> {
+        Some(match n {
+            3 => MetaKey::Mark,
+            6 => MetaKey::IifName,
+            7 => MetaKey::OifName,
+            12 => MetaKey::NfTrace,
+            15 => MetaKey::NfProto,
+            16 => MetaKey::L4Proto,
+            _ => return None,
+        })
+    }
 }
 
 /// A conntrack property `ct` loads.
@@ -66,6 +84,36 @@ pub enum MetaKey {
 pub enum CtKey {
     State = 0,
     Status = 2,
+}
+
+/// How `cmp` compares a register with its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq = 0,
+    Neq = 1,
+    Lt = 2,
+    Lte = 3,
+    Gt = 4,
+    Gte = 5,
+}
+
+impl CmpOp {
+    /// `==` when `equal`, else `!=`.
+    pub fn of(equal: bool) -> CmpOp {
+        if equal { CmpOp::Eq } else { CmpOp::Neq }
+    }
+
+    pub(super) fn from_number(n: u32) -> Option<CmpOp> {
+        Some(match n {
+            0 => CmpOp::Eq,
+            1 => CmpOp::Neq,
+            2 => CmpOp::Lt,
+            3 => CmpOp::Lte,
+            4 => CmpOp::Gt,
+            5 => CmpOp::Gte,
+            _ => return None,
+        })
+    }
 }
 
 /// The set a lookup reads: a named one, or an anonymous one created in the same batch
@@ -100,9 +148,9 @@ pub enum Expr {
     FibAddrType {
         daddr: bool,
     },
-    /// Register 1 equal (or not) to `data`.
+    /// Register 1 compared with `data`.
     Cmp {
-        equal: bool,
+        op: CmpOp,
         data: Vec<u8>,
     },
     /// Register 1 rewritten as `(reg & mask) ^ xor`.
@@ -120,6 +168,8 @@ pub enum Expr {
     Lookup {
         set: SetRef,
         dreg: Option<u32>,
+        /// The match inverted (`!= @set`).
+        invert: bool,
     },
     /// Register 1 added to the set, or its timeout refreshed (`update @set { ip saddr
     /// timeout … }`).
@@ -144,7 +194,27 @@ pub enum Expr {
     Reject {
         tcp_reset: bool,
     },
+    /// `redirect to :<port>`, the port in `port`.
+    Redirect {
+        port: u32,
+    },
+    /// `log [prefix "…"] group N`: the packet to an NFLOG group.
+    Log {
+        group: u16,
+        prefix: Option<String>,
+    },
+    /// `counter`: what it has counted (zero when written).
+    Counter {
+        packets: u64,
+        bytes: u64,
+    },
     Verdict(Verdict),
+    /// An expression this module does not model, as the kernel listed it (its name and
+    /// the raw attributes of its data); written back as it came.
+    Other {
+        name: String,
+        data: Vec<u8>,
+    },
 }
 
 impl Expr {
@@ -174,7 +244,7 @@ impl Expr {
             return vec![
                 payload(bytes as u32),
                 Expr::Cmp {
-                    equal,
+                    op: CmpOp::of(equal),
                     data: octets[..bytes].to_vec(),
                 },
             ];
@@ -187,7 +257,7 @@ impl Expr {
                 xor: vec![0; 4],
             },
             Expr::Cmp {
-                equal,
+                op: CmpOp::of(equal),
                 data: (u32::from(net) & mask).to_be_bytes().to_vec(),
             },
         ]
@@ -217,7 +287,7 @@ pub(super) fn put_expr(out: &mut Vec<u8>, e: &Expr) {
     });
 }
 
-fn expr_name(e: &Expr) -> &'static str {
+fn expr_name(e: &Expr) -> &str {
     match e {
         Expr::Payload { .. } => "payload",
         Expr::Meta { .. } | Expr::MetaSetMark => "meta",
@@ -232,6 +302,10 @@ fn expr_name(e: &Expr) -> &'static str {
         Expr::Dnat { .. } => "nat",
         Expr::Masquerade { .. } => "masq",
         Expr::Reject { .. } => "reject",
+        Expr::Redirect { .. } => "redir",
+        Expr::Log { .. } => "log",
+        Expr::Counter { .. } => "counter",
+        Expr::Other { name, .. } => name,
     }
 }
 
@@ -250,8 +324,8 @@ fn put_expr_data(d: &mut Vec<u8>, e: &Expr) {
         Expr::FibAddrType { daddr } => {
             put_u32s(d, &[(1, REG_1), (2, 3), (3, if *daddr { 2 } else { 1 })])
         }
-        Expr::Cmp { equal, data } => {
-            put_u32s(d, &[(1, REG_1), (2, if *equal { 0 } else { 1 })]);
+        Expr::Cmp { op, data } => {
+            put_u32s(d, &[(1, REG_1), (2, *op as u32)]);
             put_data_value(d, 3, data);
         }
         Expr::Bitwise { mask, xor } => {
@@ -263,7 +337,7 @@ fn put_expr_data(d: &mut Vec<u8>, e: &Expr) {
         Expr::NumgenRandom { modulus, offset } => {
             put_u32s(d, &[(1, REG_1), (2, *modulus), (3, 1), (4, *offset)])
         }
-        Expr::Lookup { set, dreg } => put_lookup(d, set, *dreg),
+        Expr::Lookup { set, dreg, invert } => put_lookup(d, set, *dreg, *invert),
         // NFT_DYNSET_OP_UPDATE
         Expr::DynsetUpdate { set, timeout_ms } => {
             put_str(d, 1, set);
@@ -295,14 +369,25 @@ fn put_expr_data(d: &mut Vec<u8>, e: &Expr) {
             put_u32s(d, &[(1, if *tcp_reset { 1 } else { 0 })]);
             put_attr(d, 2, &[if *tcp_reset { 0 } else { 3 }]);
         }
+        // NF_NAT_RANGE_PROTO_SPECIFIED, as nft sets it with a port.
+        Expr::Redirect { port } => put_u32s(d, &[(1, *port), (3, 2)]),
+        Expr::Log { group, prefix } => {
+            put_attr(d, 1, &group.to_be_bytes());
+            if let Some(p) = prefix {
+                put_str(d, 2, p);
+            }
+        }
+        // nft writes a new counter without values; the kernel starts it at zero.
+        Expr::Counter { .. } => {}
         Expr::Verdict(v) => {
             put_u32s(d, &[(1, REG_VERDICT)]);
             put_verdict(d, 2, v);
         }
+        Expr::Other { data, .. } => d.extend_from_slice(data),
     }
 }
 
-fn put_lookup(d: &mut Vec<u8>, set: &SetRef, dreg: Option<u32>) {
+fn put_lookup(d: &mut Vec<u8>, set: &SetRef, dreg: Option<u32>, invert: bool) {
     match set {
         SetRef::Named(name) => put_str(d, 1, name),
         SetRef::Anonymous(_) => put_str(d, 1, ANONYMOUS_MAP_NAME),
@@ -313,6 +398,10 @@ fn put_lookup(d: &mut Vec<u8>, set: &SetRef, dreg: Option<u32>) {
     }
     if let SetRef::Anonymous(id) = set {
         put_u32s(d, &[(4, *id)]);
+    }
+    // NFT_LOOKUP_F_INV
+    if invert {
+        put_u32s(d, &[(5, 1)]);
     }
 }
 
@@ -328,7 +417,7 @@ mod tests {
             vec![
                 Expr::payload(PayloadBase::Network, 12, 2),
                 Expr::Cmp {
-                    equal: false,
+                    op: CmpOp::Neq,
                     data: vec![10, 244]
                 }
             ]

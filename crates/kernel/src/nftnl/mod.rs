@@ -9,14 +9,19 @@
 //! those rules use, encoded as `nft` encodes them, so `nft list` shows the same text
 //! whichever way a rule was written. Everything else stays with `nft -f`.
 
+mod decode;
+mod dump;
 mod expr;
 mod objects;
 mod socket;
 mod wire;
 
+pub use dump::{
+    ListedChain, ListedElement, ListedRule, ListedSet, ListedTable, SET_ANONYMOUS, SET_INTERVAL,
+};
 pub use expr::{
-    CtKey, Expr, MetaKey, PayloadBase, REG_1, REG_2, REG_VERDICT, REG32_01, REG32_02, SetRef,
-    Verdict,
+    CmpOp, CtKey, Expr, MetaKey, PayloadBase, REG_1, REG_2, REG_VERDICT, REG32_01, REG32_02,
+    SetRef, Verdict,
 };
 pub use objects::{BaseChain, ChainKind, Hook, SetSpec, SetValue, tlv, types};
 pub use socket::{NftSocket, TimedElement};
@@ -79,14 +84,54 @@ pub fn concat(fields: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// An nftables address family: which packets a table's chains see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4 and IPv6 both (`inet`).
+    Inet = 1,
+    Ip = 2,
+    Bridge = 7,
+    Ip6 = 10,
+}
+
+impl Family {
+    pub fn from_number(n: u8) -> Option<Family> {
+        Some(match n {
+            1 => Family::Inet,
+            2 => Family::Ip,
+            7 => Family::Bridge,
+            10 => Family::Ip6,
+            _ => return None,
+        })
+    }
+
+    /// As nft names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Ip => "ip",
+            Family::Bridge => "bridge",
+            Family::Ip6 => "ip6",
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A transaction being built: its messages encoded back to back in one buffer (sequence
-/// numbers and the acknowledgement flag are filled in when it is sent).
+/// numbers and the acknowledgement flag are filled in when it is sent). Every message of
+/// a batch is for one address family.
 #[derive(Debug, Clone)]
 pub struct Batch {
     buf: Vec<u8>,
     /// Where each message starts in `buf`.
     starts: Vec<usize>,
     next_set_id: u32,
+    family: Family,
 }
 
 impl Default for Batch {
@@ -98,11 +143,21 @@ impl Default for Batch {
 impl Batch {
     /// An empty batch for the `ip` family.
     pub fn new() -> Batch {
+        Batch::for_family(Family::Ip)
+    }
+
+    /// An empty batch for tables of `family`.
+    pub fn for_family(family: Family) -> Batch {
         Batch {
             buf: Vec::new(),
             starts: Vec::new(),
             next_set_id: 0,
+            family,
         }
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     fn push(&mut self, kind: u16, flags: u16, attrs: &[u8]) {
@@ -121,7 +176,7 @@ impl Batch {
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
             NLM_F_REQUEST | flags,
             0,
-            NFPROTO_IPV4,
+            self.family as u8,
             &[],
         );
         start
@@ -141,7 +196,7 @@ impl Batch {
         let set_by_id = attrs(body)
             .find(|(k, _)| *k == NFTA_SET_ELEM_LIST_SET_ID)
             .and_then(|(_, id)| self.set_named_by(id));
-        describe_message(kind, body, set_by_id)
+        describe_message(self.family, kind, body, set_by_id)
     }
 
     /// The type and attributes of the message at `start`.
@@ -308,7 +363,7 @@ fn text_attr(body: &[u8], want: u16) -> Option<String> {
 
 /// A message described from its type and attributes: the verb, the table, the object
 /// (`set_by_id`: the name of a set the message names by its id in the batch).
-fn describe_message(kind: u16, body: &[u8], set_by_id: Option<String>) -> String {
+fn describe_message(family: Family, kind: u16, body: &[u8], set_by_id: Option<String>) -> String {
     let has = |want: u16| attrs(body).any(|(k, _)| k == want);
     let table = text_attr(body, 1).unwrap_or_default();
     let (verb, object) = match kind {
@@ -328,12 +383,12 @@ fn describe_message(kind: u16, body: &[u8], set_by_id: Option<String>) -> String
         _ => ("message", None),
     };
     match object {
-        Some(o) => format!("{verb} ip {table} {o}"),
-        None => format!("{verb} ip {table}"),
+        Some(o) => format!("{verb} {family} {table} {o}"),
+        None => format!("{verb} {family} {table}"),
     }
 }
 
-fn set_header(table: &str, set: &str) -> Vec<u8> {
+pub(super) fn set_header(table: &str, set: &str) -> Vec<u8> {
     let mut a = Vec::new();
     put_str(&mut a, NFTA_SET_ELEM_LIST_TABLE, table);
     put_str(&mut a, NFTA_SET_ELEM_LIST_SET, set);

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
+use super::dump::{self, DumpRequest, Dumped, ListedTable};
 use super::wire::*;
-use super::{Batch, set_header};
+use super::{Batch, Family, set_header};
 use crate::error::{KernelError, Result};
 use crate::netns::NetNs;
 
@@ -65,29 +66,55 @@ impl NftSocket {
     /// The elements of `set` in `table` (ip family) with the time each has left, for sets
     /// with timeouts (`None` for an element without one). An absent table or set has none.
     pub fn set_elements(&mut self, table: &str, set: &str) -> Result<Vec<TimedElement>> {
+        let request = DumpRequest {
+            kind: NFT_MSG_GETSETELEM,
+            family: NFPROTO_IPV4,
+            attrs: set_header(table, set),
+        };
+        let listed = self.dump(request).map_err(|source| KernelError::Netlink {
+            action: format!("list the elements of set ip {table} {set}"),
+            netns: self.netns.clone(),
+            source,
+        })?;
+        Ok(listed
+            .iter()
+            .flat_map(|m| parse_elements(&m.body))
+            .collect())
+    }
+
+    /// Every table of `family` (every family with `None`) whose name `wanted` accepts,
+    /// whole: chains with their rules, sets with their elements.
+    pub fn list_tables(
+        &mut self,
+        family: Option<Family>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ListedTable>> {
+        dump::ruleset(family, &wanted, &mut |request| self.dump(request)).map_err(|source| {
+            KernelError::Netlink {
+                action: "list the nftables ruleset".into(),
+                netns: self.netns.clone(),
+                source,
+            }
+        })
+    }
+
+    /// The messages of one dump; an object that is not there (`ENOENT`) has none.
+    fn dump(&mut self, request: DumpRequest) -> io::Result<Vec<Dumped>> {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
         let mut wire = Vec::new();
         put_message(
             &mut wire,
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+            (NFNL_SUBSYS_NFTABLES << 8) | request.kind,
             NLM_F_REQUEST | NLM_F_DUMP,
             seq,
-            NFPROTO_IPV4,
-            &set_header(table, set),
+            request.family,
+            &request.attrs,
         );
-        let listed = self
-            .socket
-            .send(&wire, 0)
-            .and_then(|_| read_dump(&mut self.socket, seq));
-        match listed {
-            Ok(elements) => Ok(elements),
+        self.socket.send(&wire, 0)?;
+        match read_dump(&mut self.socket, seq) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
-            Err(source) => Err(KernelError::Netlink {
-                action: format!("list the elements of set ip {table} {set}"),
-                netns: self.netns.clone(),
-                source,
-            }),
+            other => other,
         }
     }
 }
@@ -99,8 +126,8 @@ pub struct TimedElement {
     pub expires: Option<Duration>,
 }
 
-/// Reads a set element dump answering `seq` to its end.
-fn read_dump(socket: &mut Socket, seq: u32) -> io::Result<Vec<TimedElement>> {
+/// Reads the messages of a dump answering `seq` to its end.
+fn read_dump(socket: &mut Socket, seq: u32) -> io::Result<Vec<Dumped>> {
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     loop {
@@ -117,7 +144,10 @@ fn read_dump(socket: &mut Socket, seq: u32) -> io::Result<Vec<TimedElement>> {
                     }
                     return Ok(out);
                 }
-                _ if reply.body.len() > 4 => out.extend(parse_elements(&reply.body[4..])),
+                _ if reply.body.len() >= 4 => out.push(Dumped {
+                    family: reply.body[0],
+                    body: reply.body[4..].to_vec(),
+                }),
                 _ => {}
             }
         }
