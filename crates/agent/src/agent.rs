@@ -1,6 +1,10 @@
 //! The node agent: registers its Node, renews its Lease, keeps the node network set up and
 //! runs the pod runtime, all until shutdown. Pods keep running when the agent stops; the pod
 //! runtime adopts them when it starts again.
+//!
+//! The tasks share two states: the node's readiness (the network task writes it; the status
+//! loop posts it as `Ready`, the pod runtime waits for it) and the network's health (the
+//! network and proxy tasks report to it; the status loop posts it as `NetworkUnavailable`).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::node::files::NodeFiles;
+use crate::node::health::{Health, NetworkHealth};
 use crate::node::lease::{self, NODE_LEASE_NAMESPACE, NodeLease};
 use crate::node::network::{self, NetworkConfig, OverlaySettings};
 use crate::node::registration::{self, NodeIdentity, Readiness};
@@ -199,6 +204,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (readiness_tx, readiness_rx) = watch::channel(initial);
+    let (health, health_rx) = Health::channel(NetworkHealth::new(config.proxy.is_some()));
     let mut tasks: JoinSet<TaskResult> = JoinSet::new();
 
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
@@ -218,6 +224,7 @@ pub async fn run(
         nodes.clone(),
         identity.clone(),
         readiness_rx.clone(),
+        health_rx,
         config.timings,
         stop_rx.clone(),
     ));
@@ -239,6 +246,7 @@ pub async fn run(
         client.clone(),
         network_config,
         readiness_tx,
+        health.clone(),
         stop_rx.clone(),
     ));
 
@@ -249,7 +257,13 @@ pub async fn run(
             cluster_cidr: config.cluster_cidr,
             state_dir: config.state_dir.clone(),
         };
-        tasks.spawn(proxy_task(client.clone(), settings, node, stop_rx.clone()));
+        tasks.spawn(proxy_task(
+            client.clone(),
+            settings,
+            node,
+            health.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     let pods_config = PodRuntimeConfig {
@@ -325,10 +339,11 @@ async fn status_task(
     api: Api<Node>,
     identity: NodeIdentity,
     readiness: watch::Receiver<Readiness>,
+    health: watch::Receiver<NetworkHealth>,
     timings: NodeTimings,
     stop: watch::Receiver<bool>,
 ) -> TaskResult {
-    registration::run_status_loop(api, identity, readiness, timings, stop).await;
+    registration::run_status_loop(api, identity, readiness, health, timings, stop).await;
     ("node status", Ok(()))
 }
 
@@ -336,9 +351,10 @@ async fn proxy_task(
     client: kube::Client,
     settings: ProxySettings,
     node: ProxyNode,
+    health: Health,
     stop: watch::Receiver<bool>,
 ) -> TaskResult {
-    let result = proxy::run(client, settings, node, stop).await;
+    let result = proxy::run(client, settings, node, health, stop).await;
     (
         "service proxy",
         result.map_err(|e| AgentError::Proxy(e.to_string())),
@@ -349,9 +365,10 @@ async fn network_task(
     client: kube::Client,
     config: NetworkConfig,
     readiness: watch::Sender<Readiness>,
+    health: Health,
     stop: watch::Receiver<bool>,
 ) -> TaskResult {
-    let result = network::run(client, config, readiness, stop).await;
+    let result = network::run(client, config, readiness, health, stop).await;
     ("node network", result.map_err(AgentError::from))
 }
 

@@ -20,6 +20,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use podnet_agent::agent::{self, AgentConfig};
 use podnet_agent::node::NodeTimings;
 use podnet_agent::node::files::NodeFiles;
+use podnet_agent::node::health::{self, Health, NetworkHealth, Part, PartHealth};
 use podnet_agent::node::lease::{self, NODE_LEASE_NAMESPACE, NodeLease};
 use podnet_agent::node::network::{self, NetworkConfig, OverlaySettings};
 use podnet_agent::node::registration::{self, NodeIdentity, Readiness};
@@ -310,13 +311,15 @@ async fn node_registers_ready_keeps_its_pod_cidr_and_renews_its_lease() {
     })
     .await;
 
-    // Status: re-posted periodically (heartbeat advances) and at once when readiness
-    // changes.
+    // Status: re-posted periodically (heartbeat advances) and at once when readiness or the
+    // network's health changes.
     let (ready_tx, ready_rx) = watch::channel(Readiness::ready());
+    let (health, health_rx) = Health::channel(NetworkHealth::new(true));
     let status_loop = tokio::spawn(registration::run_status_loop(
         nodes.clone(),
         id.clone(),
         ready_rx,
+        health_rx,
         NodeTimings {
             status_report: Duration::from_secs(60),
             ..timings
@@ -353,6 +356,22 @@ async fn node_registers_ready_keeps_its_pod_cidr_and_renews_its_lease() {
             .ok_or_else(|| format!("{:?}", condition(&n, "Ready")))
     })
     .await;
+    for part in [Part::Overlay, Part::Masquerade, Part::ServiceProxy] {
+        health.report(part, Ok(()));
+    }
+    network_condition_becomes(&nodes, "False", "PodnetNetworkReady").await;
+    for _ in 0..health::FAILURES_BEFORE_UNAVAILABLE {
+        health.report(Part::ServiceProxy, Err("Operation not permitted".into()));
+    }
+    let c = network_condition_becomes(&nodes, "True", "ServiceProxyFailing").await;
+    assert_eq!(
+        c.message.as_deref(),
+        Some("service proxy: Operation not permitted")
+    );
+    let n = nodes.get("reg-node").await.unwrap();
+    assert_eq!(ready_status(&n), "True", "Ready keeps kubelet's meaning");
+    health.report(Part::ServiceProxy, Ok(()));
+    network_condition_becomes(&nodes, "False", "PodnetNetworkReady").await;
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), lease_loop)
         .await
@@ -365,6 +384,7 @@ async fn node_registers_ready_keeps_its_pod_cidr_and_renews_its_lease() {
 
     // Periodic re-post: the heartbeat advances with no change.
     let (_ready_tx, ready_rx) = watch::channel(Readiness::ready());
+    let (_health, health_rx) = Health::channel(NetworkHealth::new(true));
     let (stop_tx, stop_rx) = watch::channel(false);
     let before = condition(&nodes.get("reg-node").await.unwrap(), "Ready")
         .last_heartbeat_time
@@ -374,6 +394,7 @@ async fn node_registers_ready_keeps_its_pod_cidr_and_renews_its_lease() {
         nodes.clone(),
         id.clone(),
         ready_rx,
+        health_rx,
         NodeTimings {
             status_report: Duration::from_millis(300),
             ..timings
@@ -393,12 +414,44 @@ async fn node_registers_ready_keeps_its_pod_cidr_and_renews_its_lease() {
         },
     )
     .await;
+    // Not known to this loop (nothing reported): the condition posted before is kept.
+    let n = nodes.get("reg-node").await.unwrap();
+    assert_eq!(condition(&n, "NetworkUnavailable").status, "False");
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), status_loop)
         .await
         .expect("the status loop stops")
         .unwrap();
     server.stop().await;
+}
+
+/// Waits (5 s at most: far less than the 60 s report period) for the Node's
+/// `NetworkUnavailable` condition to have `status` and `reason`.
+async fn network_condition_becomes(
+    nodes: &Api<Node>,
+    status: &str,
+    reason: &str,
+) -> k8s_openapi::api::core::v1::NodeCondition {
+    eventually(
+        &format!("NetworkUnavailable {status} ({reason})"),
+        Duration::from_secs(5),
+        || async {
+            let n = nodes.get("reg-node").await.map_err(|e| e.to_string())?;
+            let c = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "NetworkUnavailable"))
+                .cloned()
+                .ok_or("no NetworkUnavailable condition")?;
+            if c.status == status && c.reason.as_deref() == Some(reason) {
+                Ok(c)
+            } else {
+                Err(format!("{c:?}"))
+            }
+        },
+    )
+    .await
 }
 
 /// Creates a peer Node with a requested podCIDR and an InternalIP.
@@ -496,6 +549,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         state_dir: dir.path().join("state"),
     };
     let (ready_tx, mut ready_rx) = watch::channel(Readiness::not_ready("starting"));
+    let (health, health_rx) = Health::channel(NetworkHealth::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let net = tokio::spawn(network::run(
         client.clone(),
@@ -509,12 +563,34 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
             overlay: host_gw(),
         },
         ready_tx,
+        health,
         stop_rx,
     ));
     tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| r.ready))
         .await
         .expect("the node network becomes ready")
         .unwrap();
+    // The masquerade table was programmed, but peer-c's route cannot be (someone else's is
+    // in the way): the overlay fails, and after a retry or two the network is unavailable.
+    let mut health_rx = health_rx;
+    let reported = tokio::time::timeout(
+        Duration::from_secs(10),
+        health_rx.wait_for(|h| h.condition().is_some()),
+    )
+    .await
+    .expect("the overlay and masquerade are reported")
+    .unwrap()
+    .clone();
+    assert_eq!(reported.masquerade, PartHealth::Healthy, "{reported:?}");
+    let c = reported.condition().unwrap();
+    assert!(c.unavailable, "{reported:?}");
+    assert_eq!(c.reason, "OverlayFailing");
+    assert!(
+        c.message.starts_with(
+            "overlay: peer peer-c not set up: a route to 10.244.13.0/24 of another owner"
+        ),
+        "{c:?}"
+    );
 
     // subnet.env and the conflist, exactly.
     let gateway = Ipv4Addr::from(u32::from(own_cidr.network()) + 1);
@@ -652,6 +728,22 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
         },
     )
     .await;
+
+    // The route in the way removed: peer-c is routed and the overlay healthy again, within
+    // the retry back-off rather than only at a resync.
+    ip_in(&t, "route del 10.244.13.0/24 via 172.30.0.53");
+    let healed = tokio::time::timeout(
+        Duration::from_secs(10),
+        health_rx.wait_for(|h| h.overlay == PartHealth::Healthy),
+    )
+    .await
+    .expect("the overlay recovers")
+    .unwrap()
+    .clone();
+    assert_eq!(
+        healed.condition(),
+        Some(health::NetworkCondition::available())
+    );
 
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), net)

@@ -3,6 +3,8 @@
 //!
 //! - [`registration`]: creates or updates the Node object (labels, addresses, system info,
 //!   capacity, conditions) and re-posts its status;
+//! - [`health`]: the health of the overlay, masquerade and service proxy, and the Node's
+//!   `NetworkUnavailable` condition that follows from it;
 //! - [`lease`]: renews the node's heartbeat Lease `kube-node-lease/<node>`;
 //! - [`network`]: waits for the Node's `spec.podCIDR`, runs the overlay backend
 //!   (`--backend`), writes `subnet.env` and the CNI conflist ([`files`]), enables forwarding,
@@ -15,6 +17,7 @@
 
 pub mod backoff;
 pub mod files;
+pub mod health;
 pub mod lease;
 pub mod network;
 pub mod peers;

@@ -14,6 +14,10 @@
 //!
 //! Readiness (files written, forwarding on, the backend's device there) is published on a
 //! watch channel: the node's `Ready` condition and the start of the pod runtime follow it.
+//! Whether the overlay (device, peers) and the masquerade table could be programmed is
+//! reported to the node's [`Health`] (the `NetworkUnavailable` condition); a pass that
+//! failed is retried with back-off (from a second up to the resync period) rather than only
+//! at the next resync, so a failure is confirmed, or mended, within seconds.
 //! On shutdown the kernel state stays: pods keep talking while the agent restarts, and the
 //! next agent adopts what is right without recreating it.
 
@@ -38,7 +42,9 @@ use podnet_overlay::{
 };
 use tokio::sync::watch;
 
+use super::backoff::Backoff;
 use super::files::{self, NodeFiles};
+use super::health::{Health, Part};
 use super::peers::{self, PeerChanges};
 use super::registration::Readiness;
 use super::sysinfo::mtu_of_address;
@@ -190,13 +196,17 @@ impl Kernel {
 /// The result of one pass.
 struct Pass {
     readiness: Readiness,
+    /// Why the pass could not get to the peers (forwarding, the backend, its device); `None`
+    /// when it got there or is only waiting (for the Node, its podCIDR).
+    overlay_error: Option<String>,
     /// The backend's peer sync, when the pass got that far.
     sync: Option<Result<PeerSync, String>>,
     peers: Vec<Peer>,
     skipped: Vec<String>,
     /// The own Node's overlay annotations, when they must change (`None` values: remove).
     annotations: Option<BTreeMap<String, Option<String>>>,
-    masq: Result<bool, String>,
+    /// The masquerade table written (`true`) or already right; `None`: not got to.
+    masq: Option<Result<bool, String>>,
 }
 
 struct PassInput {
@@ -208,21 +218,53 @@ struct PassInput {
     nodes: Vec<Arc<Node>>,
 }
 
+/// A pass that waits (for the Node, its podCIDR): not ready, nothing failed.
 fn not_ready(message: impl std::fmt::Display) -> Pass {
     Pass {
         readiness: Readiness::not_ready(format!("container runtime network not ready: {message}")),
+        overlay_error: None,
         sync: None,
         peers: Vec::new(),
         skipped: Vec::new(),
         annotations: None,
-        masq: Ok(false),
+        masq: None,
+    }
+}
+
+/// A pass that failed before the peers: not ready, and the overlay failing.
+fn broken(message: impl std::fmt::Display) -> Pass {
+    let message = message.to_string();
+    Pass {
+        overlay_error: Some(message.clone()),
+        ..not_ready(message)
+    }
+}
+
+impl Pass {
+    /// How the overlay fared: `None` when the pass did not get to it.
+    fn overlay(&self) -> Option<Result<(), String>> {
+        if let Some(e) = &self.overlay_error {
+            return Some(Err(e.clone()));
+        }
+        match self.sync.as_ref()? {
+            Err(e) => Some(Err(format!("syncing peers: {e}"))),
+            Ok(sync) => Some(match sync.failed.first() {
+                Some((peer, why)) => Err(format!("peer {peer} not set up: {why}")),
+                None => Ok(()),
+            }),
+        }
+    }
+
+    /// Whether something failed that a retry may mend.
+    fn failed(&self) -> bool {
+        matches!(self.overlay(), Some(Err(_))) || matches!(self.masq, Some(Err(_)))
     }
 }
 
 fn pass(kernel: &mut Kernel, input: &PassInput) -> Pass {
     let name = input.node_name.as_str();
     if let Err(e) = kernel.enable_forwarding() {
-        return not_ready(format_args!("cannot enable IPv4 forwarding: {e}"));
+        return broken(format_args!("cannot enable IPv4 forwarding: {e}"));
     }
     let Some(own) = input
         .nodes
@@ -238,12 +280,12 @@ fn pass(kernel: &mut Kernel, input: &PassInput) -> Pass {
     };
     let backend = match kernel.backend(input, subnet) {
         Ok(b) => b,
-        Err(e) => return not_ready(e),
+        Err(e) => return broken(e),
     };
     let data = match backend.ensure_device() {
         Ok(data) => data,
         Err(e) => {
-            return not_ready(format_args!("the {} backend's device: {e}", backend.kind()));
+            return broken(format_args!("the {} backend's device: {e}", backend.kind()));
         }
     };
     let mtu = backend.pod_mtu();
@@ -273,11 +315,12 @@ fn pass(kernel: &mut Kernel, input: &PassInput) -> Pass {
     .map_err(|e| e.to_string());
     Pass {
         readiness,
+        overlay_error: None,
         sync: Some(sync),
         peers: peer_set,
         skipped,
         annotations: annotations_to_patch(own, wanted),
-        masq,
+        masq: Some(masq),
     }
 }
 
@@ -322,11 +365,12 @@ struct Memory {
 }
 
 /// Runs the node network until shutdown. Fails only when the node's namespace cannot be
-/// opened; everything else is retried at the next pass (and shows in `readiness`).
+/// opened; everything else is retried (and shows in `readiness` and `health`).
 pub async fn run(
     client: kube::Client,
     config: NetworkConfig,
     readiness: watch::Sender<Readiness>,
+    health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let NetworkConfig {
@@ -357,8 +401,11 @@ pub async fn run(
     let mut synced = false;
     let mut dirty = true;
     let mut memory = Memory::default();
+    let mut retry = Backoff::new(Duration::from_secs(1), resync);
+    let mut retry_at: Option<tokio::time::Instant> = None;
 
     loop {
+        let retry_sleep = tokio::time::sleep_until(retry_at.unwrap_or_else(far_future));
         tokio::select! {
             _ = stopped(&mut shutdown) => return Ok(()),
             item = stream.next() => {
@@ -367,6 +414,10 @@ pub async fn run(
                 }
             }
             _ = resync_timer.tick() => dirty = true,
+            _ = retry_sleep, if retry_at.is_some() => {
+                retry_at = None;
+                dirty = true;
+            }
         }
         if !(synced && dirty) {
             continue;
@@ -407,7 +458,33 @@ pub async fn run(
             // A failure is logged and retried at the next pass (the Node still differs).
             publish(&api, &node_name, wanted).await;
         }
+        if outcome.failed() {
+            retry_at = Some(tokio::time::Instant::now() + retry.next_delay());
+        } else {
+            retry.reset();
+            retry_at = None;
+        }
+        report_health(&outcome, &health);
         report(&node_name, outcome, &readiness, &mut memory);
+    }
+}
+
+/// An instant the retry timer never reaches (it is disabled while there is no retry).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
+
+/// The pass's verdict on the overlay and the masquerade table, for the Node's
+/// `NetworkUnavailable` condition. A part the pass did not get to is not reported.
+fn report_health(pass: &Pass, health: &Health) {
+    if let Some(outcome) = pass.overlay() {
+        health.report(Part::Overlay, outcome);
+    }
+    if let Some(masq) = &pass.masq {
+        health.report(
+            Part::Masquerade,
+            masq.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
     }
 }
 
@@ -514,9 +591,14 @@ fn report(node: &str, pass: Pass, readiness: &watch::Sender<Readiness>, memory: 
         }
     }
     match pass.masq {
-        Ok(true) => tracing::info!(node, table = masq::TABLE, "wrote the masquerade rules"),
-        Ok(false) => {}
-        Err(e) => {
+        Some(Ok(written)) => {
+            if written {
+                tracing::info!(node, table = masq::TABLE, "wrote the masquerade rules");
+            }
+            memory.masq_error = None;
+        }
+        None => {}
+        Some(Err(e)) => {
             if memory.masq_error.as_ref() != Some(&e) {
                 tracing::warn!(node, error = %e, "masquerade rules not set; retrying at the next resync");
             }

@@ -1,7 +1,8 @@
 //! Node registration and status, as kubelet does it: create the Node (or adopt the one that
 //! is there after a restart, keeping its `spec.podCIDR`), label it, and post its status
 //! (addresses, system info, capacity, conditions) through the status subresource, again
-//! every [`NodeTimings::status_report`] and whenever readiness changes.
+//! every [`NodeTimings::status_report`] and whenever readiness or the network's health
+//! ([`health`](super::health): the `NetworkUnavailable` condition) changes.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -16,6 +17,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::backoff::Backoff;
+use super::health::{self, NetworkCondition, NetworkHealth};
 use super::sysinfo::SystemInfo;
 use super::{NodeError, NodeTimings, stopped};
 
@@ -106,11 +108,36 @@ fn condition(
     }
 }
 
+/// The `NetworkUnavailable` condition: from `network` when it is known, else the one the
+/// Node carries (or none).
+fn network_condition(
+    network: Option<&NetworkCondition>,
+    previous: Option<&NodeStatus>,
+    now: &Time,
+) -> Option<NodeCondition> {
+    match network {
+        Some(n) => Some(condition(
+            health::CONDITION,
+            n.unavailable,
+            &n.reason,
+            &n.message,
+            previous,
+            now,
+        )),
+        None => previous
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == health::CONDITION))
+            .cloned(),
+    }
+}
+
 /// The status to post: addresses, system info, capacity and conditions. A condition whose
-/// status is unchanged from `previous` keeps its `lastTransitionTime`.
+/// status is unchanged from `previous` keeps its `lastTransitionTime`. `network` is the
+/// `NetworkUnavailable` condition; `None` (not known yet) keeps the Node's.
 pub fn node_status(
     id: &NodeIdentity,
     readiness: &Readiness,
+    network: Option<&NetworkCondition>,
     previous: Option<&NodeStatus>,
     now: Timestamp,
 ) -> NodeStatus {
@@ -141,40 +168,45 @@ pub fn node_status(
         ]),
         capacity: Some(resources.clone()),
         allocatable: Some(resources),
-        conditions: Some(vec![
-            condition(
-                "MemoryPressure",
-                false,
-                "KubeletHasSufficientMemory",
-                "kubelet has sufficient memory available",
-                previous,
-                &now,
-            ),
-            condition(
-                "DiskPressure",
-                false,
-                "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure",
-                previous,
-                &now,
-            ),
-            condition(
-                "PIDPressure",
-                false,
-                "KubeletHasSufficientPID",
-                "kubelet has sufficient PID available",
-                previous,
-                &now,
-            ),
-            condition(
-                "Ready",
-                readiness.ready,
-                ready_reason,
-                ready_message,
-                previous,
-                &now,
-            ),
-        ]),
+        conditions: Some(
+            network_condition(network, previous, &now)
+                .into_iter()
+                .chain([
+                    condition(
+                        "MemoryPressure",
+                        false,
+                        "KubeletHasSufficientMemory",
+                        "kubelet has sufficient memory available",
+                        previous,
+                        &now,
+                    ),
+                    condition(
+                        "DiskPressure",
+                        false,
+                        "KubeletHasNoDiskPressure",
+                        "kubelet has no disk pressure",
+                        previous,
+                        &now,
+                    ),
+                    condition(
+                        "PIDPressure",
+                        false,
+                        "KubeletHasSufficientPID",
+                        "kubelet has sufficient PID available",
+                        previous,
+                        &now,
+                    ),
+                    condition(
+                        "Ready",
+                        readiness.ready,
+                        ready_reason,
+                        ready_message,
+                        previous,
+                        &now,
+                    ),
+                ])
+                .collect(),
+        ),
         node_info: Some(NodeSystemInfo {
             architecture: id.system.architecture.clone(),
             boot_id: id.system.boot_id.clone(),
@@ -264,15 +296,17 @@ pub async fn register(
             tracing::info!(node = name, "adopted the existing Node");
         }
     }
-    post_status(api, id, readiness).await
+    post_status(api, id, readiness, None).await
 }
 
 /// Reads the Node and posts its status (merge patch of `status` through the status
-/// subresource), keeping transition times of unchanged conditions.
+/// subresource), keeping transition times of unchanged conditions. `network`: the
+/// `NetworkUnavailable` condition, `None` to keep the Node's.
 pub async fn post_status(
     api: &Api<Node>,
     id: &NodeIdentity,
     readiness: &Readiness,
+    network: Option<&NetworkCondition>,
 ) -> Result<Node, NodeError> {
     let name = id.name.as_str();
     let current = api
@@ -284,7 +318,13 @@ pub async fn post_status(
             "Node {name} was deleted; like kubelet, the agent does not re-create it while running: restart the agent to register the node again"
         )));
     };
-    let status = node_status(id, readiness, current.status.as_ref(), Timestamp::now());
+    let status = node_status(
+        id,
+        readiness,
+        network,
+        current.status.as_ref(),
+        Timestamp::now(),
+    );
     let patch = json!({ "status": status });
     api.patch_status(name, &patch_params(), &Patch::Merge(&patch))
         .await
@@ -318,19 +358,24 @@ pub async fn register_until_done(
     }
 }
 
-/// Re-posts the node status every `timings.status_report`, and at once when `readiness`
-/// changes; API errors are logged and retried with bounded back-off. Ends on shutdown.
+/// What the status loop last posted: readiness and the network condition.
+type Posted = (Readiness, Option<NetworkCondition>);
+
+/// Re-posts the node status every `timings.status_report`, and at once when `readiness` or
+/// the network condition derived from `network` changes; API errors are logged and retried
+/// with bounded back-off. Ends on shutdown.
 pub async fn run_status_loop(
     api: Api<Node>,
     id: NodeIdentity,
     mut readiness: watch::Receiver<Readiness>,
+    mut network: watch::Receiver<NetworkHealth>,
     timings: NodeTimings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(std::time::Duration::from_millis(200), timings.max_backoff);
     let mut next = tokio::time::Instant::now() + timings.status_report;
-    let mut readiness_open = true;
-    let mut last_posted: Option<Readiness> = None;
+    let (mut readiness_open, mut network_open) = (true, true);
+    let mut last_posted: Option<Posted> = None;
     loop {
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
@@ -339,19 +384,31 @@ pub async fn run_status_loop(
                     readiness_open = false;
                     continue;
                 }
-                if last_posted.as_ref() == Some(&*readiness.borrow()) {
+                if last_posted.as_ref() == Some(&posting(&readiness, &network)) {
+                    continue;
+                }
+            }
+            changed = network.changed(), if network_open => {
+                if changed.is_err() {
+                    network_open = false;
+                    continue;
+                }
+                if last_posted.as_ref() == Some(&posting(&readiness, &network)) {
                     continue;
                 }
             }
             _ = tokio::time::sleep_until(next) => {}
         }
-        let current = readiness.borrow_and_update().clone();
-        match post_status(&api, &id, &current).await {
+        let posted: Posted = (
+            readiness.borrow_and_update().clone(),
+            network.borrow_and_update().condition(),
+        );
+        match post_status(&api, &id, &posted.0, posted.1.as_ref()).await {
             Ok(_) => {
-                if last_posted.as_ref() != Some(&current) {
-                    tracing::info!(node = %id.name, ready = current.ready, reason = %current.message, "posted node status");
+                if last_posted.as_ref() != Some(&posted) {
+                    log_posted(&id.name, &posted);
                 }
-                last_posted = Some(current);
+                last_posted = Some(posted);
                 backoff.reset();
                 next = tokio::time::Instant::now() + timings.status_report;
             }
@@ -361,6 +418,40 @@ pub async fn run_status_loop(
                 next = tokio::time::Instant::now() + delay;
             }
         }
+    }
+}
+
+/// What would be posted now.
+fn posting(
+    readiness: &watch::Receiver<Readiness>,
+    network: &watch::Receiver<NetworkHealth>,
+) -> Posted {
+    (readiness.borrow().clone(), network.borrow().condition())
+}
+
+fn log_posted(node: &str, (readiness, network): &Posted) {
+    match network {
+        Some(n) if n.unavailable => tracing::warn!(
+            node,
+            ready = readiness.ready,
+            reason = %readiness.message,
+            network_reason = %n.reason,
+            network_message = %n.message,
+            "posted node status: NetworkUnavailable"
+        ),
+        Some(n) => tracing::info!(
+            node,
+            ready = readiness.ready,
+            reason = %readiness.message,
+            network_reason = %n.reason,
+            "posted node status"
+        ),
+        None => tracing::info!(
+            node,
+            ready = readiness.ready,
+            reason = %readiness.message,
+            "posted node status"
+        ),
     }
 }
 
@@ -390,7 +481,7 @@ mod tests {
     fn status_fields() {
         let id = identity();
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let s = node_status(&id, &Readiness::ready(), None, now);
+        let s = node_status(&id, &Readiness::ready(), None, None, now);
         let addrs = s.addresses.as_ref().unwrap();
         assert_eq!(addrs[0].type_, "InternalIP");
         assert_eq!(addrs[0].address, "172.30.0.1");
@@ -421,8 +512,14 @@ mod tests {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
         let t2: Timestamp = "2026-01-01T00:02:00Z".parse().unwrap();
-        let first = node_status(&id, &Readiness::not_ready("waiting"), None, t0);
-        let second = node_status(&id, &Readiness::not_ready("waiting"), Some(&first), t1);
+        let first = node_status(&id, &Readiness::not_ready("waiting"), None, None, t0);
+        let second = node_status(
+            &id,
+            &Readiness::not_ready("waiting"),
+            None,
+            Some(&first),
+            t1,
+        );
         let ready = |s: &NodeStatus| {
             s.conditions
                 .as_ref()
@@ -435,7 +532,7 @@ mod tests {
         assert_eq!(ready(&second).last_transition_time, Some(Time(t0)));
         assert_eq!(ready(&second).last_heartbeat_time, Some(Time(t1)));
         assert_eq!(ready(&second).reason.as_deref(), Some("KubeletNotReady"));
-        let third = node_status(&id, &Readiness::ready(), Some(&second), t2);
+        let third = node_status(&id, &Readiness::ready(), None, Some(&second), t2);
         assert_eq!(ready(&third).last_transition_time, Some(Time(t2)));
         let pressure = third
             .conditions
@@ -446,6 +543,49 @@ mod tests {
             .cloned()
             .unwrap();
         assert_eq!(pressure.last_transition_time, Some(Time(t0)));
+    }
+
+    fn find<'a>(s: &'a NodeStatus, kind: &str) -> Option<&'a NodeCondition> {
+        s.conditions.as_ref()?.iter().find(|c| c.type_ == kind)
+    }
+
+    #[test]
+    fn network_unavailable_posted_when_known_kept_when_not() {
+        let id = identity();
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let t2: Timestamp = "2026-01-01T00:02:00Z".parse().unwrap();
+        // Not known yet on a new Node: no condition at all.
+        let first = node_status(&id, &Readiness::ready(), None, None, t0);
+        assert!(find(&first, "NetworkUnavailable").is_none());
+        let ok = NetworkCondition::available();
+        let second = node_status(&id, &Readiness::ready(), Some(&ok), Some(&first), t0);
+        let c = find(&second, "NetworkUnavailable").unwrap();
+        assert_eq!(c.status, "False");
+        assert_eq!(c.reason.as_deref(), Some("PodnetNetworkReady"));
+        assert_eq!(
+            c.message.as_deref(),
+            Some("podnet's overlay, masquerade and service proxy are programmed")
+        );
+        assert_eq!(
+            second.conditions.as_ref().unwrap()[0].type_,
+            "NetworkUnavailable"
+        );
+        // Failing: True with the part's reason and error; Ready is left as it is.
+        let failing = NetworkCondition {
+            unavailable: true,
+            reason: "ServiceProxyFailing".into(),
+            message: "service proxy: Operation not permitted".into(),
+        };
+        let third = node_status(&id, &Readiness::ready(), Some(&failing), Some(&second), t1);
+        let c = find(&third, "NetworkUnavailable").unwrap();
+        assert_eq!(c.status, "True");
+        assert_eq!(c.reason.as_deref(), Some("ServiceProxyFailing"));
+        assert_eq!(c.last_transition_time, Some(Time(t1)));
+        assert_eq!(find(&third, "Ready").unwrap().status, "True");
+        // Unknown again (an agent restart): the Node's verdict is kept as it was.
+        let fourth = node_status(&id, &Readiness::ready(), None, Some(&third), t2);
+        assert_eq!(find(&fourth, "NetworkUnavailable"), Some(c));
     }
 
     #[test]

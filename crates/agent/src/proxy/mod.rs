@@ -2,6 +2,12 @@
 //! mode `--proxy-mode` names. A proxy that fails (its watch ended, the API went away) is
 //! restarted with back-off instead of stopping the agent: the node's pods keep running and
 //! the rules already in the kernel keep serving meanwhile.
+//!
+//! Every failure, and every sync the proxy reports ([`events`]), goes to the node's
+//! [`Health`]: a proxy that keeps failing makes the Node `NetworkUnavailable`
+//! (`ServiceProxyFailing`, with the last error) instead of only filling the agent's log.
+
+mod events;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -10,8 +16,10 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use podnet_proxy::{ProxyConfig, ProxyMode};
 use tokio::sync::watch;
+use tracing::instrument::WithSubscriber as _;
 
 use crate::node::backoff::Backoff;
+use crate::node::health::{Health, Part};
 use crate::node::{sleep_or_stop, stopping};
 
 /// The proxy's part of the agent's configuration.
@@ -47,20 +55,28 @@ impl ProxySettings {
 }
 
 /// Runs the proxy until `stop`; restarts it after a failure. Returns an error only for a
-/// configuration the proxy refuses, which a restart cannot mend.
+/// configuration the proxy refuses, which a restart cannot mend. Its failures and syncs are
+/// reported to `health`.
 pub async fn run(
     client: kube::Client,
     settings: ProxySettings,
     node: ProxyNode,
+    health: Health,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), podnet_proxy::ProxyError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let observer = events::observer(health.clone());
     while !stopping(&stop) {
         let started = std::time::Instant::now();
-        match podnet_proxy::run(client.clone(), settings.config(&node), stop.clone()).await {
+        let proxy = podnet_proxy::run(client.clone(), settings.config(&node), stop.clone());
+        match proxy.with_subscriber(observer.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e @ podnet_proxy::ProxyError::Config(_)) => return Err(e),
+            Err(e @ podnet_proxy::ProxyError::Config(_)) => {
+                health.report(Part::ServiceProxy, Err(e.to_string()));
+                return Err(e);
+            }
             Err(e) => {
+                health.report(Part::ServiceProxy, Err(e.to_string()));
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff.reset();
                 }
