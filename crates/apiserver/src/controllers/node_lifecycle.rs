@@ -1,5 +1,6 @@
 //! The node lifecycle controller: a node whose agent stops sending heartbeats is marked
-//! `Unknown` and tainted, as kube-controller-manager does.
+//! `Unknown` and tainted, as kube-controller-manager does; a node whose network is
+//! unavailable is tainted too.
 //!
 //! A node's heartbeat is the renewal of its `coordination.k8s.io/v1` Lease
 //! `kube-node-lease/<node>` (`spec.renewTime`) or a new `lastHeartbeatTime` of its `Ready`
@@ -15,8 +16,16 @@
 //! (`True` or `False`) again. Nodes are checked on every Node and Lease change, at the
 //! moment their grace runs out, and every few seconds.
 //!
-//! Not covered: the `NoExecute` taint and pod eviction, the `not-ready` taint, zone-based
-//! rate limiting of evictions.
+//! As kube-controller-manager's taint-by-condition does, a node whose `NetworkUnavailable`
+//! condition is `True` (its agent could not program the overlay, masquerade or service
+//! proxy; or a cloud route is missing) carries `node.kubernetes.io/network-unavailable:
+//! NoSchedule` until the condition is no longer `True`: the scheduler then places no pod
+//! there that does not tolerate it (pods that set `spec.nodeName` themselves, as kubelet
+//! allows, are not held back). A node going `Unknown` leaves `NetworkUnavailable` as it is,
+//! as upstream does.
+//!
+//! Not covered: the `NoExecute` taint and pod eviction, the `not-ready` and pressure taints,
+//! zone-based rate limiting of evictions.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,6 +47,8 @@ use crate::registry::Registry;
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The taint of a node whose `Ready` condition is `Unknown`.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// The taint of a node whose `NetworkUnavailable` condition is `True`.
+pub const NETWORK_UNAVAILABLE_TAINT: &str = "node.kubernetes.io/network-unavailable";
 /// The conditions marked `Unknown` when a node stops sending heartbeats.
 pub const MONITORED_CONDITIONS: [&str; 4] =
     ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -143,14 +154,9 @@ impl Reconciler for NodeLifecycle {
         let silent = now.saturating_duration_since(seen_at);
         let stale = silent > self.grace;
 
-        let needs_write = |n: &Value| apply(n, stale).is_some();
         let mut outcome = Outcome::default();
-        if needs_write(node) {
-            if stale {
-                tracing::warn!(node = name.as_str(), silent = ?silent, "node stopped sending heartbeats; marking it Unknown");
-            } else {
-                tracing::info!(node = name.as_str(), "node is reporting again");
-            }
+        if let Some(updated) = apply(node, stale) {
+            log_change(name, node, &updated, silent);
             let written = self
                 .registry
                 .update_with(&NODE, "", name, |cur| Ok(apply(cur, stale)))
@@ -168,6 +174,37 @@ impl Reconciler for NodeLifecycle {
         }
         Ok(outcome)
     }
+}
+
+/// Logs what `apply` is about to change.
+fn log_change(name: &str, old: &Value, new: &Value, silent: Duration) {
+    let network = |n: &Value| has_taint(n, NETWORK_UNAVAILABLE_TAINT);
+    let unreachable = |n: &Value| has_taint(n, UNREACHABLE_TAINT);
+    if unreachable(new) && (!unreachable(old) || condition_status(old, "Ready") != "Unknown") {
+        tracing::warn!(node = name, silent = ?silent, "node stopped sending heartbeats; marking it Unknown");
+    } else if unreachable(old) && !unreachable(new) {
+        tracing::info!(node = name, "node is reporting again");
+    }
+    if network(new) && !network(old) {
+        let c = condition(new, "NetworkUnavailable");
+        tracing::warn!(
+            node = name,
+            reason = c.map(|c| str_at(c, "/reason")).unwrap_or(""),
+            message = c.map(|c| str_at(c, "/message")).unwrap_or(""),
+            "node's network is unavailable; tainting it {NETWORK_UNAVAILABLE_TAINT}:NoSchedule"
+        );
+    } else if network(old) && !network(new) {
+        tracing::info!(
+            node = name,
+            "node's network is available again; removing its {NETWORK_UNAVAILABLE_TAINT} taint"
+        );
+    }
+}
+
+fn has_taint(node: &Value, key: &str) -> bool {
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .is_some_and(|ts| ts.iter().any(|t| str_at(t, "/key") == key))
 }
 
 /// The node with its conditions and taint made consistent with `stale`, or `None` if it
@@ -210,45 +247,54 @@ fn apply(node: &Value, stale: bool) -> Option<Value> {
             }
         }
     }
-    let want_taint = condition_status(&new, "Ready") == "Unknown";
-    let is_unreachable =
-        |t: &Value| str_at(t, "/key") == UNREACHABLE_TAINT && str_at(t, "/effect") == "NoSchedule";
-    let has_taint = new
+    let unreachable = condition_status(&new, "Ready") == "Unknown";
+    changed |= set_taint(&mut new, UNREACHABLE_TAINT, unreachable);
+    let network_unavailable = condition_status(&new, "NetworkUnavailable") == "True";
+    changed |= set_taint(&mut new, NETWORK_UNAVAILABLE_TAINT, network_unavailable);
+    changed.then_some(new)
+}
+
+/// Adds (`want`) or removes the `NoSchedule` taint `key`; whether the node changed.
+fn set_taint(node: &mut Value, key: &str, want: bool) -> bool {
+    let is_ours = |t: &Value| str_at(t, "/key") == key && str_at(t, "/effect") == "NoSchedule";
+    let has = node
         .pointer("/spec/taints")
         .and_then(Value::as_array)
-        .is_some_and(|ts| ts.iter().any(is_unreachable));
-    if want_taint && !has_taint {
-        if !new.get("spec").is_some_and(Value::is_object) {
-            new["spec"] = json!({});
-        }
-        if !new["spec"].get("taints").is_some_and(Value::is_array) {
-            new["spec"]["taints"] = json!([]);
-        }
-        if let Some(taints) = new["spec"]["taints"].as_array_mut() {
-            taints.push(json!({"key": UNREACHABLE_TAINT, "effect": "NoSchedule"}));
-        }
-        changed = true;
-    } else if !want_taint && has_taint {
-        if let Some(taints) = new
-            .pointer_mut("/spec/taints")
-            .and_then(Value::as_array_mut)
-        {
-            taints.retain(|t| !is_unreachable(t));
-            if taints.is_empty()
-                && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut)
-            {
-                spec.remove("taints");
-            }
-        }
-        changed = true;
+        .is_some_and(|ts| ts.iter().any(is_ours));
+    if want == has {
+        return false;
     }
-    changed.then_some(new)
+    if want {
+        if !node.get("spec").is_some_and(Value::is_object) {
+            node["spec"] = json!({});
+        }
+        if !node["spec"].get("taints").is_some_and(Value::is_array) {
+            node["spec"]["taints"] = json!([]);
+        }
+        if let Some(taints) = node["spec"]["taints"].as_array_mut() {
+            taints.push(json!({"key": key, "effect": "NoSchedule"}));
+        }
+        return true;
+    }
+    if let Some(taints) = node
+        .pointer_mut("/spec/taints")
+        .and_then(Value::as_array_mut)
+    {
+        taints.retain(|t| !is_ours(t));
+        if taints.is_empty()
+            && let Some(spec) = node.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            spec.remove("taints");
+        }
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::*;
+    use podnet_api::k8s::kinds::POD;
 
     fn stamp() -> String {
         chrono::Utc::now()
@@ -270,6 +316,104 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn network_unavailable_taints_until_it_is_not_true() {
+        let node = |status: &str, taints: Value| {
+            json!({
+                "metadata": {"name": "n1"},
+                "spec": {"taints": taints},
+                "status": {"conditions": [
+                    {"type": "NetworkUnavailable", "status": status, "reason": "ServiceProxyFailing"},
+                    {"type": "Ready", "status": "True"},
+                ]},
+            })
+        };
+        let other = json!({"key": "other", "effect": "NoSchedule"});
+        let tainted = apply(&node("True", json!([other])), false).unwrap();
+        assert_eq!(
+            tainted["spec"]["taints"],
+            json!([other, {"key": NETWORK_UNAVAILABLE_TAINT, "effect": "NoSchedule"}])
+        );
+        assert!(apply(&tainted, false).is_none(), "already consistent");
+        let mut recovered = tainted.clone();
+        recovered["status"]["conditions"][0]["status"] = json!("False");
+        let untainted = apply(&recovered, false).unwrap();
+        assert_eq!(untainted["spec"]["taints"], json!([other]));
+        // No condition (a kubelet that does not post it): no taint.
+        let plain = json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(apply(&plain, false).is_none());
+        // Gone Unknown: NetworkUnavailable is left as it was (and its taint stays).
+        let stale = apply(&tainted, true).unwrap();
+        assert_eq!(condition_status(&stale, "NetworkUnavailable"), "True");
+        assert!(has_taint(&stale, NETWORK_UNAVAILABLE_TAINT));
+        assert!(has_taint(&stale, UNREACHABLE_TAINT));
+    }
+
+    /// With the scheduler: a pod is not placed on a node whose network is unavailable, and
+    /// is once the network is back.
+    #[tokio::test]
+    async fn the_scheduler_waits_for_the_network() {
+        let r = registry();
+        let node = |status: &str| {
+            json!({
+                "metadata": {"name": "n1"},
+                "status": {"conditions": [
+                    {"type": "NetworkUnavailable", "status": status, "reason": "ServiceProxyFailing",
+                     "message": "service proxy: Operation not permitted"},
+                    {"type": "Ready", "status": "True"},
+                ]},
+            })
+        };
+        r.create(&NODE, node("True")).await.unwrap();
+        r.create(
+            &POD,
+            json!({"metadata": {"name": "p", "namespace": "default"},
+                   "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": {"phase": "Pending"}}),
+        )
+        .await
+        .unwrap();
+        let (stop, rx) = shutdown();
+        let config = ControllerConfig::default();
+        let lifecycle = spawn(r.clone(), &config, rx.clone());
+        let scheduler = super::super::scheduler::spawn(r.clone(), &config, rx);
+        let message = wait_for(
+            "the pod unschedulable",
+            Duration::from_secs(10),
+            async || {
+                let p = r.get(&POD, "default", "p").await.unwrap();
+                let c = condition(&p, "PodScheduled")?;
+                let m = str_at(c, "/message").to_owned();
+                m.contains("network-unavailable").then_some(m)
+            },
+        )
+        .await;
+        assert_eq!(
+            message,
+            "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/network-unavailable: }."
+        );
+        r.update_with(&NODE, "", "n1", |cur| {
+            let mut n = cur.clone();
+            n["status"]["conditions"][0]["status"] = json!("False");
+            Ok(Some(n))
+        })
+        .await
+        .unwrap();
+        wait_for("the pod bound", Duration::from_secs(10), async || {
+            let p = r.get(&POD, "default", "p").await.unwrap();
+            (str_at(&p, "/spec/nodeName") == "n1").then_some(())
+        })
+        .await;
+        let n1 = r.get(&NODE, "", "n1").await.unwrap();
+        assert!(!has_taint(&n1, NETWORK_UNAVAILABLE_TAINT), "{n1}");
+        stop.send(true).unwrap();
+        for handle in [lifecycle, scheduler] {
+            tokio::time::timeout(Duration::from_secs(5), handle)
+                .await
+                .unwrap()
+                .unwrap();
+        }
     }
 
     #[tokio::test]

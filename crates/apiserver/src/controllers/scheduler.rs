@@ -7,7 +7,10 @@
 //!   `node.kubernetes.io/unschedulable:NoSchedule`),
 //! - has no `NoSchedule`/`NoExecute` taint the pod does not tolerate (a toleration matches
 //!   on key — empty with `Exists` matches every key —, effect — empty matches every
-//!   effect —, and with `Equal`, the default, on value),
+//!   effect —, and with `Equal`, the default, on value); a node whose `NetworkUnavailable`
+//!   condition is `True` counts as carrying `node.kubernetes.io/network-unavailable:
+//!   NoSchedule` already (node lifecycle adds the taint itself a moment later; this closes
+//!   the window in between),
 //! - carries every label of the pod's `spec.nodeSelector`,
 //!
 //! choosing the one with the fewest pods bound to it (pods not in a terminal phase), ties
@@ -41,6 +44,8 @@ use crate::registry::Registry;
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 /// The taint of a node with `spec.unschedulable`.
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+/// The taint of a node whose `NetworkUnavailable` condition is `True`.
+pub const NETWORK_UNAVAILABLE_TAINT: &str = super::node_lifecycle::NETWORK_UNAVAILABLE_TAINT;
 
 /// Spawns the scheduler.
 pub fn spawn(
@@ -89,6 +94,7 @@ fn node_fingerprint(node: &Value) -> Value {
         node.pointer("/spec/unschedulable"),
         node.pointer("/spec/taints"),
         condition_status(node, "Ready"),
+        condition_status(node, "NetworkUnavailable"),
     ])
 }
 
@@ -317,6 +323,13 @@ fn unfit_reason(pod: &Value, node: &Value) -> Option<String> {
         .unwrap_or(false);
     if unschedulable && !tolerates(&tolerations, UNSCHEDULABLE_TAINT, "", "NoSchedule") {
         return Some("node(s) were unschedulable".into());
+    }
+    if condition_status(node, "NetworkUnavailable") == "True"
+        && !tolerates(&tolerations, NETWORK_UNAVAILABLE_TAINT, "", "NoSchedule")
+    {
+        return Some(format!(
+            "node(s) had untolerated taint {{{NETWORK_UNAVAILABLE_TAINT}: }}"
+        ));
     }
     for taint in node
         .pointer("/spec/taints")
@@ -582,6 +595,22 @@ mod tests {
         assert_eq!(
             choose_node(&pod("p"), &[], &HashMap::new()),
             Err("no nodes available to schedule pods".into())
+        );
+        // NetworkUnavailable=True: as if tainted, before node lifecycle adds the taint.
+        let mut no_network = node("x", true, json!({}));
+        no_network["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "NetworkUnavailable", "status": "True"}));
+        assert_eq!(
+            choose_node(&pod("p"), &[&no_network], &HashMap::new()),
+            Err("0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/network-unavailable: }.".into())
+        );
+        let mut tolerant = pod("t");
+        tolerant["spec"]["tolerations"] = json!([{"key": NETWORK_UNAVAILABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]);
+        assert_eq!(
+            choose_node(&tolerant, &[&no_network], &HashMap::new()),
+            Ok("x".into())
         );
     }
 }
