@@ -6,6 +6,8 @@
 //! [`Netlink::open_in`] opens its socket on a short-lived thread that has
 //! entered the target namespace, and the socket stays bound there.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod addr;
 pub mod conntrack;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod netns;
 pub mod nft;
 pub mod nftnl;
 pub mod route;
+pub mod ruleset;
 pub mod sysctl;
 pub mod vxlan;
 

@@ -114,6 +114,7 @@ pub(crate) fn affinity_spec(s: &AffinitySet) -> SetSpec {
         value: SetValue::None,
         timeout_ms: Some(u64::from(s.timeout_seconds) * 1000),
         userdata,
+        flags: 0,
     }
 }
 
@@ -146,6 +147,7 @@ pub(crate) fn endpoint_map_spec(m: &TargetMap) -> SetSpec {
         },
         timeout_ms: None,
         userdata: endpoint_map_udata(m.protocol),
+        flags: 0,
     }
 }
 

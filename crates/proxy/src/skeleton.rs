@@ -310,6 +310,7 @@ impl SetKind {
             },
             timeout_ms: None,
             userdata,
+            flags: 0,
         }
     }
 }

@@ -86,17 +86,24 @@ fn decode(name: &str, d: &[u8]) -> Option<Expr> {
             }
         }
         "immediate" => immediate(d)?,
-        "nat" if u(1) == Some(1) && u(4).is_none() && u(6).is_none() => Expr::Dnat {
-            addr: u(3)?,
-            port: u(5)?,
-        },
+        // The kernel lists a single address and port with max = min.
+        "nat"
+            if u(1) == Some(1)
+                && u(4).is_none_or(|m| Some(m) == u(3))
+                && u(6).is_none_or(|m| Some(m) == u(5)) =>
+        {
+            Expr::Dnat {
+                addr: u(3)?,
+                port: u(5)?,
+            }
+        }
         "masq" if attr(d, 2).is_none() => Expr::Masquerade {
             fully_random: u(1).unwrap_or(0) & 0x10 != 0,
         },
         "reject" => Expr::Reject {
             tcp_reset: u(1)? == 1,
         },
-        "redir" if attr(d, 2).is_none() => Expr::Redirect { port: u(1)? },
+        "redir" if u(2).is_none_or(|m| Some(m) == u(1)) => Expr::Redirect { port: u(1)? },
         "log" if attr(d, 3).is_none() && attr(d, 5).is_none() => Expr::Log {
             group: be_u16(d, 1)?,
             prefix: text(d, 2),

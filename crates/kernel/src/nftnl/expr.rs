@@ -13,7 +13,7 @@ pub const REG32_01: u32 = 9;
 pub const REG32_02: u32 = 10;
 
 /// Where a payload load starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayloadBase {
     Network = 1,
     Transport = 2,
@@ -55,7 +55,7 @@ impl std::fmt::Display for Verdict {
 }
 
 /// A packet or connection property `meta` loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetaKey {
     Mark = 3,
     IifName = 6,
@@ -80,14 +80,14 @@ impl MetaKey {
 }
 
 /// A conntrack property `ct` loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CtKey {
     State = 0,
     Status = 2,
 }
 
 /// How `cmp` compares a register with its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CmpOp {
     Eq = 0,
     Neq = 1,
@@ -118,7 +118,7 @@ impl CmpOp {
 
 /// The set a lookup reads: a named one, or an anonymous one created in the same batch
 /// (by the id [`super::Batch::add_anonymous_vmap`] returned).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SetRef {
     Named(String),
     Anonymous(u32),
@@ -126,7 +126,7 @@ pub enum SetRef {
 
 /// The expressions of the rules this module writes. Loads go to register 1 unless a
 /// `dreg` says otherwise (the later fields of a concatenation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Expr {
     /// `len` bytes of the packet at `base` + `offset`.
     Payload {

@@ -354,6 +354,11 @@ pub fn apply(ns: Option<&NetNs>, batch: &Batch) -> Result<()> {
     NftSocket::open(ns)?.apply(batch)
 }
 
+/// The comment in a set's user data, as nft files it.
+pub fn set_comment(userdata: &[u8]) -> Option<String> {
+    dump::comment(userdata, 7)
+}
+
 /// A string attribute of a message.
 fn text_attr(body: &[u8], want: u16) -> Option<String> {
     attrs(body)
@@ -481,6 +486,7 @@ mod tests {
                 value: SetValue::None,
                 timeout_ms: None,
                 userdata: vec![],
+                flags: 0,
             },
         );
         b.add_elements_by_id("t", id, &[Element::key(vec![0; 4])]);

@@ -44,6 +44,8 @@ pub struct SetSpec {
     pub timeout_ms: Option<u64>,
     /// `nft`'s description of the set (byte order, `typeof` expressions, comment).
     pub userdata: Vec<u8>,
+    /// Flags beyond those the value and timeout imply (e.g. `NFT_SET_INTERVAL`).
+    pub flags: u32,
 }
 
 /// What a key maps to: nothing (a set), a verdict, or data of a type and length.
@@ -204,6 +206,7 @@ impl Batch {
         if spec.timeout_ms.is_some() {
             flags |= NFT_SET_TIMEOUT | NFT_SET_EVAL;
         }
+        flags |= spec.flags;
         let a = self.set_attrs(table, &spec.name, flags, spec);
         self.push(NFT_MSG_NEWSET, NLM_F_CREATE, &a);
         self.next_set_id
@@ -230,6 +233,7 @@ impl Batch {
             value: SetValue::Verdict,
             timeout_ms: None,
             userdata: anonymous_vmap_udata(),
+            flags: 0,
         };
         let flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP;
         let mut a = self.set_attrs(table, ANONYMOUS_MAP_NAME, flags, &spec);
