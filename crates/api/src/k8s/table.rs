@@ -820,6 +820,16 @@ fn node_row(node: &Value, name: Value, age: Value) -> Vec<Value> {
     if status.is_empty() {
         status.push("Unknown");
     }
+    // kubectl shows only Ready; a node that says its network is unavailable (pods start
+    // there but cannot reach Services or other nodes) says so too, in the same style.
+    if get_arr(node, &["status", "conditions"])
+        .iter()
+        .rev()
+        .find(|c| get_str(c, &["type"]) == "NetworkUnavailable")
+        .is_some_and(|c| get_str(c, &["status"]) == "True")
+    {
+        status.push("NetworkUnavailable");
+    }
     if get_bool(node, &["spec", "unschedulable"]) {
         status.push("SchedulingDisabled");
     }
@@ -1970,6 +1980,27 @@ mod tests {
             json!({"conditions": [{"type": "Ready", "status": "False"}]}),
         );
         assert_eq!(cells("Node", n)[1..3], ["NotReady", "<none>"]);
+        let n = node(
+            json!({}),
+            json!({"unschedulable": true}),
+            json!({"conditions": [
+                {"type": "NetworkUnavailable", "status": "True", "reason": "ServiceProxyFailing"},
+                {"type": "Ready", "status": "True"},
+            ]}),
+        );
+        assert_eq!(
+            cells("Node", n)[1],
+            "Ready,NetworkUnavailable,SchedulingDisabled"
+        );
+        let n = node(
+            json!({}),
+            json!({}),
+            json!({"conditions": [
+                {"type": "NetworkUnavailable", "status": "False"},
+                {"type": "Ready", "status": "True"},
+            ]}),
+        );
+        assert_eq!(cells("Node", n)[1], "Ready");
     }
 
     #[test]
