@@ -8,76 +8,95 @@
 //! - anything else from outside the cluster CIDR to a pod elsewhere is masqueraded, so the
 //!   answer comes back through this node (flannel's fourth rule).
 //!
-//! The table is replaced whole in one transaction (`table; delete table; table {…}`), so a
-//! hand edit is repaired and a pass never leaves half a ruleset.
+//! Written over netlink (no `nft` program): the table is read back first, and only when it
+//! differs from what it should be is it replaced whole in one transaction, so a hand edit
+//! is repaired and a pass never leaves half a ruleset.
 
 use ipnet::Ipv4Net;
-use podnet_kernel::{NetNs, nft};
+use podnet_kernel::NetNs;
+use podnet_kernel::nftnl::{self, BaseChain, ChainKind, Family, Hook, Verdict};
+use podnet_kernel::ruleset::{self, Action, Addr, Chain, Match, Rule, Table};
 
 use crate::OverlayError;
 
 /// nftables family of podnet's masquerade table.
-pub const FAMILY: &str = "ip";
+pub const FAMILY: Family = Family::Ip;
 /// podnet's masquerade table.
 pub const TABLE: &str = "podnet-masq";
 
-/// The rules of the table's postrouting chain, one per line, as `nft list` prints them.
-pub fn rules(cluster_cidr: Ipv4Net, node_subnet: Ipv4Net) -> Vec<String> {
+/// The table's comment: whose it is.
+const COMMENT: &str =
+    "podnet: masquerade of pod traffic leaving the cluster; rewritten by podnet, do not edit";
+
+fn ip(addr: Addr, net: Ipv4Net, equal: bool) -> Match {
+    Match::Ip { addr, net, equal }
+}
+
+/// The rules of the table's postrouting chain.
+pub fn rules(cluster_cidr: Ipv4Net, node_subnet: Ipv4Net) -> Vec<Rule> {
     let net = cluster_cidr.trunc();
     let own = node_subnet.trunc();
+    let multicast: Ipv4Net = Ipv4Net::new([224, 0, 0, 0].into(), 4).unwrap_or_default();
+    let masquerade = || vec![Action::Masquerade { fully_random: true }];
+    let ret = || vec![Action::Verdict(Verdict::Return)];
     vec![
-        format!("ip saddr {net} ip daddr {net} return"),
-        format!("ip saddr {net} ip daddr != 224.0.0.0/4 masquerade fully-random"),
-        format!("ip saddr != {net} ip daddr {own} return"),
-        format!("ip saddr != {net} ip daddr {net} masquerade fully-random"),
+        Rule::new(
+            vec![ip(Addr::Saddr, net, true), ip(Addr::Daddr, net, true)],
+            ret(),
+        ),
+        Rule::new(
+            vec![
+                ip(Addr::Saddr, net, true),
+                ip(Addr::Daddr, multicast, false),
+            ],
+            masquerade(),
+        ),
+        Rule::new(
+            vec![ip(Addr::Saddr, net, false), ip(Addr::Daddr, own, true)],
+            ret(),
+        ),
+        Rule::new(
+            vec![ip(Addr::Saddr, net, false), ip(Addr::Daddr, net, true)],
+            masquerade(),
+        ),
     ]
 }
 
-/// The whole transaction that (re)creates the table.
-pub fn ruleset(cluster_cidr: Ipv4Net, node_subnet: Ipv4Net) -> String {
-    let mut text = format!(
-        "table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\ntable {FAMILY} {TABLE} {{\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"
-    );
-    for rule in rules(cluster_cidr, node_subnet) {
-        text.push_str("\t\t");
-        text.push_str(&rule);
-        text.push('\n');
-    }
-    text.push_str("\t}\n}\n");
-    text
-}
-
-/// Whether the listed table has exactly the wanted rules (in order), nothing more.
-fn matches(listing: &str, wanted: &[String]) -> bool {
-    let found: Vec<&str> = listing
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("ip saddr"))
-        .collect();
-    found.len() == wanted.len() && found.iter().zip(wanted).all(|(a, b)| *a == b)
+/// The whole table.
+pub fn table(cluster_cidr: Ipv4Net, node_subnet: Ipv4Net) -> Table {
+    let mut t = Table::new(FAMILY, TABLE);
+    t.comment = Some(COMMENT.to_string());
+    t.chains = vec![Chain {
+        name: "postrouting".into(),
+        hook: Some(BaseChain {
+            kind: ChainKind::Nat,
+            hook: Hook::Postrouting,
+            priority: 100,
+            accept: true,
+        }),
+        rules: rules(cluster_cidr, node_subnet),
+    }];
+    t
 }
 
 /// Makes the table be what it should; `true` when it had to be (re)written. Reads first, so
-/// the usual pass runs one `nft list` and changes nothing.
+/// the usual pass is one netlink dump and changes nothing.
 pub fn ensure(
     netns: Option<&NetNs>,
     cluster_cidr: Ipv4Net,
     node_subnet: Ipv4Net,
 ) -> Result<bool, OverlayError> {
-    let wanted = rules(cluster_cidr, node_subnet);
-    if let Some(listing) = nft::list_table(netns, FAMILY, TABLE)?
-        && matches(&listing, &wanted)
-        && listing.contains("hook postrouting")
-    {
+    let wanted = table(cluster_cidr, node_subnet);
+    if ruleset::get(netns, FAMILY, TABLE)?.as_ref() == Some(&wanted) {
         return Ok(false);
     }
-    nft::apply(netns, &ruleset(cluster_cidr, node_subnet))?;
+    nftnl::apply(netns, &wanted.replacing_batch())?;
     Ok(true)
 }
 
 /// Removes the table (nothing if it is not there).
 pub fn remove(netns: Option<&NetNs>) -> Result<(), OverlayError> {
-    nft::delete_table(netns, FAMILY, TABLE)?;
+    ruleset::delete_table(netns, FAMILY, TABLE)?;
     Ok(())
 }
 
@@ -86,22 +105,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ruleset_keeps_pod_to_pod_and_masquerades_the_rest() {
-        let text = ruleset(
+    fn the_table_keeps_pod_to_pod_and_masquerades_the_rest() {
+        let t = table(
             "10.244.0.0/16".parse().unwrap(),
             "10.244.3.0/24".parse().unwrap(),
         );
-        assert!(text.starts_with("table ip podnet-masq\ndelete table ip podnet-masq\n"));
-        assert!(text.contains("ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return"));
-        assert!(
-            text.contains("ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random")
+        assert_eq!(
+            t.to_string(),
+            format!(
+                "table ip podnet-masq {{\n\tcomment \"{COMMENT}\"\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return\n\t\tip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random\n\t\tip saddr != 10.244.0.0/16 ip daddr 10.244.3.0/24 return\n\t\tip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random\n\t}}\n}}\n"
+            )
         );
-        let listing = "table ip podnet-masq {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return\n\t\tip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random\n\t\tip saddr != 10.244.0.0/16 ip daddr 10.244.3.0/24 return\n\t\tip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random\n\t}\n}\n";
-        let wanted = rules(
-            "10.244.0.0/16".parse().unwrap(),
-            "10.244.3.0/24".parse().unwrap(),
-        );
-        assert!(matches(listing, &wanted));
-        assert!(!matches(&listing.replace("fully-random", ""), &wanted));
     }
 }
