@@ -1,36 +1,65 @@
-//! The OpenAPI v3 documents kubectl needs from podnet's apiserver.
+//! The OpenAPI documents of podnet's apiserver: `/openapi/v2` (Swagger 2.0, JSON or gnostic
+//! protobuf) and `/openapi/v3` (a root listing one OpenAPI 3.0 document per group version), with
+//! the schemas kube-apiserver publishes for every served kind ([`definitions`], from
+//! k8s-openapi, upstream's extensions put back).
 //!
-//! kubectl (v1.27 and later) validates manifests with `--validate=strict` by default. Before it
-//! falls back to client-side validation (which needs the full OpenAPI v2 schema), it checks
-//! whether the server validates fields itself (`k8s.io/cli-runtime/pkg/resource/
-//! query_param_verifier_v3.go`): it fetches `/openapi/v3`, follows the `serverRelativeURL` of
-//! the object's group version, and looks for a PATCH operation whose
-//! `x-kubernetes-group-version-kind` is the object's and which takes a `fieldValidation` query
-//! parameter. The documents here declare exactly that, for every kind podnet serves, so kubectl
-//! leaves validation to the server.
+//! kubectl uses them in several ways, and each constrains the documents:
 //!
-//! No operation declares a request body. `kubectl apply` builds a strategic merge patch from
-//! OpenAPI v3 only if the PATCH operation accepts `application/strategic-merge-patch+json`
-//! (`gvkSupportsPatchOpenAPIV3` in kubectl's `patcher.go`); without a request body it falls back
-//! to OpenAPI v2 and then to its compiled-in types, which know the patch merge keys of every
-//! built-in kind. The component schemas are minimal (an object with the group-version-kind
-//! extension), enough for tools that look a kind up but not for `kubectl explain`.
+//! - `kubectl explain` walks the v3 schemas (v2 when v3 is not served): they must be the real
+//!   ones, with descriptions and `$ref`s.
+//! - `--validate=strict` (the default) first checks whether the server validates fields itself
+//!   (`k8s.io/cli-runtime/pkg/resource/query_param_verifier_v3.go`): it fetches `/openapi/v3`,
+//!   follows the `serverRelativeURL` of the object's group version, and looks for a PATCH
+//!   operation whose `x-kubernetes-group-version-kind` is the object's and which takes a
+//!   `fieldValidation` query parameter. The v3 documents declare exactly that, for every kind
+//!   podnet serves, so kubectl leaves validation to the server. A `kind: List` has no such
+//!   operation, so kubectl validates its items on the client against the v2 definitions.
+//! - No v3 operation declares a request body. `kubectl apply` builds a strategic merge patch from
+//!   OpenAPI v3 only if the PATCH operation accepts `application/strategic-merge-patch+json`
+//!   (`gvkSupportsPatchOpenAPIV3` in kubectl's `patcher.go`); without a request body it falls
+//!   back to OpenAPI v2: the v2 PATCH operations list the patch types podnet takes
+//!   (`consumes`), and kubectl builds the patch from the v2 definitions, whose lists carry
+//!   upstream's `x-kubernetes-patch-merge-key` and `x-kubernetes-patch-strategy`.
+//!
+//! Every document is built once and kept (the definitions are hundreds of schemas).
+
+mod definitions;
+mod extensions;
+mod gnostic;
+mod paths;
+mod v2;
+
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
-use super::kinds::{self, ResourceKind};
+use super::kinds;
+use paths::Form;
+
+pub use gnostic::ShapeError;
+pub use v2::{PROTOBUF, PROTOBUF_AT, V2Document, v2};
+
+/// One group version's OpenAPI v3 document, built once.
+#[derive(Debug)]
+pub struct V3Document {
+    /// `api/v1` or `apis/GROUP/VERSION`.
+    pub path: String,
+    pub document: Value,
+    /// Its JSON text.
+    pub json: Vec<u8>,
+    /// The hash in its `serverRelativeURL`; also its ETag (in quotes).
+    pub hash: String,
+}
 
 /// The `/openapi/v3` root document: one path per served group version (`api/v1`,
 /// `apis/GROUP/VERSION`), each with its `serverRelativeURL` carrying a `hash` that changes
 /// whenever the document does (kubectl caches by URL).
 pub fn v3_root() -> Value {
     let mut paths = Map::new();
-    for (group, version) in group_versions() {
-        let path = gv_path(group, version);
-        let hash = hash(&document(group, version));
+    for doc in v3_documents() {
         paths.insert(
-            path.clone(),
-            json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}") }),
+            doc.path.clone(),
+            json!({ "serverRelativeURL": format!("/openapi/v3/{}?hash={}", doc.path, doc.hash) }),
         );
     }
     json!({ "paths": paths })
@@ -39,18 +68,39 @@ pub fn v3_root() -> Value {
 /// The OpenAPI v3 document of one group version, `path` being `api/v1` or
 /// `apis/GROUP/VERSION` (a leading `/`, an `/openapi/v3/` prefix and a `?hash=` query are
 /// tolerated); `None` if that group version is not served.
-pub fn v3_group_version(path: &str) -> Option<Value> {
+pub fn v3_document(path: &str) -> Option<&'static V3Document> {
     let path = normalize(path);
-    group_versions()
-        .into_iter()
-        .find(|(g, v)| gv_path(g, v) == path)
-        .map(|(g, v)| document(g, v))
+    v3_documents().iter().find(|d| d.path == path)
+}
+
+/// The document of [`v3_document`], as a value.
+pub fn v3_group_version(path: &str) -> Option<Value> {
+    v3_document(path).map(|d| d.document.clone())
 }
 
 /// The hash that [`v3_root`] puts in the `serverRelativeURL` of the group version at `path`
 /// (same forms as [`v3_group_version`]); for ETags. `None` if the group version is not served.
 pub fn v3_group_version_hash(path: &str) -> Option<String> {
-    v3_group_version(path).map(|doc| hash(&doc))
+    v3_document(path).map(|d| d.hash.clone())
+}
+
+fn v3_documents() -> &'static [V3Document] {
+    static DOCS: OnceLock<Vec<V3Document>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        group_versions()
+            .into_iter()
+            .map(|(group, version)| {
+                let document = document(group, version);
+                let json = document.to_string().into_bytes();
+                V3Document {
+                    path: gv_path(group, version),
+                    hash: hash_bytes(&json),
+                    document,
+                    json,
+                }
+            })
+            .collect()
+    })
 }
 
 /// `path` without a leading `/`, the `openapi/v3/` prefix or a query.
@@ -81,81 +131,38 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
-/// A stable hash of a document: FNV-1a (64 bits) of its JSON text, in upper-case hex.
-fn hash(doc: &Value) -> String {
-    let text = doc.to_string();
+/// A stable hash of a document's text: FNV-1a (64 bits), in upper-case hex.
+fn hash_bytes(text: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        h ^= u64::from(byte);
+    for byte in text {
+        h ^= u64::from(*byte);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("{h:016X}")
 }
 
-const STATUS_SCHEMA: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
-
-/// The document of one group version: the paths and operations of every kind served there.
+/// The v3 document of one group version: the paths and operations of every kind served there,
+/// and the schemas they refer to (directly or not), in the v3 form.
 fn document(group: &'static str, version: &'static str) -> Value {
     let mut paths = Map::new();
-    let mut schemas = Map::new();
+    paths::add_group_version(&mut paths, group, version, Form::V3);
     for k in kinds::ALL
         .iter()
         .filter(|k| k.group == group && k.version == version)
     {
-        add_kind_paths(&mut paths, k);
-        let list_kind = k.list_kind();
-        schemas.insert(
-            schema_name(k, k.kind),
-            json!({
-                "description": format!("{} is a {} object served by podnet.", k.kind, k.api_version()),
-                "type": "object",
-                "properties": {
-                    "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
-                    "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
-                    "metadata": {"type": "object", "description": "Standard object's metadata."},
-                    "spec": {"type": "object"},
-                    "status": {"type": "object"},
-                },
-                "x-kubernetes-group-version-kind": [gvk(k.group, k.version, k.kind)],
-            }),
-        );
-        schemas.insert(
-            schema_name(k, &list_kind),
-            json!({
-                "description": format!("{list_kind} is a list of {}.", k.kind),
-                "type": "object",
-                "required": ["items"],
-                "properties": {
-                    "apiVersion": {"type": "string"},
-                    "kind": {"type": "string"},
-                    "metadata": {"type": "object", "description": "Standard list metadata."},
-                    "items": {
-                        "type": "array",
-                        "items": {"$ref": schema_ref(&schema_name(k, k.kind))},
-                    },
-                },
-                "x-kubernetes-group-version-kind": [gvk(k.group, k.version, &list_kind)],
-            }),
-        );
+        paths::add_kind(&mut paths, k, Form::V3);
     }
-    schemas.insert(
-        STATUS_SCHEMA.to_owned(),
-        json!({
-            "description": "Status is a return value for calls that don't return other objects.",
-            "type": "object",
-            "properties": {
-                "apiVersion": {"type": "string"},
-                "kind": {"type": "string"},
-                "code": {"type": "integer", "format": "int32"},
-                "message": {"type": "string"},
-                "reason": {"type": "string"},
-                "status": {"type": "string"},
-                "details": {"type": "object"},
-                "metadata": {"type": "object"},
-            },
-            "x-kubernetes-group-version-kind": [gvk("", "v1", "Status")],
-        }),
-    );
+    let mut roots = Vec::new();
+    definitions::collect_refs(&Value::Object(paths.clone()), &mut roots);
+    let all = definitions::all();
+    let schemas: Map<String, Value> = definitions::closure(roots.iter().map(String::as_str))
+        .into_iter()
+        .filter_map(|name| {
+            let def = all.get(&name)?;
+            let def = definitions::v3(&name, def);
+            Some((name, def))
+        })
+        .collect();
     json!({
         "openapi": "3.0.0",
         "info": {"title": "podnet", "version": env!("CARGO_PKG_VERSION")},
@@ -164,417 +171,15 @@ fn document(group: &'static str, version: &'static str) -> Value {
     })
 }
 
-/// The component schema name of a kind of `k`'s group version, as Kubernetes names them
-/// (`io.k8s.api.core.v1.Pod`, `io.k8s.api.discovery.v1.EndpointSlice`).
-fn schema_name(k: &ResourceKind, kind: &str) -> String {
-    let package = if k.group.is_empty() {
-        "core"
-    } else {
-        k.group.split('.').next().unwrap_or(k.group)
-    };
-    format!("io.k8s.api.{package}.{}.{kind}", k.version)
-}
-
-fn schema_ref(name: &str) -> String {
-    format!("#/components/schemas/{name}")
-}
-
-fn gvk(group: &str, version: &str, kind: &str) -> Value {
-    json!({"group": group, "version": version, "kind": kind})
-}
-
-/// `CoreV1`, `DiscoveryV1`, `CoordinationV1`, ...: the group version part of operation ids.
-fn op_prefix(k: &ResourceKind) -> String {
-    let group = if k.group.is_empty() {
-        "core"
-    } else {
-        k.group.strip_suffix(".k8s.io").unwrap_or(k.group)
-    };
-    let mut out: String = group.split('.').map(capitalize).collect();
-    out.push_str(&capitalize(k.version));
-    out
-}
-
-fn capitalize(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// The tag of a group version's operations: `core_v1`, `discovery_v1`.
-fn tag(k: &ResourceKind) -> String {
-    let group = if k.group.is_empty() {
-        "core"
-    } else {
-        k.group.strip_suffix(".k8s.io").unwrap_or(k.group)
-    };
-    format!("{}_{}", group.replace('.', "_"), k.version)
-}
-
-/// The REST operations, with the `x-kubernetes-action` each carries.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Action {
-    List,
-    Create,
-    DeleteCollection,
-    Read,
-    Replace,
-    Patch,
-    Delete,
-}
-
-impl Action {
-    fn name(self) -> &'static str {
-        match self {
-            Action::List => "list",
-            Action::Create => "post",
-            Action::DeleteCollection => "deletecollection",
-            Action::Read => "get",
-            Action::Replace => "put",
-            Action::Patch => "patch",
-            Action::Delete => "delete",
-        }
-    }
-
-    fn method(self) -> &'static str {
-        match self {
-            Action::List | Action::Read => "get",
-            Action::Create => "post",
-            Action::Replace => "put",
-            Action::Patch => "patch",
-            Action::Delete | Action::DeleteCollection => "delete",
-        }
-    }
-
-    fn verb(self) -> &'static str {
-        match self {
-            Action::List => "list",
-            Action::Create => "create",
-            Action::DeleteCollection => "deleteCollection",
-            Action::Read => "read",
-            Action::Replace => "replace",
-            Action::Patch => "patch",
-            Action::Delete => "delete",
-        }
-    }
-
-    /// The query parameters kube-apiserver accepts for this operation.
-    fn query_parameters(self) -> &'static [&'static str] {
-        match self {
-            Action::List => &[
-                "allowWatchBookmarks",
-                "continue",
-                "fieldSelector",
-                "labelSelector",
-                "limit",
-                "resourceVersion",
-                "resourceVersionMatch",
-                "sendInitialEvents",
-                "timeoutSeconds",
-                "watch",
-            ],
-            Action::Create | Action::Replace => &["dryRun", "fieldManager", "fieldValidation"],
-            Action::Patch => &["dryRun", "fieldManager", "fieldValidation", "force"],
-            Action::Delete => &[
-                "dryRun",
-                "gracePeriodSeconds",
-                "orphanDependents",
-                "propagationPolicy",
-            ],
-            Action::DeleteCollection => &[
-                "continue",
-                "dryRun",
-                "fieldSelector",
-                "gracePeriodSeconds",
-                "labelSelector",
-                "limit",
-                "orphanDependents",
-                "propagationPolicy",
-                "resourceVersion",
-                "resourceVersionMatch",
-                "sendInitialEvents",
-                "timeoutSeconds",
-            ],
-            Action::Read => &[],
-        }
-    }
-}
-
-/// Adds the collection, item, all-namespaces and status paths of kind `k`.
-fn add_kind_paths(paths: &mut Map<String, Value>, k: &ResourceKind) {
-    let base = k.group_version_path();
-    let prefix = op_prefix(k);
-    let (collection, item, scope) = if k.namespaced {
-        (
-            format!("{base}/namespaces/{{namespace}}/{}", k.plural),
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", k.plural),
-            "Namespaced",
-        )
-    } else {
-        (
-            format!("{base}/{}", k.plural),
-            format!("{base}/{}/{{name}}", k.plural),
-            "",
-        )
-    };
-    let scoped = |name: bool| -> Vec<Value> {
-        let mut params = Vec::new();
-        if name {
-            params.push(path_parameter("name", &format!("name of the {}", k.kind)));
-        }
-        if k.namespaced {
-            params.push(path_parameter(
-                "namespace",
-                "object name and auth scope, such as for teams and projects",
-            ));
-        }
-        params.push(pretty_parameter());
-        params
-    };
-
-    let mut collection_ops = vec![Action::List, Action::Create];
-    // Kubernetes serves no deletecollection for namespaces.
-    if k.kind != "Namespace" {
-        collection_ops.push(Action::DeleteCollection);
-    }
-    let ops = collection_ops
-        .into_iter()
-        .map(|a| {
-            let id = match a {
-                Action::DeleteCollection => format!("delete{prefix}Collection{scope}{}", k.kind),
-                _ => format!("{}{prefix}{scope}{}", a.verb(), k.kind),
-            };
-            operation(k, a, id, "")
-        })
-        .collect();
-    paths.insert(collection, path_item(scoped(false), ops));
-
-    let item_actions = [Action::Read, Action::Replace, Action::Patch, Action::Delete];
-    let ops = item_actions
-        .into_iter()
-        .map(|a| {
-            let id = format!("{}{prefix}{scope}{}", a.verb(), k.kind);
-            operation(k, a, id, "")
-        })
-        .collect();
-    paths.insert(item.clone(), path_item(scoped(true), ops));
-
-    if k.namespaced {
-        let id = format!("list{prefix}{}ForAllNamespaces", k.kind);
-        paths.insert(
-            format!("{base}/{}", k.plural),
-            path_item(
-                vec![pretty_parameter()],
-                vec![operation(k, Action::List, id, "")],
-            ),
-        );
-    }
-
-    if k.has_subresource("status") {
-        let ops = [Action::Read, Action::Replace, Action::Patch]
-            .into_iter()
-            .map(|a| {
-                let id = format!("{}{prefix}{scope}{}Status", a.verb(), k.kind);
-                operation(k, a, id, "status")
-            })
-            .collect();
-        paths.insert(format!("{item}/status"), path_item(scoped(true), ops));
-    }
-}
-
-fn path_item(parameters: Vec<Value>, operations: Vec<(&'static str, Value)>) -> Value {
-    let mut item = Map::new();
-    for (method, op) in operations {
-        item.insert(method.to_owned(), op);
-    }
-    item.insert("parameters".to_owned(), Value::Array(parameters));
-    Value::Object(item)
-}
-
-/// One operation on kind `k` (or on its `subresource`, if not empty), keyed by HTTP method.
-fn operation(
-    k: &ResourceKind,
-    action: Action,
-    operation_id: String,
-    subresource: &str,
-) -> (&'static str, Value) {
-    let what = if subresource.is_empty() {
-        k.kind.to_owned()
-    } else {
-        format!("{subresource} of the specified {}", k.kind)
-    };
-    let description = match action {
-        Action::List => format!("list or watch objects of kind {}", k.kind),
-        Action::Create => format!("create a {}", k.kind),
-        Action::DeleteCollection => format!("delete collection of {}", k.kind),
-        Action::Read if subresource.is_empty() => format!("read the specified {what}"),
-        Action::Read => format!("read {what}"),
-        Action::Replace if subresource.is_empty() => format!("replace the specified {what}"),
-        Action::Replace => format!("replace {what}"),
-        Action::Patch if subresource.is_empty() => {
-            format!("partially update the specified {what}")
-        }
-        Action::Patch => format!("partially update {what}"),
-        Action::Delete => format!("delete a {}", k.kind),
-    };
-    let object = schema_ref(&schema_name(k, k.kind));
-    let list = schema_ref(&schema_name(k, &k.list_kind()));
-    let status = schema_ref(STATUS_SCHEMA);
-    let (codes, schema): (&[&str], &str) = match action {
-        Action::List => (&["200"], &list),
-        Action::Read => (&["200"], &object),
-        Action::Create => (&["200", "201", "202"], &object),
-        Action::Replace | Action::Patch => (&["200", "201"], &object),
-        Action::Delete => (&["200", "202"], &status),
-        Action::DeleteCollection => (&["200"], &status),
-    };
-    let mut responses = Map::new();
-    for code in codes {
-        let text = match *code {
-            "201" => "Created",
-            "202" => "Accepted",
-            _ => "OK",
-        };
-        responses.insert(
-            (*code).to_owned(),
-            json!({
-                "description": text,
-                "content": {"application/json": {"schema": {"$ref": schema}}},
-            }),
-        );
-    }
-    responses.insert("401".to_owned(), json!({"description": "Unauthorized"}));
-    let parameters: Vec<Value> = action
-        .query_parameters()
-        .iter()
-        .map(|name| query_parameter(name))
-        .collect();
-    let mut op = json!({
-        "tags": [tag(k)],
-        "description": description,
-        "operationId": operation_id,
-        "responses": responses,
-        "x-kubernetes-action": action.name(),
-        "x-kubernetes-group-version-kind": gvk(k.group, k.version, k.kind),
-    });
-    if !parameters.is_empty() {
-        op["parameters"] = Value::Array(parameters);
-    }
-    (action.method(), op)
-}
-
-fn path_parameter(name: &str, description: &str) -> Value {
-    json!({
-        "name": name,
-        "in": "path",
-        "description": description,
-        "required": true,
-        "schema": {"type": "string", "uniqueItems": true},
-    })
-}
-
-fn pretty_parameter() -> Value {
-    query_parameter("pretty")
-}
-
-/// A query parameter as kube-apiserver documents it.
-fn query_parameter(name: &str) -> Value {
-    let (ty, description) = match name {
-        "allowWatchBookmarks" => (
-            "boolean",
-            "allowWatchBookmarks requests watch events with type \"BOOKMARK\".",
-        ),
-        "continue" => (
-            "string",
-            "The continue option should be set when retrieving more results from the server.",
-        ),
-        "dryRun" => (
-            "string",
-            "When present, indicates that modifications should not be persisted. Valid values \
-             are: - All: all dry run stages will be processed",
-        ),
-        "fieldManager" => (
-            "string",
-            "fieldManager is a name associated with the actor or entity that is making these \
-             changes.",
-        ),
-        "fieldSelector" => (
-            "string",
-            "A selector to restrict the list of returned objects by their fields. Defaults to \
-             everything.",
-        ),
-        "fieldValidation" => (
-            "string",
-            "fieldValidation instructs the server on how to handle objects in the request \
-             (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - \
-             Ignore, - Warn, - Strict.",
-        ),
-        "force" => (
-            "boolean",
-            "Force is going to \"force\" Apply requests. It means user will re-acquire \
-             conflicting fields owned by other people.",
-        ),
-        "gracePeriodSeconds" => (
-            "integer",
-            "The duration in seconds before the object should be deleted.",
-        ),
-        "labelSelector" => (
-            "string",
-            "A selector to restrict the list of returned objects by their labels. Defaults to \
-             everything.",
-        ),
-        "limit" => (
-            "integer",
-            "limit is a maximum number of responses to return for a list call.",
-        ),
-        "orphanDependents" => (
-            "boolean",
-            "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7.",
-        ),
-        "pretty" => ("string", "If 'true', then the output is pretty printed."),
-        "propagationPolicy" => (
-            "string",
-            "Whether and how garbage collection will be performed.",
-        ),
-        "resourceVersion" => (
-            "string",
-            "resourceVersion sets a constraint on what resource versions a request may be \
-             served from.",
-        ),
-        "resourceVersionMatch" => (
-            "string",
-            "resourceVersionMatch determines how resourceVersion is applied to list calls.",
-        ),
-        "sendInitialEvents" => (
-            "boolean",
-            "`sendInitialEvents=true` may be set together with `watch=true`.",
-        ),
-        "timeoutSeconds" => ("integer", "Timeout for the list/watch call."),
-        "watch" => (
-            "boolean",
-            "Watch for changes to the described resources and return them as a stream of add, \
-             update, and remove notifications.",
-        ),
-        _ => ("string", ""),
-    };
-    json!({
-        "name": name,
-        "in": "query",
-        "description": description,
-        "schema": {"type": ty, "uniqueItems": true},
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::kinds::ResourceKind;
 
     /// kubectl's `supportsQueryParamV3`, made stricter: Go stops at the first PATCH operation
     /// of the kind in map order, so every one of them must take the parameter.
     fn every_patch_supports(doc: &Value, k: &ResourceKind, param: &str) -> bool {
-        let want = gvk(k.group, k.version, k.kind);
+        let want = definitions::gvk(k.group, k.version, k.kind);
         let patches: Vec<&Value> = doc["paths"]
             .as_object()
             .unwrap()
@@ -653,11 +258,16 @@ mod tests {
             for param in ["fieldValidation", "fieldManager", "dryRun", "force"] {
                 assert!(every_patch_supports(&doc, k, param), "{} {param}", k.kind);
             }
-            for item in doc["paths"].as_object().unwrap().values() {
+            for (path, item) in doc["paths"].as_object().unwrap() {
                 for method in ["get", "put", "post", "patch", "delete"] {
                     if let Some(op) = item.get(method) {
                         // kubectl must not build strategic merge patches from these documents.
                         assert!(op.get("requestBody").is_none());
+                        if path.ends_with('/') {
+                            // Discovery (`/api/v1/`): no kind's operation.
+                            assert_eq!(op["operationId"].as_str().unwrap().get(..3), Some("get"));
+                            continue;
+                        }
                         assert!(op["x-kubernetes-action"].is_string());
                         assert!(op["x-kubernetes-group-version-kind"]["kind"].is_string());
                         assert!(op["operationId"].is_string());
@@ -747,7 +357,7 @@ mod tests {
             for (path, item) in doc["paths"].as_object().unwrap() {
                 let declared: Vec<&str> = item["parameters"]
                     .as_array()
-                    .unwrap()
+                    .map_or(&[][..], Vec::as_slice)
                     .iter()
                     .filter(|p| p["in"] == "path")
                     .map(|p| p["name"].as_str().unwrap())
@@ -768,7 +378,7 @@ mod tests {
             }
             // Each kind's schema names its kind, as kubectl's OpenAPI v3 lookups expect.
             for k in kinds::ALL.iter().filter(|k| k.group == g && k.version == v) {
-                let schema = &schemas[&schema_name(k, k.kind)];
+                let schema = &schemas[&definitions::name(k, k.kind)];
                 assert_eq!(
                     schema["x-kubernetes-group-version-kind"],
                     json!([{"group": k.group, "version": k.version, "kind": k.kind}])
@@ -776,14 +386,72 @@ mod tests {
                 assert_eq!(schema["type"], "object");
             }
         }
-        assert_eq!(schema_name(&kinds::POD, "Pod"), "io.k8s.api.core.v1.Pod");
         assert_eq!(
-            schema_name(&kinds::ENDPOINT_SLICE, "EndpointSliceList"),
+            definitions::name(&kinds::POD, "Pod"),
+            "io.k8s.api.core.v1.Pod"
+        );
+        assert_eq!(
+            definitions::name(&kinds::ENDPOINT_SLICE, "EndpointSliceList"),
             "io.k8s.api.discovery.v1.EndpointSliceList"
         );
         assert_eq!(
-            schema_name(&kinds::LEASE, "Lease"),
+            definitions::name(&kinds::LEASE, "Lease"),
             "io.k8s.api.coordination.v1.Lease"
         );
+    }
+
+    #[test]
+    fn v3_schemas_are_the_real_ones_in_the_v3_form() {
+        let doc = v3_group_version("api/v1").unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let pod = &schemas["io.k8s.api.core.v1.Pod"];
+        let spec = &pod["properties"]["spec"];
+        assert_eq!(
+            spec["allOf"],
+            json!([{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec"}])
+        );
+        assert!(
+            spec["description"]
+                .as_str()
+                .unwrap()
+                .contains("desired behavior")
+        );
+        let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(
+            containers["items"]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.Container"
+        );
+        let int_or_string = &schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
+        assert_eq!(int_or_string["format"], "int-or-string");
+        assert_eq!(
+            int_or_string["oneOf"],
+            json!([{"type": "integer"}, {"type": "string"}])
+        );
+        assert!(int_or_string.get("type").is_none());
+        // Every schema a document refers to is in it; no v2 references are left.
+        for (g, v) in group_versions() {
+            let doc = v3_group_version(&gv_path(g, v)).unwrap();
+            let schemas = doc["components"]["schemas"].as_object().unwrap();
+            assert!(!doc.to_string().contains("#/definitions/"));
+            let mut refs = Vec::new();
+            definitions::collect_refs(&doc, &mut refs);
+            for name in refs {
+                assert!(schemas.contains_key(&name), "{name} in {g}/{v}");
+            }
+        }
+        // Only what a group version refers to: no core schemas in the coordination document.
+        let lease = v3_group_version("apis/coordination.k8s.io/v1").unwrap();
+        let schemas = lease["components"]["schemas"].as_object().unwrap();
+        assert!(schemas.contains_key("io.k8s.api.coordination.v1.LeaseSpec"));
+        assert!(!schemas.contains_key("io.k8s.api.core.v1.PodSpec"));
+    }
+
+    #[test]
+    fn documents_are_built_once() {
+        let a = v3_document("api/v1").unwrap();
+        let b = v3_document("/openapi/v3/api/v1?hash=X").unwrap();
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a.json, a.document.to_string().into_bytes());
     }
 }
