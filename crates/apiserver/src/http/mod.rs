@@ -3,6 +3,7 @@
 
 mod discovery;
 mod list;
+mod openapi_docs;
 mod query;
 mod watch;
 
@@ -77,6 +78,9 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
     authenticate(state, req.uri().path(), req.headers())?;
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let q = Query::parse(req.uri().query());
+    if let Some(response) = openapi_docs::respond(&path, req.uri().query(), req.headers()) {
+        return response;
+    }
     if let Some(doc) = document(state, &path) {
         return Ok(json_response(StatusCode::OK, &doc));
     }
@@ -175,7 +179,8 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
     }
 }
 
-/// Fixed documents: discovery, version, OpenAPI.
+/// Fixed documents: discovery, version, the OpenAPI v3 root (the other OpenAPI documents are
+/// served by `openapi_docs`).
 fn document(state: &AppState, path: &str) -> Option<Value> {
     match path {
         "/version" => Some(discovery::version()),
@@ -184,9 +189,6 @@ fn document(state: &AppState, path: &str) -> Option<Value> {
         "/api/v1" => discovery::resource_list("", "v1"),
         "/openapi/v3" => Some(openapi::v3_root()),
         _ => {
-            if let Some(gv) = path.strip_prefix("/openapi/v3/") {
-                return openapi::v3_group_version(gv);
-            }
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {
                 ["apis", group] => discovery::api_group(group),
