@@ -259,6 +259,174 @@ async fn kubectl_applies_a_list_of_namespaces_pods_and_services() {
     ts.stop().await;
 }
 
+/// One object of every served kind, with the field types a manifest mixes (quantities as
+/// numbers and strings, int-or-strings, maps, nested lists): the client-side validation of the
+/// List refuses none of them.
+const EVERY_KIND: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: every}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: n1, labels: {zone: a}}
+  spec: {taints: [{key: k, effect: NoSchedule}]}
+- apiVersion: v1
+  kind: Endpoints
+  metadata: {name: ext, namespace: every}
+  subsets:
+  - addresses: [{ip: 192.0.2.10}]
+    ports: [{name: http, port: 80, protocol: TCP}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: ext-1, namespace: every, labels: {kubernetes.io/service-name: ext}}
+  addressType: IPv4
+  endpoints:
+  - addresses: [192.0.2.10]
+    conditions: {ready: true}
+  ports: [{name: http, port: 80, protocol: TCP}]
+- apiVersion: coordination.k8s.io/v1
+  kind: Lease
+  metadata: {name: l1, namespace: every}
+  spec: {holderIdentity: me, leaseDurationSeconds: 10, renewTime: "2026-01-01T00:00:00.000000Z"}
+- apiVersion: v1
+  kind: Event
+  metadata: {name: e1, namespace: every}
+  involvedObject: {kind: Pod, name: full, namespace: every}
+  reason: Test
+  message: hello
+  type: Normal
+  firstTimestamp: "2026-01-01T00:00:00Z"
+- apiVersion: v1
+  kind: Service
+  metadata: {name: lb, namespace: every}
+  spec:
+    type: NodePort
+    selector: {app: full}
+    ports: [{port: 443, targetPort: 8443}]
+    sessionAffinity: ClientIP
+    sessionAffinityConfig: {clientIP: {timeoutSeconds: 100}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: full, namespace: every, labels: {app: full}, annotations: {a: b}}
+  spec:
+    nodeSelector: {kubernetes.io/os: linux}
+    tolerations: [{key: k, operator: Exists}]
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]
+    volumes: [{name: v, emptyDir: {sizeLimit: 1Gi}}]
+    initContainers: [{name: init, image: busybox:1.36, command: [sh, -c, "true"]}]
+    containers:
+    - name: main
+      image: busybox:1.36
+      env: [{name: A, value: "1"}, {name: B, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+      resources: {requests: {cpu: 0.5, memory: 64Mi}, limits: {cpu: 1}}
+      readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 5}
+      livenessProbe: {tcpSocket: {port: 8080}}
+      ports: [{name: http, containerPort: 8080, protocol: TCP}]
+      securityContext: {runAsUser: 1000, capabilities: {add: [NET_ADMIN]}}
+      volumeMounts: [{name: v, mountPath: /v}]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_applies_a_list_of_every_served_kind() {
+    let ts = TestServer::start(Backend::Embedded).await;
+    let Some(k) = Kubectl::new(&ts) else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let file = k.file("every.yaml", EVERY_KIND);
+        let out = k.ok(&["apply", "-f", &file], None);
+        for created in [
+            "namespace/every",
+            "node/n1",
+            "endpoints/ext",
+            "endpointslice.discovery.k8s.io/ext-1",
+            "lease.coordination.k8s.io/l1",
+            "event/e1",
+            "service/lb",
+            "pod/full",
+        ] {
+            assert!(out.contains(&format!("{created} created")), "{out}");
+        }
+        let changed = EVERY_KIND
+            .replace("labels: {zone: a}", "labels: {zone: b}")
+            .replace("holderIdentity: me", "holderIdentity: you")
+            .replace("timeoutSeconds: 100", "timeoutSeconds: 200")
+            .replace(
+                "- name: main\n      image: busybox:1.36",
+                "- name: main\n      image: busybox:1.37",
+            );
+        let file = k.file("every.yaml", &changed);
+        let out = k.ok(&["apply", "-f", &file], None);
+        for configured in [
+            "node/n1",
+            "lease.coordination.k8s.io/l1",
+            "service/lb",
+            "pod/full",
+        ] {
+            assert!(out.contains(&format!("{configured} configured")), "{out}");
+        }
+        assert!(
+            out.contains("endpointslice.discovery.k8s.io/ext-1 unchanged"),
+            "{out}"
+        );
+        let get = |args: &[&str]| k.ok(args, None);
+        assert_eq!(
+            get(&[
+                "get",
+                "node",
+                "n1",
+                "-o",
+                "jsonpath={.metadata.labels.zone}"
+            ]),
+            "b"
+        );
+        assert_eq!(
+            get(&[
+                "get",
+                "lease",
+                "l1",
+                "-n",
+                "every",
+                "-o",
+                "jsonpath={.spec.holderIdentity}"
+            ]),
+            "you"
+        );
+        assert_eq!(
+            get(&[
+                "get",
+                "pod",
+                "full",
+                "-n",
+                "every",
+                "-o",
+                "jsonpath={.spec.containers[0].image}"
+            ]),
+            "busybox:1.37"
+        );
+        // The merge by key kept the second env var and the server's defaults.
+        let env = get(&[
+            "get",
+            "pod",
+            "full",
+            "-n",
+            "every",
+            "-o",
+            "jsonpath={.spec.containers[0].env[1].name}",
+        ]);
+        assert_eq!(env, "B");
+    })
+    .await
+    .unwrap();
+    ts.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_explain_answers_with_field_docs() {
     let ts = TestServer::start(Backend::Embedded).await;
