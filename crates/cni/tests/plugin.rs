@@ -464,6 +464,27 @@ fn ip_masq_adds_and_removes_the_pod_in_one_nftables_set() {
         1,
         "one rule per network: {table}"
     );
+    // Written over netlink, it is what nft makes of the same table's text.
+    let by_nft = TestNs::new("mnft");
+    let mut text =
+        podnet_cni::plugin::masq::table(&node_conf_name(&conf), "10.66.9.0/24".parse().expect("cidr"))
+            .to_string();
+    let set = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("set ")
+                .map(|s| s.trim_end_matches(" {").to_string())
+        })
+        .expect("a set");
+    for ip in [ia, ib] {
+        text.push_str(&format!("add element ip podnet-cni {set} {{ {ip} }}\n"));
+    }
+    podnet_kernel::nft::apply(Some(&by_nft.ns), &text).expect("nft -f");
+    assert_eq!(
+        podnet_kernel::nft::list_table(Some(&by_nft.ns), "ip", "podnet-cni").expect("nft"),
+        Some(table.clone())
+    );
     node.plugin("DEL", "pod-ma", Some(&pa.path()), "eth0")
         .run(&conf)
         .ok();
@@ -474,4 +495,10 @@ fn ip_masq_adds_and_removes_the_pod_in_one_nftables_set() {
         !table.contains(&ia.to_string()) && table.contains(&ib.to_string()),
         "{table}"
     );
+}
+
+/// The network name of a conflist.
+fn node_conf_name(conf: &str) -> String {
+    let v: Value = serde_json::from_str(conf).expect("json");
+    v["name"].as_str().expect("name").to_string()
 }
