@@ -27,6 +27,10 @@ pub const CONDITION: &str = "NetworkUnavailable";
 pub const REASON_READY: &str = "PodnetNetworkReady";
 /// Message of `NetworkUnavailable=False`.
 pub const MESSAGE_READY: &str = "podnet's overlay, masquerade and service proxy are programmed";
+/// Longest error kept per part, in characters: a condition message is read in `kubectl
+/// describe` and `lab up`; the whole error (a refused nft batch quotes its input) is in the
+/// agent's log.
+pub const MAX_ERROR: usize = 400;
 
 /// A part of the node network that the agent programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +145,7 @@ impl NetworkHealth {
                     _ => 0,
                 };
                 PartHealth::Failing {
-                    error,
+                    error: condense(&error),
                     consecutive: before.saturating_add(1),
                 }
             }
@@ -183,6 +187,22 @@ impl NetworkHealth {
             .all(|p| matches!(self.part(*p), PartHealth::Healthy | PartHealth::NotRun));
         settled.then(NetworkCondition::available)
     }
+}
+
+/// An error as a condition shows it: its first line, how many more there are, at most
+/// [`MAX_ERROR`] characters.
+pub fn condense(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("");
+    let more = lines.count();
+    let mut out: String = first.chars().take(MAX_ERROR).collect();
+    if out.len() < first.len() {
+        out.push('…');
+    }
+    if more > 0 {
+        out.push_str(&format!(" (and {more} more lines in the agent's log)"));
+    }
+    out
 }
 
 /// Where the tasks report their attempts: a shared [`NetworkHealth`] the status loop
@@ -254,6 +274,17 @@ mod tests {
         let c = NetworkCondition::available();
         assert!(!c.unavailable);
         assert_eq!(c.reason, "PodnetNetworkReady");
+    }
+
+    #[test]
+    fn long_errors_are_condensed() {
+        assert_eq!(condense("EPERM"), "EPERM");
+        assert_eq!(
+            condense("nft -f -: Error: Operation not permitted\ntable ip x\n   ^^^\n\n"),
+            "nft -f -: Error: Operation not permitted (and 2 more lines in the agent's log)"
+        );
+        let long = "x".repeat(MAX_ERROR + 10);
+        assert_eq!(condense(&long).chars().count(), MAX_ERROR + 1);
     }
 
     #[test]
