@@ -377,3 +377,45 @@ async fn affinity_no_endpoints_retry_and_removal() {
     );
     proxy.stop(true).await.unwrap();
 }
+
+/// The four chains and the reject sets written over netlink are what `nft -f` makes of
+/// the same table's text.
+#[test]
+fn the_userspace_table_over_netlink_lists_as_nft_makes_its_text() {
+    use podnet_kernel::netns::OwnedNetNs;
+    let portal = |name: &str, protocol, proxy_port| rules::Portal {
+        name: name.into(),
+        protocol,
+        addresses: vec![CLUSTER_IP, Ipv4Addr::new(192, 0, 2, 7)],
+        port: 80,
+        node_port: Some(30080),
+        proxy_port,
+    };
+    let table = rules::table(
+        NODE_IP,
+        &[
+            portal("default/web:tcp", Protocol::Tcp, Some(40123)),
+            portal("default/dns:udp", Protocol::Udp, None),
+        ],
+    );
+    let id = std::process::id();
+    let by_netlink = OwnedNetNs::create(&format!("pnu-nl-{id}")).unwrap();
+    let by_nft = OwnedNetNs::create(&format!("pnu-nft-{id}")).unwrap();
+    podnet_kernel::nftnl::apply(Some(&by_netlink), &table.replacing_batch()).unwrap();
+    podnet_kernel::nft::apply(Some(&by_nft), &table.to_string()).unwrap();
+    let listed = podnet_kernel::nft::list_table(Some(&by_netlink), "ip", rules::TABLE).unwrap();
+    assert!(
+        listed
+            .as_ref()
+            .is_some_and(|t| t.contains("redirect to :40123"))
+    );
+    assert_eq!(
+        listed,
+        podnet_kernel::nft::list_table(Some(&by_nft), "ip", rules::TABLE).unwrap()
+    );
+    podnet_proxy::userspace::cleanup(Some(&by_netlink)).unwrap();
+    assert_eq!(
+        podnet_kernel::nft::list_table(Some(&by_netlink), "ip", rules::TABLE).unwrap(),
+        None
+    );
+}

@@ -12,7 +12,7 @@
 //! restart, so the rules stay the same.
 //!
 //! Everything runs on one thread that entered the node's network namespace (sockets and
-//! the `nft` process are created there), with a current-thread tokio runtime; the data
+//! the netlink socket of its rules are created there), with a current-thread tokio runtime; the data
 //! path of TCP connections runs on splice threads.
 
 pub mod balancer;
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use podnet_kernel::NetNs;
+use podnet_kernel::nftnl::Family;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -148,7 +149,7 @@ impl UserspaceProxy {
 
 /// Deletes the userspace mode's table (lab down, a switch to the nftables mode).
 pub fn cleanup(netns: Option<&NetNs>) -> Result<(), UserspaceError> {
-    podnet_kernel::nft::delete_table(netns, "ip", rules::TABLE)?;
+    podnet_kernel::ruleset::delete_table(netns, Family::Ip, rules::TABLE)?;
     Ok(())
 }
 
@@ -255,7 +256,8 @@ impl Server {
             }
         }
         portals.sort();
-        podnet_kernel::nft::apply(None, &rules::render(self.config.node_ip, &portals))?;
+        let table = rules::table(self.config.node_ip, &portals);
+        podnet_kernel::nftnl::apply(None, &table.replacing_batch())?;
         self.remember(&report.ports);
         Ok(report)
     }

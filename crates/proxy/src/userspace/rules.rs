@@ -14,8 +14,13 @@
 //! `no-endpoints` sets and are rejected at once (ICMP port unreachable, which a TCP client
 //! sees as "connection refused") instead of being accepted and closed by the proxy.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use podnet_kernel::nftnl::{BaseChain, ChainKind, Family, Hook, Verdict};
+use podnet_kernel::ruleset::{
+    Action, Addr, Chain, DataType, Datum, Key, Match, Rule, Set, SetElement, Table,
+};
 
 use super::Protocol;
 
@@ -29,6 +34,9 @@ pub const CHAINS: [&str; 4] = [
     "KUBE-NODEPORT-CONTAINER",
     "KUBE-NODEPORT-HOST",
 ];
+
+const NO_ENDPOINTS: &str = "no-endpoints";
+const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 
 /// One service port as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,127 +54,183 @@ pub struct Portal {
     pub proxy_port: Option<u16>,
 }
 
-/// The whole table for `portals`, as one transaction: the table and its base chains are
-/// declared (a no-op when they exist), the four chains and the reject sets are flushed and
-/// refilled, so the kernel holds exactly these rules when it commits.
-pub fn render(node_ip: Ipv4Addr, portals: &[Portal]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "table ip {TABLE} {{");
-    out.push_str(BASE);
-    for chain in CHAINS {
-        let _ = writeln!(out, "  chain {chain} {{\n  }}");
-    }
-    out.push_str("}\n");
-    for chain in BASE_CHAINS.iter().chain(&CHAINS) {
-        let _ = writeln!(out, "flush chain ip {TABLE} {chain}");
-    }
-    let _ = writeln!(out, "flush set ip {TABLE} no-endpoints");
-    let _ = writeln!(out, "flush set ip {TABLE} no-endpoint-nodeports");
-    for (chain, rule) in BASE_RULES {
-        let _ = writeln!(out, "add rule ip {TABLE} {chain} {rule}");
-    }
+/// The whole table for `portals`, written as one transaction that replaces it, so the
+/// kernel holds exactly these rules when it commits. NAT in prerouting and output jumps to
+/// the four chains; the filter chains reject service ports without endpoints, before NAT.
+pub fn table(node_ip: Ipv4Addr, portals: &[Portal]) -> Table {
+    let mut sets = vec![
+        Set::new(
+            NO_ENDPOINTS,
+            vec![
+                DataType::Ipv4Addr,
+                DataType::InetProto,
+                DataType::InetService,
+            ],
+        )
+        .with_comment("service ports without endpoints: rejected"),
+        Set::new(
+            NO_ENDPOINT_NODEPORTS,
+            vec![DataType::InetProto, DataType::InetService],
+        )
+        .with_comment("NodePorts without endpoints: rejected"),
+    ];
+    let mut chains = base_chains();
+    chains.extend(CHAINS.iter().map(|name| Chain {
+        name: name.to_string(),
+        hook: None,
+        rules: Vec::new(),
+    }));
     for portal in portals {
-        render_portal(&mut out, node_ip, portal);
+        add_portal(&mut sets, &mut chains, node_ip, portal);
     }
-    out
+    let mut t = Table::new(Family::Ip, TABLE);
+    t.sets = sets;
+    t.chains = chains;
+    t
 }
 
-/// The sets and base chains, declared without rules (a declaration adds its rules again
-/// each time it is applied, so the rules come after the flushes, in [`BASE_RULES`]). NAT in
-/// prerouting and output jumps to the four chains; the filter chains reject service ports
-/// without endpoints, before NAT. (Output priorities are numbers: nft 1.0.6 knows
-/// `dstnat` only for prerouting; -100 is its value.)
-const BASE: &str = r#"  set no-endpoints {
-    type ipv4_addr . inet_proto . inet_service
-    comment "service ports without endpoints: rejected"
-  }
-  set no-endpoint-nodeports {
-    type inet_proto . inet_service
-    comment "NodePorts without endpoints: rejected"
-  }
-  chain prerouting {
-    type nat hook prerouting priority dstnat; policy accept;
-  }
-  chain output {
-    type nat hook output priority -100; policy accept;
-  }
-  chain reject-prerouting {
-    type filter hook prerouting priority dstnat - 10; policy accept;
-  }
-  chain reject-output {
-    type filter hook output priority -110; policy accept;
-  }
-"#;
+fn base(kind: ChainKind, hook: Hook, priority: i32) -> Option<BaseChain> {
+    Some(BaseChain {
+        kind,
+        hook,
+        priority,
+        accept: true,
+    })
+}
 
-/// The base chains, flushed and refilled with the rest.
-const BASE_CHAINS: [&str; 4] = ["prerouting", "output", "reject-prerouting", "reject-output"];
+fn jump(chain: &str) -> Action {
+    Action::Verdict(Verdict::Jump(chain.to_string()))
+}
 
-/// The base chains' rules: (chain, rule).
-const BASE_RULES: [(&str, &str); 8] = [
-    ("prerouting", "jump KUBE-PORTALS-CONTAINER"),
-    (
-        "prerouting",
-        "fib daddr type local jump KUBE-NODEPORT-CONTAINER",
-    ),
-    ("output", "jump KUBE-PORTALS-HOST"),
-    ("output", "fib daddr type local jump KUBE-NODEPORT-HOST"),
-    (
-        "reject-prerouting",
-        "ip daddr . meta l4proto . th dport @no-endpoints reject",
-    ),
-    (
-        "reject-prerouting",
-        "fib daddr type local meta l4proto . th dport @no-endpoint-nodeports reject",
-    ),
-    (
-        "reject-output",
-        "ip daddr . meta l4proto . th dport @no-endpoints reject",
-    ),
-    (
-        "reject-output",
-        "fib daddr type local meta l4proto . th dport @no-endpoint-nodeports reject",
-    ),
-];
+/// The rejects of service ports without endpoints, and the jumps to the four chains for
+/// traffic to this node's own addresses (NodePorts) and everything else.
+fn base_chains() -> Vec<Chain> {
+    use ChainKind::{Filter, Nat};
+    let local = || Match::FibLocal { daddr: true };
+    let reject = || {
+        vec![
+            Rule::new(
+                vec![Match::InSet {
+                    keys: vec![Key::IpDaddr, Key::L4Proto, Key::ThDport],
+                    set: NO_ENDPOINTS.into(),
+                    equal: true,
+                }],
+                vec![Action::Reject { tcp_reset: false }],
+            ),
+            Rule::new(
+                vec![
+                    local(),
+                    Match::InSet {
+                        keys: vec![Key::L4Proto, Key::ThDport],
+                        set: NO_ENDPOINT_NODEPORTS.into(),
+                        equal: true,
+                    },
+                ],
+                vec![Action::Reject { tcp_reset: false }],
+            ),
+        ]
+    };
+    let chain = |name: &str, hook, rules| Chain {
+        name: name.to_string(),
+        hook,
+        rules,
+    };
+    vec![
+        chain(
+            "prerouting",
+            base(Nat, Hook::Prerouting, -100),
+            vec![
+                Rule::new(vec![], vec![jump("KUBE-PORTALS-CONTAINER")]),
+                Rule::new(vec![local()], vec![jump("KUBE-NODEPORT-CONTAINER")]),
+            ],
+        ),
+        chain(
+            "output",
+            base(Nat, Hook::Output, -100),
+            vec![
+                Rule::new(vec![], vec![jump("KUBE-PORTALS-HOST")]),
+                Rule::new(vec![local()], vec![jump("KUBE-NODEPORT-HOST")]),
+            ],
+        ),
+        chain(
+            "reject-prerouting",
+            base(Filter, Hook::Prerouting, -110),
+            reject(),
+        ),
+        chain("reject-output", base(Filter, Hook::Output, -110), reject()),
+    ]
+}
 
-fn render_portal(out: &mut String, node_ip: Ipv4Addr, portal: &Portal) {
-    let proto = portal.protocol.nft();
+fn push(chains: &mut [Chain], name: &str, rule: Rule) {
+    if let Some(c) = chains.iter_mut().find(|c| c.name == name) {
+        c.rules.push(rule);
+    }
+}
+
+fn add_portal(sets: &mut [Set], chains: &mut [Chain], node_ip: Ipv4Addr, portal: &Portal) {
+    let proto = portal.protocol.number();
     let Some(proxy_port) = portal.proxy_port else {
         for addr in &portal.addresses {
-            let _ = writeln!(
-                out,
-                "add element ip {TABLE} no-endpoints {{ {addr} . {proto} . {} }}",
-                portal.port
-            );
+            sets[0].elements.push(SetElement {
+                key: vec![
+                    Datum::Ip(*addr),
+                    Datum::Proto(proto),
+                    Datum::Port(portal.port),
+                ],
+                value: None,
+            });
         }
         if let Some(node_port) = portal.node_port {
-            let _ = writeln!(
-                out,
-                "add element ip {TABLE} no-endpoint-nodeports {{ {proto} . {node_port} }}"
-            );
+            sets[1].elements.push(SetElement {
+                key: vec![Datum::Proto(proto), Datum::Port(node_port)],
+                value: None,
+            });
         }
         return;
     };
-    let comment = &portal.name;
+    let port = |p: u16| Match::Port {
+        proto: Some(proto),
+        dport: true,
+        first: p,
+        last: p,
+    };
+    let to_proxy = |matches: Vec<Match>, host: bool| {
+        let action = if host {
+            Action::Dnat {
+                ip: node_ip,
+                port: proxy_port,
+            }
+        } else {
+            Action::Redirect { port: proxy_port }
+        };
+        Rule::new(matches, vec![action]).with_comment(portal.name.clone())
+    };
     for addr in &portal.addresses {
-        let matches = format!("ip daddr {addr} {proto} dport {}", portal.port);
-        let _ = writeln!(
-            out,
-            "add rule ip {TABLE} KUBE-PORTALS-CONTAINER {matches} redirect to :{proxy_port} comment \"{comment}\""
+        let matches = vec![
+            Match::Ip {
+                addr: Addr::Daddr,
+                net: Ipv4Net::from(*addr),
+                equal: true,
+            },
+            port(portal.port),
+        ];
+        push(
+            chains,
+            "KUBE-PORTALS-CONTAINER",
+            to_proxy(matches.clone(), false),
         );
-        let _ = writeln!(
-            out,
-            "add rule ip {TABLE} KUBE-PORTALS-HOST {matches} dnat to {node_ip}:{proxy_port} comment \"{comment}\""
-        );
+        push(chains, "KUBE-PORTALS-HOST", to_proxy(matches, true));
     }
     if let Some(node_port) = portal.node_port {
-        let matches = format!("{proto} dport {node_port}");
-        let _ = writeln!(
-            out,
-            "add rule ip {TABLE} KUBE-NODEPORT-CONTAINER {matches} redirect to :{proxy_port} comment \"{comment}\""
+        push(
+            chains,
+            "KUBE-NODEPORT-CONTAINER",
+            to_proxy(vec![port(node_port)], false),
         );
-        let _ = writeln!(
-            out,
-            "add rule ip {TABLE} KUBE-NODEPORT-HOST {matches} dnat to {node_ip}:{proxy_port} comment \"{comment}\""
+        push(
+            chains,
+            "KUBE-NODEPORT-HOST",
+            to_proxy(vec![port(node_port)], true),
         );
     }
 }
@@ -186,41 +250,50 @@ mod tests {
         }
     }
 
-    /// The service's own rules and elements (the base chains' rules left out).
-    fn rules(text: &str) -> Vec<&str> {
-        text.lines()
-            .filter(|l| l.starts_with("add ") && l.contains("default/web") || l.contains("element"))
+    /// The rules of the four chains, `chain: rule`.
+    fn portal_rules(t: &Table) -> Vec<String> {
+        CHAINS
+            .iter()
+            .flat_map(|name| {
+                t.chain(name)
+                    .into_iter()
+                    .flat_map(move |c| c.rules.iter().map(move |r| format!("{name}: {r}")))
+            })
             .collect()
     }
 
     #[test]
     fn a_service_with_endpoints_gets_a_portal_in_each_of_the_four_chains() {
-        let text = render("172.30.0.11".parse().unwrap(), &[web(Some(40123))]);
+        let t = table("172.30.0.11".parse().unwrap(), &[web(Some(40123))]);
         assert_eq!(
-            rules(&text),
+            portal_rules(&t),
             vec![
-                "add rule ip podnet-userspace KUBE-PORTALS-CONTAINER ip daddr 10.96.0.10 tcp dport 80 redirect to :40123 comment \"default/web:http\"",
-                "add rule ip podnet-userspace KUBE-PORTALS-HOST ip daddr 10.96.0.10 tcp dport 80 dnat to 172.30.0.11:40123 comment \"default/web:http\"",
-                "add rule ip podnet-userspace KUBE-PORTALS-CONTAINER ip daddr 192.0.2.7 tcp dport 80 redirect to :40123 comment \"default/web:http\"",
-                "add rule ip podnet-userspace KUBE-PORTALS-HOST ip daddr 192.0.2.7 tcp dport 80 dnat to 172.30.0.11:40123 comment \"default/web:http\"",
-                "add rule ip podnet-userspace KUBE-NODEPORT-CONTAINER tcp dport 30080 redirect to :40123 comment \"default/web:http\"",
-                "add rule ip podnet-userspace KUBE-NODEPORT-HOST tcp dport 30080 dnat to 172.30.0.11:40123 comment \"default/web:http\"",
+                "KUBE-PORTALS-CONTAINER: ip daddr 10.96.0.10 tcp dport 80 redirect to :40123 comment \"default/web:http\"",
+                "KUBE-PORTALS-CONTAINER: ip daddr 192.0.2.7 tcp dport 80 redirect to :40123 comment \"default/web:http\"",
+                "KUBE-PORTALS-HOST: ip daddr 10.96.0.10 tcp dport 80 dnat to 172.30.0.11:40123 comment \"default/web:http\"",
+                "KUBE-PORTALS-HOST: ip daddr 192.0.2.7 tcp dport 80 dnat to 172.30.0.11:40123 comment \"default/web:http\"",
+                "KUBE-NODEPORT-CONTAINER: tcp dport 30080 redirect to :40123 comment \"default/web:http\"",
+                "KUBE-NODEPORT-HOST: tcp dport 30080 dnat to 172.30.0.11:40123 comment \"default/web:http\"",
             ]
         );
-        for chain in CHAINS {
-            assert!(text.contains(&format!("flush chain ip podnet-userspace {chain}\n")));
-        }
+        assert!(t.sets.iter().all(|s| s.elements.is_empty()));
     }
 
     #[test]
     fn a_service_without_endpoints_is_rejected_not_proxied() {
-        let text = render("172.30.0.11".parse().unwrap(), &[web(None)]);
+        let t = table("172.30.0.11".parse().unwrap(), &[web(None)]);
+        assert!(portal_rules(&t).is_empty());
+        let elements: Vec<String> = t
+            .sets
+            .iter()
+            .flat_map(|s| s.elements.iter().map(move |e| format!("{}: {e}", s.name)))
+            .collect();
         assert_eq!(
-            rules(&text),
+            elements,
             vec![
-                "add element ip podnet-userspace no-endpoints { 10.96.0.10 . tcp . 80 }",
-                "add element ip podnet-userspace no-endpoints { 192.0.2.7 . tcp . 80 }",
-                "add element ip podnet-userspace no-endpoint-nodeports { tcp . 30080 }",
+                "no-endpoints: 10.96.0.10 . tcp . 80",
+                "no-endpoints: 192.0.2.7 . tcp . 80",
+                "no-endpoint-nodeports: tcp . 30080",
             ]
         );
     }
