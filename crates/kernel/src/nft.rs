@@ -1,5 +1,8 @@
-//! nftables: a ruleset text applied as one atomic transaction by `nft -f -`
-//! (the whole batch commits or none of it does).
+//! The `nft` program: a ruleset text applied as one atomic transaction by `nft -f -`
+//! (the whole batch commits or none of it does), and tables listed. podnet writes its
+//! rules over netlink ([`crate::nftnl`], [`crate::ruleset`]) and never needs `nft`; this
+//! is the test oracle, and the service proxy's fallback when the kernel refuses a batch
+//! and the program happens to be installed ([`available`]).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -7,8 +10,8 @@ use std::process::{Command, Stdio};
 use crate::error::{KernelError, Result};
 use crate::netns::NetNs;
 
-/// The `nft` program: `$PODNET_NFT`, else the usual install paths (a CNI
-/// plugin may be run with no `PATH` at all), else `nft` on the `PATH`.
+/// The `nft` program: `$PODNET_NFT` (set but empty: none), else the usual install
+/// paths, else `nft` on the `PATH`.
 fn nft_program() -> String {
     if let Ok(path) = std::env::var("PODNET_NFT") {
         return path;
@@ -23,6 +26,19 @@ fn nft_program() -> String {
     .find(|p| std::path::Path::new(p).is_file())
     .unwrap_or("nft")
     .to_string()
+}
+
+/// Whether the `nft` program is there to fall back on.
+pub fn available() -> bool {
+    let program = nft_program();
+    if program.is_empty() {
+        return false;
+    }
+    if program.contains('/') {
+        return std::path::Path::new(&program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(&program).is_file()))
 }
 
 fn command_in(ns: Option<&NetNs>) -> Result<Command> {

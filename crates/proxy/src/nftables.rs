@@ -643,17 +643,20 @@ fn remove_unused_objects(
     }
 }
 
-/// Applies one transaction in `ns` (or here).
+/// Applies one transaction in `ns` (or here) through the `nft` program.
 pub fn apply(ns: Option<&NetNs>, text: &str) -> Result<(), podnet_kernel::KernelError> {
     podnet_kernel::nft::apply(ns, text)
 }
 
 /// Removes the proxy's tables, main and shards (everything it installed), in one
-/// transaction; nothing else is touched.
+/// netlink transaction; nothing else is touched.
 pub fn cleanup(ns: Option<&NetNs>) -> Result<(), podnet_kernel::KernelError> {
-    let mut text = String::new();
-    delete_all_tables(&mut text);
-    apply(ns, &text)
+    let mut batch = podnet_kernel::nftnl::Batch::new();
+    for t in all_tables() {
+        batch.add_table(&t, None);
+        batch.delete_table(&t);
+    }
+    podnet_kernel::nftnl::apply(ns, &batch)
 }
 
 #[cfg(test)]

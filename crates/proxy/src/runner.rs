@@ -109,7 +109,8 @@ impl Syncer {
 
     /// One sync: `all` is every service port (only read for a full sync), `changes` what
     /// changed since the last one. Blocking (one netlink transaction, or `nft -f` of the same
-    /// steps if the kernel refuses it). On failure the next sync is full.
+    /// steps if the kernel refuses it and `nft` is installed). On failure the next sync is
+    /// full.
     pub fn sync(
         &mut self,
         all: impl FnOnce() -> BTreeMap<ServicePortName, ServiceState>,
@@ -149,6 +150,9 @@ impl Syncer {
             let ops = nftables::plan_partial(&mut self.installed, changed);
             let batch = fast.unwrap_or_else(|| fastpath::ops_batch(&ops));
             if let Err(e) = self.apply_batch(&batch) {
+                if !podnet_kernel::nft::available() {
+                    return Err(e);
+                }
                 tracing::warn!(error = %e, "partial sync over netlink refused; writing it through nft");
                 nftables::apply(self.netns.as_ref(), &nftables::render_ops(&ops))?;
             }
@@ -169,9 +173,9 @@ impl Syncer {
         })
     }
 
-    /// Rebuilds every table in one transaction over netlink; if the kernel refuses it,
-    /// the same through `nft -f` (whose error says more), so a kernel that takes `nft`'s
-    /// encoding but not ours still gets its rules.
+    /// Rebuilds every table in one transaction over netlink; if the kernel refuses it and
+    /// the `nft` program is installed, the same through `nft -f` (whose error says more),
+    /// so a kernel that takes `nft`'s encoding but not ours still gets its rules.
     fn full_sync(
         &mut self,
         rules: BTreeMap<ServicePortName, model::ServiceRules>,
@@ -180,6 +184,7 @@ impl Syncer {
         let (batch, installed) = fullsync::full_batch(&self.table, rules, kept);
         match self.apply_batch(&batch) {
             Ok(()) => Ok(installed),
+            Err(e) if !podnet_kernel::nft::available() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "full sync over netlink refused; writing it through nft");
                 let rules = installed.services;
