@@ -3,6 +3,11 @@
 //! of talking live, from inside a pod. Paths whose parts are not built yet are
 //! reported as not available, never faked. Every probe runs inside a pod:
 //! nothing is sent to lab addresses from the root namespace.
+//!
+//! When a step fails, the demo shows what the lab knows about why (the last
+//! warnings and errors of each agent, the Node conditions that are off) before
+//! it removes the lab — or leaves it up with `--keep`, which keeps the lab
+//! whatever happens.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -13,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use podnet_kernel::nftnl::{Family, Verdict};
+use podnet_kernel::ruleset::{self, Action, Addr, Datum, ElementValue, Match, Rule, Table};
 use podnet_kernel::{NetNs, Netlink, route};
 use serde_json::{Value, json};
 
@@ -59,7 +66,7 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-/// Tears the lab down when dropped, unless disarmed (`--keep` after success).
+/// Tears the lab down when dropped, unless disarmed (`--keep`).
 struct Teardown {
     lab: String,
     armed: bool,
@@ -108,11 +115,11 @@ pub fn run(
         "podnet lab demo: a {NODES}-node lab ({lab}) with pods made through the API; every check below is live.\n"
     );
     catch_interrupts()?;
-    let mut guard = Teardown {
+    let _guard = Teardown {
         lab: lab.to_string(),
-        armed: true,
+        armed: !keep,
     };
-    crate::lab::up::run(UpArgs {
+    let result = crate::lab::up::run_for_demo(UpArgs {
         name: lab.to_string(),
         nodes: Some(NODES),
         backend,
@@ -126,11 +133,14 @@ pub fn run(
         ip_masq: None,
         vxlan_direct_routing: false,
         timeout: 60,
-    })?;
-    check_interrupted()?;
-    show(&paths, &exe)?;
+    })
+    .and_then(|()| check_interrupted())
+    .and_then(|()| show(&paths, &exe));
+    if let Err(e) = result {
+        explain_failure(&paths, keep);
+        return Err(e);
+    }
     if keep {
-        guard.armed = false;
         let kubeconfig = paths.kubeconfig();
         println!("\nThe lab is left up (--keep). Look around:");
         println!("  export KUBECONFIG={}", kubeconfig.display());
@@ -147,6 +157,23 @@ pub fn run(
         println!("  podnet lab down --name {lab}");
     }
     Ok(())
+}
+
+/// After a failed step: what the agents and Nodes say, and whether the lab stays.
+fn explain_failure(paths: &LabPaths, keep: bool) {
+    if !INTERRUPTED.load(Ordering::SeqCst) {
+        println!("\nA step failed (the error is at the end). What the lab says:");
+        print!("{}", crate::lab::diagnose::report(paths));
+    }
+    if keep {
+        println!(
+            "\nThe lab is left up for inspection (--keep):\n  export KUBECONFIG={}\n  podnet get nodes; podnet describe node {}\n  podnet lab status --name {}\n  podnet lab down --name {}",
+            paths.kubeconfig().display(),
+            paths.node_name(1),
+            paths.name,
+            paths.name
+        );
+    }
 }
 
 fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
@@ -435,31 +462,28 @@ fn send_from(exe: &Path, pod: &DemoPod, target: &str, data: &str, timeout: u64) 
 /// The rules in `node` that sent pod-a's connection to web's pod: in nftables
 /// mode the dispatch element of the ClusterIP and the service's chain (the
 /// DNAT to the pod); in userspace mode the KUBE-PORTALS lines that redirect
-/// the ClusterIP to the proxy's local port. Read from the node's whole
-/// ruleset: the proxy may spread its services over several tables.
+/// the ClusterIP to the proxy's local port. Read back from the node's kernel over
+/// netlink (no `nft` program) and printed in nft's syntax; the proxy spreads its
+/// services over several tables.
 fn print_service_rules(paths: &LabPaths, node: &str, cluster_ip: &str) -> Result<()> {
     let mode = LabState::load(paths)?
         .map(|s| s.proxy_mode)
         .unwrap_or(ProxyMode::Nftables);
-    let out = Command::new("ip")
-        .args(["netns", "exec", node, "nft", "list", "ruleset", "ip"])
-        .stdin(Stdio::null())
-        .output()
-        .context("run nft list ruleset ip")?;
-    if !out.status.success() {
-        bail!(
-            "nft list ruleset ip in {node} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let ns = NetNs::open(node)?;
+    let tables = ruleset::list(Some(&ns), Some(Family::Ip), |name| {
+        name.starts_with("podnet-")
+    })
+    .with_context(|| format!("read the nftables ruleset of {node} over netlink"))?;
     println!(
-        "   the rules that did it, in {node} (nft list ruleset ip, proxy mode {}):",
+        "   the rules that did it, in {node} (read over netlink, in nft's syntax; proxy mode {}):",
         mode.as_str()
     );
+    let ip: Ipv4Addr = cluster_ip
+        .parse()
+        .with_context(|| format!("ClusterIP {cluster_ip}"))?;
     let lines = match mode {
-        ProxyMode::Nftables => nftables_service_lines(&listing, cluster_ip),
-        ProxyMode::Userspace => userspace_portal_lines(&listing, cluster_ip),
+        ProxyMode::Nftables => nftables_service_lines(&tables, ip),
+        ProxyMode::Userspace => userspace_portal_lines(&tables, ip),
     };
     if lines.is_empty() {
         println!("     (none found for {cluster_ip}: the proxy has not synced)");
@@ -470,59 +494,63 @@ fn print_service_rules(paths: &LabPaths, node: &str, cluster_ip: &str) -> Result
     Ok(())
 }
 
-/// The dispatch map element of the ClusterIP, then the chain it goes to, in
-/// the same table.
-fn nftables_service_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
-    let key = format!("{cluster_ip} . tcp . {SERVICE_PORT} : goto ");
-    let mut table = "";
-    let mut found = None;
-    for line in listing.lines() {
-        if line.starts_with("table ") {
-            table = line.trim_end_matches(" {");
-        } else if line.contains(&key) {
-            found = Some((table, line));
-            break;
-        }
-    }
+/// The dispatch map element of the ClusterIP, then the chain it goes to and the endpoint
+/// maps that chain picks from, in the same table.
+fn nftables_service_lines(tables: &[Table], cluster_ip: Ipv4Addr) -> Vec<String> {
+    let key = [
+        Datum::Ip(cluster_ip),
+        Datum::Proto(6),
+        Datum::Port(SERVICE_PORT),
+    ];
+    let found = tables.iter().find_map(|t| {
+        let map = t.set(podnet_proxy::model::SERVICE_IPS)?;
+        let element = map.elements.iter().find(|e| e.key == key)?;
+        Some((t, element))
+    });
     let Some((table, element)) = found else {
         return Vec::new();
     };
-    // The element may share its line with others: keep only ours.
-    let start = element.find(&key).unwrap_or(0);
-    let element = element[start..]
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_end_matches(" }");
-    let chain = element.rsplit(' ').next().unwrap_or("");
-    let mut out = vec![format!("{table}, dispatch map element: {element}")];
-    let chain_lines = block(listing, table, &format!("chain {chain} {{"));
-    let maps: Vec<String> = chain_lines
-        .iter()
-        .filter_map(|l| l.split_once(" map @").map(|(_, m)| m.to_string()))
-        .collect();
-    out.extend(chain_lines);
-    // The endpoint map the chain's pick looks up: where the endpoint's address is.
-    for map in maps {
-        out.extend(block(listing, table, &format!("map {map} {{")));
+    let mut out = vec![format!(
+        "table ip {}, dispatch map element: {element}",
+        table.name
+    )];
+    let Some(ElementValue::Verdict(Verdict::Goto(chain) | Verdict::Jump(chain))) = &element.value
+    else {
+        return out;
+    };
+    let Some(chain) = table.chain(chain) else {
+        return out;
+    };
+    out.extend(block(
+        &format!("chain {} {{", chain.name),
+        chain.rules.iter(),
+    ));
+    for map in chain.rules.iter().flat_map(|r| &r.actions) {
+        if let Action::DnatRandomMap { map, .. } = map
+            && let Some(set) = table.set(map)
+        {
+            let text = Table {
+                sets: vec![set.clone()],
+                ..Table::new(Family::Ip, "")
+            }
+            .to_string();
+            // The map's block without the table around it.
+            out.extend(text.lines().skip(1).take_while(|l| *l != "}").map(|l| {
+                let l = l.strip_prefix('\t').unwrap_or(l);
+                match l.strip_prefix('\t') {
+                    Some(inner) => format!("  {inner}"),
+                    None => l.to_string(),
+                }
+            }));
+        }
     }
     out
 }
 
-/// The lines of the block that opens with `header` in `table` of an `nft list` output,
-/// trimmed, its body indented by two.
-fn block(listing: &str, table: &str, header: &str) -> Vec<String> {
-    let mut lines = listing
-        .lines()
-        .skip_while(|l| !l.starts_with(table))
-        .skip_while(|l| l.trim() != header)
-        .take_while(|l| l.trim() != "}");
-    let Some(first) = lines.next() else {
-        return Vec::new();
-    };
-    let mut out = vec![first.trim().to_string()];
-    out.extend(lines.map(|l| format!("  {}", l.trim())));
+/// A block of lines: its header, its items indented by two, its closing brace.
+fn block<T: std::fmt::Display>(header: &str, items: impl Iterator<Item = T>) -> Vec<String> {
+    let mut out = vec![header.to_string()];
+    out.extend(items.map(|i| format!("  {i}")));
     out.push("}".to_string());
     out
 }
@@ -646,46 +674,105 @@ fn remove_dir(dir: &PathBuf) -> std::io::Result<()> {
     }
 }
 
-/// The lines of the KUBE-PORTALS-* chains that name the ClusterIP.
-fn userspace_portal_lines(listing: &str, cluster_ip: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chain = "";
-    for line in listing.lines() {
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix("chain ") {
-            chain = name.trim_end_matches(" {");
-        } else if chain.starts_with("KUBE-PORTALS") && t.contains(cluster_ip) {
-            out.push(format!("{chain}: {t}"));
-        }
-    }
-    out
+/// The rules of the KUBE-PORTALS-* chains that name the ClusterIP.
+fn userspace_portal_lines(tables: &[Table], cluster_ip: Ipv4Addr) -> Vec<String> {
+    let names_ip = |r: &Rule| {
+        r.matches.iter().any(|m| {
+            matches!(m, Match::Ip { addr: Addr::Daddr, net, equal: true } if net.addr() == cluster_ip && net.prefix_len() == 32)
+        })
+    };
+    tables
+        .iter()
+        .flat_map(|t| &t.chains)
+        .filter(|c| c.name.starts_with("KUBE-PORTALS"))
+        .flat_map(|c| {
+            c.rules
+                .iter()
+                .filter(|r| names_ip(r))
+                .map(move |r| format!("{}: {r}", c.name))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use podnet_kernel::ruleset::{Chain, DataType, Set, SetData, SetElement};
+
+    /// A shard table as the proxy writes it, as [`ruleset::list`] reads it back.
+    fn shard() -> Table {
+        let chain = "service-X-default/web/tcp/";
+        let map = "endpoints-X-default/web/tcp/";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut dispatch = Set::new(
+            "service-ips",
+            vec![
+                DataType::Ipv4Addr,
+                DataType::InetProto,
+                DataType::InetService,
+            ],
+        );
+        dispatch.value = SetData::Verdict;
+        dispatch.elements = vec![SetElement {
+            key: vec![Datum::Ip(ip("10.96.0.9")), Datum::Proto(6), Datum::Port(80)],
+            value: Some(ElementValue::Verdict(Verdict::Goto(chain.into()))),
+        }];
+        let mut endpoints = Set::new(map, vec![DataType::Integer]);
+        endpoints.value = SetData::Data(vec![DataType::Ipv4Addr, DataType::InetService]);
+        endpoints.typeof_text = Some("numgen random mod 1 : ip daddr . tcp dport".into());
+        endpoints.elements = vec![SetElement {
+            key: vec![Datum::Int(0)],
+            value: Some(ElementValue::Data(vec![
+                Datum::Ip(ip("10.244.1.2")),
+                Datum::Port(8080),
+            ])),
+        }];
+        let rules = vec![
+            Rule::new(
+                vec![
+                    Match::Ip {
+                        addr: Addr::Daddr,
+                        net: "10.96.0.9/32".parse().unwrap(),
+                        equal: true,
+                    },
+                    Match::Port {
+                        proto: Some(6),
+                        dport: true,
+                        first: 80,
+                        last: 80,
+                    },
+                    Match::Ip {
+                        addr: Addr::Saddr,
+                        net: "10.244.0.0/16".parse().unwrap(),
+                        equal: false,
+                    },
+                ],
+                vec![Action::Verdict(Verdict::Jump("mark-for-masquerade".into()))],
+            ),
+            Rule::new(
+                vec![Match::L4Proto(6)],
+                vec![Action::DnatRandomMap {
+                    count: 1,
+                    offset: 0,
+                    map: map.into(),
+                }],
+            ),
+        ];
+        let mut t = Table::new(Family::Ip, "podnet-proxy-4");
+        t.sets = vec![dispatch, endpoints];
+        t.chains = vec![Chain {
+            name: chain.into(),
+            hook: None,
+            rules,
+        }];
+        t
+    }
+
     #[test]
     fn the_service_lines_show_the_element_the_chain_and_its_endpoint_map() {
-        let listing = "table ip podnet-proxy-4 {
-\tmap service-ips {
-\t\ttype ipv4_addr . inet_proto . inet_service : verdict
-\t\telements = { 10.96.0.9 . tcp . 80 : goto service-X-default/web/tcp/ }
-\t}
-
-\tmap endpoints-X-default/web/tcp/ {
-\t\ttypeof numgen random mod 1 : ip daddr . tcp dport
-\t\telements = { 0 : 10.244.1.2 . 8080 }
-\t}
-
-\tchain service-X-default/web/tcp/ {
-\t\tip daddr 10.96.0.9 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-\t\tmeta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-X-default/web/tcp/
-\t}
-}
-";
         assert_eq!(
-            nftables_service_lines(listing, "10.96.0.9"),
+            nftables_service_lines(&[shard()], "10.96.0.9".parse().unwrap()),
             vec![
                 "table ip podnet-proxy-4, dispatch map element: 10.96.0.9 . tcp . 80 : goto service-X-default/web/tcp/",
                 "chain service-X-default/web/tcp/ {",
