@@ -9,6 +9,7 @@
 //! state) and `/var/lib/podnet/<lab>` (lab.json, kubeconfigs, logs, store).
 
 mod api;
+pub mod diagnose;
 pub mod down;
 mod http;
 mod processes;

@@ -15,8 +15,56 @@ use super::{LabPaths, StatusArgs, topology, validate_name};
 #[derive(Debug, Clone, Default)]
 pub struct ApiNode {
     pub ready: String,
+    /// Its `NetworkUnavailable` condition; `None` until the agent has reported it.
+    pub network: Option<NetworkCondition>,
     pub pod_cidr: String,
     pub pods: usize,
+}
+
+/// A Node's `NetworkUnavailable` condition.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetworkCondition {
+    /// The status is `True`.
+    pub unavailable: bool,
+    pub reason: String,
+    pub message: String,
+    /// Its `lastHeartbeatTime` (whole seconds): when an agent last posted it.
+    pub heartbeat: Option<std::time::SystemTime>,
+}
+
+impl ApiNode {
+    /// Ready, with its network reported available: what `lab up` waits for.
+    pub fn is_ready(&self) -> bool {
+        self.ready == "True" && self.network.as_ref().is_some_and(|n| !n.unavailable)
+    }
+
+    /// The network cell of `lab status`: `available`, `UNAVAILABLE (Reason)`, or `-` when
+    /// not reported yet.
+    pub fn network_cell(&self) -> String {
+        match &self.network {
+            None => "-".into(),
+            Some(n) if n.unavailable => format!("UNAVAILABLE ({})", n.reason),
+            Some(_) => "available".into(),
+        }
+    }
+}
+
+/// The `NetworkUnavailable` condition of a Node object.
+fn network_condition(node: &serde_json::Value) -> Option<NetworkCondition> {
+    let c = node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "NetworkUnavailable")?;
+    let text = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    let heartbeat = chrono::DateTime::parse_from_rfc3339(&text("lastHeartbeatTime"))
+        .ok()
+        .map(std::time::SystemTime::from);
+    Some(NetworkCondition {
+        unavailable: c["status"] == "True",
+        reason: text("reason"),
+        message: text("message"),
+        heartbeat,
+    })
 }
 
 /// Everything found about a lab.
@@ -52,6 +100,28 @@ impl Observation {
     /// and process there, the API ready). Nodes that are not Ready are not
     /// counted here: their agents are running and may still get there.
     pub fn problems(&self) -> Vec<String> {
+        self.problems_but(false)
+    }
+
+    /// What is wrong besides agents that exited (which `lab up` starts again).
+    pub fn problems_but_dead_agents(&self) -> Vec<String> {
+        self.problems_but(true)
+    }
+
+    /// The recorded agents of the lab's nodes that are no longer running.
+    pub fn dead_agents(&self) -> Vec<&ProcessRecord> {
+        let Some(state) = &self.state else {
+            return Vec::new();
+        };
+        state
+            .nodes
+            .iter()
+            .filter_map(|n| self.processes.find("agent", Some(&n.name)))
+            .filter(|p| !self.alive(p))
+            .collect()
+    }
+
+    fn problems_but(&self, skip_dead_agents: bool) -> Vec<String> {
         let mut problems = Vec::new();
         let Some(state) = &self.state else {
             if self.is_absent() {
@@ -99,6 +169,8 @@ impl Observation {
                 .map(|n| ("agent".to_string(), Some(n.name.clone()))),
         );
         for (component, node) in expected {
+            // An exited agent is started again by `lab up` when asked to skip it.
+            let restartable = skip_dead_agents && component == "agent";
             match self.processes.find(&component, node.as_deref()) {
                 None => problems.push(format!(
                     "no {component}{} was recorded in {}",
@@ -107,7 +179,7 @@ impl Observation {
                         .unwrap_or_default(),
                     self.paths.processes_json().display()
                 )),
-                Some(p) if !self.alive(p) => problems.push(format!(
+                Some(p) if !self.alive(p) && !restartable => problems.push(format!(
                     "{} (pid {}) is not running; its log is {}",
                     p.label(),
                     p.pid,
@@ -186,6 +258,7 @@ pub fn api_nodes(api: &Api) -> Result<BTreeMap<String, ApiNode>> {
             name.to_string(),
             ApiNode {
                 ready,
+                network: network_condition(node),
                 pod_cidr,
                 pods: 0,
             },
@@ -280,6 +353,7 @@ pub fn render(obs: &Observation) -> String {
         "NODE IP".into(),
         "AGENT".into(),
         "READY".into(),
+        "NETWORK".into(),
         "POD CIDR".into(),
         "PODS".into(),
     ]];
@@ -295,9 +369,10 @@ pub fn render(obs: &Observation) -> String {
             None => "none".into(),
         };
         let api = api_nodes.and_then(|n| n.get(&node.name));
-        let (ready, cidr, pods) = match (api, api_nodes) {
+        let (ready, network, cidr, pods) = match (api, api_nodes) {
             (Some(n), _) => (
                 n.ready.clone(),
+                n.network_cell(),
                 if n.pod_cidr.is_empty() {
                     "-".into()
                 } else {
@@ -305,8 +380,8 @@ pub fn render(obs: &Observation) -> String {
                 },
                 n.pods.to_string(),
             ),
-            (None, Some(_)) => ("not registered".into(), "-".into(), "-".into()),
-            (None, None) => ("?".into(), "?".into(), "?".into()),
+            (None, Some(_)) => ("not registered".into(), "-".into(), "-".into(), "-".into()),
+            (None, None) => ("?".into(), "?".into(), "?".into(), "?".into()),
         };
         rows.push([
             node.name.clone(),
@@ -314,11 +389,13 @@ pub fn render(obs: &Observation) -> String {
             node.node_ip.to_string(),
             agent,
             ready,
+            network,
             cidr,
             pods,
         ]);
     }
     out.push_str(&table(&rows));
+    out.push_str(&network_problems(state, api_nodes));
     let problems = obs.problems();
     if problems.is_empty() {
         let ready = api_nodes
@@ -326,12 +403,19 @@ pub fn render(obs: &Observation) -> String {
                 state
                     .nodes
                     .iter()
-                    .filter(|s| n.get(&s.name).is_some_and(|a| a.ready == "True"))
+                    .filter(|s| n.get(&s.name).is_some_and(ApiNode::is_ready))
                     .count()
             })
             .unwrap_or(0);
+        // Ready counts only with the network available: a node whose proxy or overlay
+        // fails runs pods that cannot talk.
+        let verdict = if ready == state.nodes.len() {
+            "healthy"
+        } else {
+            "running"
+        };
         out.push_str(&format!(
-            "healthy: {ready}/{} nodes Ready; export KUBECONFIG={}\n",
+            "{verdict}: {ready}/{} nodes Ready; export KUBECONFIG={}\n",
             state.nodes.len(),
             state.apiserver.kubeconfig.display()
         ));
@@ -339,6 +423,24 @@ pub fn render(obs: &Observation) -> String {
         out.push_str("problems:\n");
         for p in problems {
             out.push_str(&format!("  - {p}\n"));
+        }
+    }
+    out
+}
+
+/// The nodes whose network is unavailable, with their condition's reason and message.
+fn network_problems(state: &LabState, api_nodes: Option<&BTreeMap<String, ApiNode>>) -> String {
+    let mut out = String::new();
+    for node in &state.nodes {
+        if let Some(n) = api_nodes
+            .and_then(|a| a.get(&node.name))
+            .and_then(|a| a.network.as_ref())
+            .filter(|n| n.unavailable)
+        {
+            out.push_str(&format!(
+                "network unavailable on {} ({}): {}\n",
+                node.name, n.reason, n.message
+            ));
         }
     }
     out

@@ -1,13 +1,18 @@
 //! `podnet lab up`: builds the lab (underlay, nodes, store, apiserver,
-//! agents), shows progress, and waits until every Node is Ready. On an
-//! existing healthy lab it changes nothing; on a broken one it says what is
-//! in the way.
+//! agents), shows progress, and waits until every Node is Ready with its
+//! network available (`NetworkUnavailable=False`: its agent programmed the
+//! overlay, masquerade and service proxy). On an existing lab it starts again
+//! the agents that exited (as re-running `up` should) and waits the same way;
+//! a lab missing anything else is reported as in the way. A node whose
+//! network stays unavailable fails `up` with its condition's message and the
+//! last warnings of its agent, not only after the timeout.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::{IpNet, Ipv4Net};
@@ -15,9 +20,10 @@ use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_kernel::NetNs;
 
 use super::api::Api;
+use super::diagnose;
 use super::processes::{self, Started, is_alive, log_tail, spawn_daemon};
 use super::state::{ApiserverState, LabState, NodeState, ProcessRecord, Processes, UnderlayState};
-use super::status::{self, Observation};
+use super::status::{self, ApiNode, Observation};
 use super::topology::{self, Underlay};
 use super::{
     AGENT_API_PORT, Backend, LabPaths, MAX_NODES, NetworkOptions, ProxyMode, StoreKind,
@@ -37,6 +43,11 @@ const LB_POOL: &str = "192.0.2.0/28";
 const ETCD_BIN: &str = "/usr/bin/etcd";
 const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node may report `NetworkUnavailable=True` before `up` gives up on it (sooner
+/// when `--timeout` runs out first): the agent reports it only after repeated failures, but
+/// a part that was just mended gets its next retry — the service proxy retries a refused
+/// sync at most 30 s later — before `up` calls it broken.
+const NETWORK_GRACE: Duration = Duration::from_secs(30);
 
 /// The lab asked for, with defaults filled in and checked.
 #[derive(Debug, Clone)]
@@ -184,7 +195,18 @@ fn check_node_subnets(
     Ok(())
 }
 
+/// `podnet lab up`: the lab, then how to use it.
 pub fn run(args: UpArgs) -> Result<()> {
+    up(args, true)
+}
+
+/// The lab `podnet lab demo` runs on: the same, without the hint on how to use it (the
+/// demo says itself whether the lab stays).
+pub fn run_for_demo(args: UpArgs) -> Result<()> {
+    up(args, false)
+}
+
+fn up(args: UpArgs, hint: bool) -> Result<()> {
     validate_name(&args.name)?;
     let plan = Plan::from_args(&args)?;
     let paths = LabPaths::new(&args.name);
@@ -211,6 +233,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         agent_flags,
         processes: Processes::default(),
         api: None,
+        restarted: HashMap::new(),
     };
     if let Err(e) = lab.build() {
         bail!(
@@ -219,11 +242,12 @@ pub fn run(args: UpArgs) -> Result<()> {
             paths.logs().display()
         );
     }
-    println!(
-        "lab {} is up in {:.1} s. To use it:",
-        paths.name,
-        started.elapsed().as_secs_f64()
-    );
+    let took = started.elapsed().as_secs_f64();
+    if !hint {
+        println!("lab {} is up in {took:.1} s.", paths.name);
+        return Ok(());
+    }
+    println!("lab {} is up in {took:.1} s. To use it:", paths.name);
     println!("  export KUBECONFIG={}", paths.kubeconfig().display());
     println!("  podnet get nodes");
     println!("  podnet lab status --name {}", paths.name);
@@ -231,13 +255,14 @@ pub fn run(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// An existing lab: a healthy one is adopted as it is (unless the flags ask
-/// for something else); anything else is reported as in the way.
+/// An existing lab: a complete one is adopted as it is (unless the flags ask
+/// for something else), its exited agents started again, and waited for like
+/// a new one; anything else is reported as in the way.
 fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
     let name = &obs.paths.name;
-    let problems = obs.problems();
-    let Some(state) = obs.state.as_ref().filter(|_| problems.is_empty()) else {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+    let blocking = obs.problems_but_dead_agents();
+    let Some(state) = obs.state.as_ref().filter(|_| blocking.is_empty()) else {
+        let list: Vec<String> = obs.problems().iter().map(|p| format!("  - {p}")).collect();
         bail!(
             "lab {name} is partly there and cannot be adopted:\n{}\nremove it with `podnet lab down --name {name}`, then run `podnet lab up` again",
             list.join("\n")
@@ -325,11 +350,20 @@ fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
             differences.join(", ")
         );
     }
+    let dead = obs.dead_agents();
     if let Some(n) = grow_to {
-        return grow(&obs.paths, state.clone(), n, args.timeout);
+        return grow(&obs.paths, state.clone(), n, args.timeout, &dead);
     }
-    println!("lab {name} is already up; adopting it as it is (nothing changed).");
-    print!("{}", status::render(obs));
+    if dead.is_empty() {
+        println!("lab {name} is already up; adopting it as it is (nothing changed).");
+    } else {
+        println!("lab {name} is up, but not every agent runs; starting them again.");
+    }
+    let nodes = u32::try_from(state.nodes.len()).context("node count")?;
+    let mut lab = Builder::for_lab(&obs.paths, state, nodes, args.timeout, !dead.is_empty())?;
+    lab.restart_agents(state, &dead)?;
+    lab.wait_nodes_ready(state)?;
+    print!("{}", status::render(&status::observe(&obs.paths)?));
     println!(
         "  export KUBECONFIG={}",
         state.apiserver.kubeconfig.display()
@@ -340,28 +374,25 @@ fn adopt(obs: &Observation, args: &UpArgs) -> Result<()> {
 /// Adds nodes to a healthy lab: their namespaces on the underlay, their agents, and waits
 /// until they are Ready. The apiserver gives them pod subnets; the other agents see the new
 /// Nodes and route to them.
-fn grow(paths: &LabPaths, mut state: LabState, to: u32, timeout: u64) -> Result<()> {
+fn grow(
+    paths: &LabPaths,
+    mut state: LabState,
+    to: u32,
+    timeout: u64,
+    dead: &[&ProcessRecord],
+) -> Result<()> {
     if to > MAX_NODES {
         bail!("--nodes {to}: a lab has 1 to {MAX_NODES} nodes");
     }
     let from = u32::try_from(state.nodes.len()).context("node count")?;
-    let plan = Plan::of_state(&state, to, timeout)?;
-    let exe = std::env::current_exe().context("find the podnet binary")?;
-    let agent_flags = preflight(&exe, &plan)?;
+    let mut lab = Builder::for_lab(paths, &state, to, timeout, true)?;
     println!(
         "podnet lab up: lab {} grows from {from} to {to} nodes (backend {})",
         paths.name,
-        plan.backend.as_str()
+        lab.plan.backend.as_str()
     );
-    let underlay = plan.underlay;
-    let mut lab = Builder {
-        paths: paths.clone(),
-        plan,
-        exe,
-        agent_flags,
-        processes: Processes::load(paths)?,
-        api: Some(Api::connect(&state.apiserver.kubeconfig)?),
-    };
+    lab.restart_agents(&state, dead)?;
+    let underlay = lab.plan.underlay;
     let underlay_ns = NetNs::open(&paths.underlay_ns())?;
     for i in from + 1..=to {
         let name = paths.node_name(i);
@@ -464,6 +495,9 @@ struct Builder {
     processes: Processes,
     /// A client for the apiserver once it is ready.
     api: Option<Api>,
+    /// Nodes whose agent this run started again, and when: their Node still shows what
+    /// the old agent posted until the new one reports the network itself.
+    restarted: HashMap<String, SystemTime>,
 }
 
 /// Prints `label… ` and then `ok`, what `f` returns, or `failed`.
@@ -483,6 +517,74 @@ fn step<T>(label: &str, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
 }
 
 impl Builder {
+    /// A builder for the existing lab of `state`, planned at `nodes` nodes. The agent's
+    /// flags are looked up (`podnet agent --help`) only when agents are to be started.
+    fn for_lab(
+        paths: &LabPaths,
+        state: &LabState,
+        nodes: u32,
+        timeout: u64,
+        starts_agents: bool,
+    ) -> Result<Builder> {
+        let plan = Plan::of_state(state, nodes, timeout)?;
+        let exe = std::env::current_exe().context("find the podnet binary")?;
+        let agent_flags = if starts_agents {
+            preflight(&exe, &plan)?
+        } else {
+            AgentFlags::default()
+        };
+        Ok(Builder {
+            paths: paths.clone(),
+            plan,
+            exe,
+            agent_flags,
+            processes: Processes::load(paths)?,
+            api: Some(Api::connect(&state.apiserver.kubeconfig)?),
+            restarted: HashMap::new(),
+        })
+    }
+
+    /// Starts the agents of `dead` (recorded, no longer running) again, in their nodes'
+    /// namespaces, replacing their records. The new agent adopts its Node and pods.
+    fn restart_agents(&mut self, state: &LabState, dead: &[&ProcessRecord]) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        // Started on a whole second: condition heartbeats are whole seconds, so one at or
+        // after it is the new agent's, one before it the old agent's.
+        let started = next_whole_second();
+        if let Ok(wait) = started.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        for old in dead {
+            let Some(node) = state
+                .nodes
+                .iter()
+                .find(|n| old.node.as_deref() == Some(n.name.as_str()))
+            else {
+                continue;
+            };
+            let ns = NetNs::open(&node.netns)
+                .with_context(|| format!("open the namespace of {}", node.name))?;
+            self.processes
+                .processes
+                .retain(|p| !(p.component == "agent" && p.node == old.node));
+            self.restarted.insert(node.name.clone(), started);
+            self.start_agent(state, node, &ns)?;
+            let new = self
+                .processes
+                .find("agent", Some(&node.name))
+                .map_or(0, |p| p.pid);
+            println!(
+                "restarted the agent of {} (pid {} had exited; now pid {new}, log {})",
+                node.name,
+                old.pid,
+                old.log.display()
+            );
+        }
+        Ok(())
+    }
+
     fn build(&mut self) -> Result<()> {
         let paths = self.paths.clone();
         for dir in [&paths.run, &paths.lib, &paths.logs()] {
@@ -781,8 +883,9 @@ impl Builder {
         self.record("agent", Some(&node.name), &started, &log)
     }
 
-    /// Waits until the API shows every node Ready; stops early, naming the
-    /// node and its log, if an agent exits.
+    /// Waits until the API shows every node Ready with its network available; stops
+    /// early, naming the node and its log, if an agent exits or a node's network stays
+    /// unavailable for [`NETWORK_GRACE`].
     fn wait_nodes_ready(&self, state: &LabState) -> Result<()> {
         let total = state.nodes.len();
         let tty = std::io::stdout().is_terminal();
@@ -793,42 +896,28 @@ impl Builder {
         let deadline = Instant::now() + self.plan.ready_timeout;
         let mut shown = usize::MAX;
         let mut last_error = String::new();
+        let mut unavailable_since: HashMap<String, Instant> = HashMap::new();
         loop {
-            for node in &state.nodes {
-                if let Some(p) = self.processes.find("agent", Some(&node.name))
-                    && !is_alive(p.pid, p.start_time)
-                {
-                    if tty {
-                        println!();
-                    }
-                    bail!(
-                        "the agent of {} (pid {}) exited; the end of its log {}:\n{}",
-                        node.name,
-                        p.pid,
-                        p.log.display(),
-                        log_tail(&p.log, 15)
-                    );
-                }
-            }
+            self.check_agents_run(state, tty)?;
             let nodes = match status::api_nodes(api) {
-                Ok(nodes) => nodes,
+                Ok(nodes) => self.reported_since_restart(nodes),
                 Err(e) => {
                     last_error = format!("{e:#}");
                     Default::default()
                 }
             };
-            let not_ready: Vec<&NodeState> = state
+            let waiting: Vec<&NodeState> = state
                 .nodes
                 .iter()
-                .filter(|n| nodes.get(&n.name).is_none_or(|a| a.ready != "True"))
+                .filter(|n| !nodes.get(&n.name).is_some_and(ApiNode::is_ready))
                 .collect();
-            let ready = total - not_ready.len();
+            let ready = total - waiting.len();
             if tty && ready != shown {
                 print!("\ragents: {ready}/{total} nodes Ready");
                 let _ = std::io::stdout().flush();
                 shown = ready;
             }
-            if not_ready.is_empty() {
+            if waiting.is_empty() {
                 if tty {
                     println!();
                 } else {
@@ -836,30 +925,144 @@ impl Builder {
                 }
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            track_unavailable(&mut unavailable_since, &nodes, now);
+            let given_up = waiting.iter().find(|n| {
+                unavailable_since
+                    .get(&n.name)
+                    .is_some_and(|since| now.duration_since(*since) >= NETWORK_GRACE)
+            });
+            if given_up.is_some() || now >= deadline {
                 if tty {
                     println!();
                 }
-                let node = not_ready[0];
-                let why = match nodes.get(&node.name) {
-                    Some(a) => format!("its Ready condition is {}", a.ready),
-                    None if last_error.is_empty() => "it has not registered".to_string(),
-                    None => format!("it has not registered (listing Nodes: {last_error})"),
-                };
-                let log = self
-                    .processes
-                    .find("agent", Some(&node.name))
-                    .map(|p| p.log.clone())
-                    .unwrap_or_else(|| self.paths.log_of(&format!("agent-{}", node.name)));
-                bail!(
-                    "{ready}/{total} nodes Ready after {} s: node {} is not Ready ({why}); see its agent's log {}:\n{}",
-                    self.plan.ready_timeout.as_secs(),
-                    node.name,
-                    log.display(),
-                    log_tail(&log, 15)
-                );
+                let node = given_up.copied().unwrap_or(waiting[0]);
+                bail!(self.not_ready_message(
+                    node,
+                    nodes.get(&node.name),
+                    ready,
+                    total,
+                    &last_error
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The Nodes, with the network condition of a node whose agent this run restarted
+    /// dropped until the new agent has posted it (an agent that does not know its network
+    /// yet keeps the old agent's verdict on the Node).
+    fn reported_since_restart(
+        &self,
+        mut nodes: BTreeMap<String, ApiNode>,
+    ) -> BTreeMap<String, ApiNode> {
+        for (name, node) in nodes.iter_mut() {
+            let Some(restart) = self.restarted.get(name) else {
+                continue;
+            };
+            let fresh = node
+                .network
+                .as_ref()
+                .and_then(|n| n.heartbeat)
+                .is_some_and(|beat| beat >= *restart);
+            if !fresh {
+                node.network = None;
+            }
+        }
+        nodes
+    }
+
+    /// Fails when the agent of a node has exited.
+    fn check_agents_run(&self, state: &LabState, tty: bool) -> Result<()> {
+        for node in &state.nodes {
+            if let Some(p) = self.processes.find("agent", Some(&node.name))
+                && !is_alive(p.pid, p.start_time)
+            {
+                if tty {
+                    println!();
+                }
+                bail!(
+                    "the agent of {} (pid {}) exited; the end of its log {}:\n{}",
+                    node.name,
+                    p.pid,
+                    p.log.display(),
+                    log_tail(&p.log, 15)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Why `node` is not Ready (with its network available), with what its agent's log
+    /// says: its last warnings and errors when its network is unavailable, else its end.
+    fn not_ready_message(
+        &self,
+        node: &NodeState,
+        api: Option<&ApiNode>,
+        ready: usize,
+        total: usize,
+        list_error: &str,
+    ) -> String {
+        let log = self
+            .processes
+            .find("agent", Some(&node.name))
+            .map(|p| p.log.clone())
+            .unwrap_or_else(|| self.paths.log_of(&format!("agent-{}", node.name)));
+        let name = &node.name;
+        if let Some(n) = api
+            .and_then(|a| a.network.as_ref())
+            .filter(|n| n.unavailable)
+        {
+            let lines = diagnose::log_warnings(&log, diagnose::AGENT_LINES);
+            return format!(
+                "{ready}/{total} nodes Ready: the network of node {name} is unavailable ({}): {}\nthe last warnings and errors of its agent's log {}:\n  {}",
+                n.reason,
+                n.message,
+                log.display(),
+                lines.join("\n  ")
+            );
+        }
+        let why = match api {
+            Some(a) if a.ready != "True" => format!("its Ready condition is {}", a.ready),
+            Some(_) => {
+                "it has not reported its network yet (no NetworkUnavailable condition)".to_string()
+            }
+            None if list_error.is_empty() => "it has not registered".to_string(),
+            None => format!("it has not registered (listing Nodes: {list_error})"),
+        };
+        format!(
+            "{ready}/{total} nodes Ready after {} s: node {name} is not Ready ({why}); see its agent's log {}:\n{}",
+            self.plan.ready_timeout.as_secs(),
+            log.display(),
+            log_tail(&log, 15)
+        )
+    }
+}
+
+/// The next whole second of the clock the agents stamp their heartbeats with.
+fn next_whole_second() -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH + Duration::from_secs(now.as_secs() + 1)
+}
+
+/// Notes since when each node has reported its network unavailable (forgetting the
+/// nodes that no longer do).
+fn track_unavailable(
+    since: &mut HashMap<String, Instant>,
+    nodes: &BTreeMap<String, ApiNode>,
+    now: Instant,
+) {
+    since.retain(|name, _| {
+        nodes
+            .get(name)
+            .and_then(|n| n.network.as_ref())
+            .is_some_and(|n| n.unavailable)
+    });
+    for (name, node) in nodes {
+        if node.network.as_ref().is_some_and(|n| n.unavailable) {
+            since.entry(name.clone()).or_insert(now);
         }
     }
 }
