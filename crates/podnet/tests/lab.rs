@@ -479,11 +479,12 @@ fn status_shows_nodes_agents_and_apiserver() {
         assert!(row.contains("present"), "{row}");
         assert!(row.contains("running"), "{row}");
         assert!(row.contains("True"), "{row}");
+        assert!(row.contains(" available "), "{row}");
         assert!(row.contains("10.244."), "{row}");
     }
     assert!(out.contains("healthy: 2/2 nodes Ready"), "{out}");
 
-    // A dead agent shows, and `up` then says what is in the way.
+    // A dead agent shows, and `up` starts it again (as re-running `up` on a lab should).
     let procs = json(&format!("/run/podnet/{name}/processes.json"));
     let agent = procs["processes"]
         .as_array()
@@ -502,15 +503,27 @@ fn status_shows_nodes_agents_and_apiserver() {
     let out = ok(&["lab", "status", "--name", name]);
     assert!(out.contains(&format!("{pid} EXITED")), "{out}");
     assert!(out.contains("problems:"), "{out}");
-    let err = fails(&["lab", "up", "--name", name]);
+    let out = ok(&["lab", "up", "--name", name]);
     assert!(
-        err.contains(&format!("agent of {name}-node2 (pid {pid}) is not running")),
-        "{err}"
+        out.contains(&format!(
+            "restarted the agent of {name}-node2 (pid {pid} had exited"
+        )),
+        "{out}"
     );
-    assert!(
-        err.contains(&format!("podnet lab down --name {name}")),
-        "{err}"
-    );
+    assert!(out.contains("agents: 2/2 nodes Ready"), "{out}");
+    let procs = json(&format!("/run/podnet/{name}/processes.json"));
+    let agents: Vec<i64> = procs["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["node"] == format!("{name}-node2"))
+        .map(|p| p["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(agents.len(), 1, "one record per agent: {procs}");
+    assert_ne!(agents[0], i64::from(pid));
+    assert!(Path::new(&format!("/proc/{}", agents[0])).exists());
+    let out = ok(&["lab", "status", "--name", name]);
+    assert!(out.contains("healthy: 2/2 nodes Ready"), "{out}");
 
     ok(&["lab", "down", "--name", name]);
     let err = fails(&["lab", "status", "--name", name]);
