@@ -459,6 +459,11 @@ async fn peer(nodes: &Api<Node>, name: &str, cidr: &str, ip: &str) {
     let node = Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            // As its agent would have published it (a peer that has not yet is waited for,
+            // not counted as this node's overlay failing).
+            annotations: Some(
+                [("podnet.io/backend-type".to_string(), "host-gw".to_string())].into(),
+            ),
             ..ObjectMeta::default()
         },
         spec: Some(NodeSpec {

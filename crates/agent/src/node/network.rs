@@ -241,17 +241,27 @@ fn broken(message: impl std::fmt::Display) -> Pass {
 }
 
 impl Pass {
-    /// How the overlay fared: `None` when the pass did not get to it.
+    /// How the overlay fared: `None` when the pass did not get to it. A peer that has not
+    /// published its backend yet (its agent is starting) is waited for, not a failure of
+    /// this node.
     fn overlay(&self) -> Option<Result<(), String>> {
         if let Some(e) = &self.overlay_error {
             return Some(Err(e.clone()));
         }
         match self.sync.as_ref()? {
             Err(e) => Some(Err(format!("syncing peers: {e}"))),
-            Ok(sync) => Some(match sync.failed.first() {
-                Some((peer, why)) => Err(format!("peer {peer} not set up: {why}")),
-                None => Ok(()),
-            }),
+            Ok(sync) => {
+                let published = |node: &str| {
+                    self.peers
+                        .iter()
+                        .any(|p| p.node == node && p.backend_type.is_some())
+                };
+                let failed = sync.failed.iter().find(|(peer, _)| published(peer));
+                Some(match failed {
+                    Some((peer, why)) => Err(format!("peer {peer} not set up: {why}")),
+                    None => Ok(()),
+                })
+            }
         }
     }
 
@@ -604,5 +614,69 @@ fn report(node: &str, pass: Pass, readiness: &watch::Sender<Readiness>, memory: 
             }
             memory.masq_error = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(node: &str, published: bool) -> Peer {
+        Peer {
+            node: node.into(),
+            subnet: "10.244.1.0/24".parse().unwrap(),
+            public_ip: Ipv4Addr::new(172, 30, 0, 12),
+            backend_type: published.then(|| "vxlan".to_string()),
+            backend_data: None,
+        }
+    }
+
+    fn synced(peers: Vec<Peer>, failed: &[(&str, &str)]) -> Pass {
+        Pass {
+            readiness: Readiness::ready(),
+            overlay_error: None,
+            sync: Some(Ok(PeerSync {
+                failed: failed
+                    .iter()
+                    .map(|(p, why)| (p.to_string(), why.to_string()))
+                    .collect(),
+                ..PeerSync::default()
+            })),
+            peers,
+            skipped: Vec::new(),
+            annotations: None,
+            masq: Some(Ok(false)),
+        }
+    }
+
+    #[test]
+    fn the_overlay_fails_for_a_published_peer_not_for_one_still_starting() {
+        let waiting = synced(
+            vec![peer("n2", false)],
+            &[("n2", "it has not published its backend type yet")],
+        );
+        assert_eq!(waiting.overlay(), Some(Ok(())));
+        assert!(!waiting.failed());
+        let failing = synced(
+            vec![peer("n2", false), peer("n3", true)],
+            &[
+                ("n2", "starting"),
+                ("n3", "a route of another owner is in the way"),
+            ],
+        );
+        assert_eq!(
+            failing.overlay(),
+            Some(Err(
+                "peer n3 not set up: a route of another owner is in the way".into()
+            ))
+        );
+        assert!(failing.failed());
+        // Waiting for the podCIDR: nothing to say about the overlay yet; a device that
+        // cannot be made: failing.
+        assert_eq!(not_ready("waiting for spec.podCIDR").overlay(), None);
+        assert_eq!(
+            broken("no vxlan module").overlay(),
+            Some(Err("no vxlan module".into()))
+        );
     }
 }
