@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod nftnl;
+pub mod preflight;
 pub mod route;
 pub mod ruleset;
 pub mod sysctl;

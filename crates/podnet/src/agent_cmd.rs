@@ -189,6 +189,7 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    crate::preflight::agent(args.backend)?;
     let config = config(args)?;
     let node = config.node_name.clone();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

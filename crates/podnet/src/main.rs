@@ -6,6 +6,7 @@ mod apiserver;
 mod cli;
 mod demo;
 mod lab;
+mod preflight;
 mod probe;
 
 use clap::{Parser, Subcommand};
