@@ -695,6 +695,7 @@ fn userspace_portal_lines(tables: &[Table], cluster_ip: Ipv4Addr) -> Vec<String>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -130,6 +130,15 @@ pub enum StoreKind {
 }
 
 impl Backend {
+    /// The overlay backend it names.
+    pub fn kind(self) -> podnet_overlay::BackendKind {
+        match self {
+            Backend::Vxlan => podnet_overlay::BackendKind::Vxlan,
+            Backend::HostGw => podnet_overlay::BackendKind::HostGw,
+            Backend::Udp => podnet_overlay::BackendKind::Udp,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Vxlan => "vxlan",

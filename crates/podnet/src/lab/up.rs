@@ -432,6 +432,8 @@ struct AgentFlags {
 
 /// Checks, before anything is made, that this podnet has what the lab needs.
 fn preflight(exe: &Path, plan: &Plan) -> Result<AgentFlags> {
+    let etcd = (plan.store == StoreKind::Etcd).then_some(Path::new(ETCD_BIN));
+    crate::preflight::lab(plan.backend.kind(), etcd)?;
     let help = |cmd: &str| -> Result<String> {
         let out = Command::new(exe)
             .args([cmd, "--help"])
@@ -461,11 +463,6 @@ fn preflight(exe: &Path, plan: &Plan) -> Result<AgentFlags> {
                 exe.display()
             );
         }
-    }
-    if plan.store == StoreKind::Etcd && !Path::new(ETCD_BIN).exists() {
-        bail!(
-            "--store etcd needs {ETCD_BIN}, which is not installed: `apt-get install -y etcd-server`"
-        );
     }
     let network = &plan.network;
     for (asked, flag) in [
