@@ -466,9 +466,11 @@ fn ip_masq_adds_and_removes_the_pod_in_one_nftables_set() {
     );
     // Written over netlink, it is what nft makes of the same table's text.
     let by_nft = TestNs::new("mnft");
-    let mut text =
-        podnet_cni::plugin::masq::table(&node_conf_name(&conf), "10.66.9.0/24".parse().expect("cidr"))
-            .to_string();
+    let mut text = podnet_cni::plugin::masq::table(
+        &node_conf_name(&conf),
+        "10.66.9.0/24".parse().expect("cidr"),
+    )
+    .to_string();
     let set = text
         .lines()
         .find_map(|l| {

@@ -11,6 +11,7 @@ use ipnet::Ipv4Net;
 use podnet_api::cni::CniError;
 use podnet_kernel::KernelError;
 use podnet_kernel::nftnl::{self, BaseChain, Batch, ChainKind, Element, Family, Hook};
+use podnet_kernel::preflight::Feature;
 use podnet_kernel::ruleset::{Action, Addr, Chain, DataType, Match, Rule, Set, Table};
 
 pub const TABLE: &str = "podnet-cni";
@@ -122,5 +123,5 @@ pub fn remove(network: &str, ip: Ipv4Addr) -> Result<(), CniError> {
 }
 
 fn kernel(e: KernelError) -> CniError {
-    CniError::kernel(format!("ipMasq: {e}"))
+    super::wiring::kernel_using("ipMasq", Feature::Nftables, e)
 }

@@ -8,6 +8,7 @@ use podnet_api::cni::CniError;
 use podnet_api::cni::result::{Interface, Route as ResultRoute};
 use podnet_kernel::link::VethPair;
 use podnet_kernel::netlink::Batch;
+use podnet_kernel::preflight::{self, Feature};
 use podnet_kernel::{Link, NetNs, Netlink, Route, sysctl};
 
 use super::naming::tombstone_name;
@@ -36,6 +37,16 @@ pub fn kernel(action: &str, e: podnet_kernel::KernelError) -> CniError {
     CniError::kernel(format!("{action}: {e}"))
 }
 
+/// A failure of an operation that needs `feature`: said as that feature missing (as
+/// `podnet lab up` and `podnet agent` say it) when the kernel's answer means so.
+pub fn kernel_using(action: &str, feature: Feature, e: podnet_kernel::KernelError) -> CniError {
+    let io = e.errno().map(std::io::Error::from_raw_os_error);
+    match io.and_then(|io| preflight::explain(feature, &io, "the CNI plugin")) {
+        Some(missing) => CniError::kernel(format!("{action}: {missing}")),
+        None => kernel(action, e),
+    }
+}
+
 /// The node's bridge as it is now, made when missing. One look-up when it
 /// exists (every ADD but the first).
 fn bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
@@ -47,7 +58,7 @@ fn bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
         // Missing, or in the way: ensure_bridge makes it or says what is wrong.
         _ => host
             .ensure_bridge(a.bridge, a.mtu)
-            .map_err(|e| kernel(&format!("bridge {}", a.bridge), e)),
+            .map_err(|e| kernel_using(&format!("bridge {}", a.bridge), Feature::Bridge, e)),
     }
 }
 
@@ -71,7 +82,7 @@ pub fn attach(host: &mut Netlink, pod_ns: &NetNs, a: &Attachment) -> Result<Wire
         }
         other => other,
     }
-    .map_err(|e| kernel("wire the pod to the bridge", e))?;
+    .map_err(|e| kernel_using("wire the pod to the bridge", Feature::Veth, e))?;
     // Pods on the bridge are routed through the node; without forwarding
     // nothing leaves the node.
     sysctl::write_here("net.ipv4.ip_forward", "1")
