@@ -7,6 +7,8 @@
 
 mod common;
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
