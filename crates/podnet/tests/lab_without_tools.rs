@@ -5,9 +5,9 @@
 //! traffic to an address outside the cluster range, masqueraded to its node. (The test
 //! itself probes with nsenter from outside; only podnet runs without the tools.)
 
-mod common;
-
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
