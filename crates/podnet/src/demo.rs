@@ -161,6 +161,10 @@ pub fn run(
 
 /// After a failed step: what the agents and Nodes say, and whether the lab stays.
 fn explain_failure(paths: &LabPaths, keep: bool) {
+    if !paths.lab_json().exists() {
+        // Refused before anything was made (preflight): nothing to show or keep.
+        return;
+    }
     if !INTERRUPTED.load(Ordering::SeqCst) {
         println!("\nA step failed (the error is at the end). What the lab says:");
         print!("{}", crate::lab::diagnose::report(paths));
