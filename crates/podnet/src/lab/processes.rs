@@ -59,8 +59,12 @@ pub struct Started {
     pub start_time: u64,
 }
 
+/// `close_range`'s flag: mark the range close-on-exec instead of closing it now.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+
 /// Starts `cmd` as a daemon: in a session of its own, stdin from /dev/null,
-/// stdout and stderr appended to `log`. `inherit` becomes the child's fd 3.
+/// stdout and stderr appended to `log`, no other descriptor of ours but `inherit`,
+/// which becomes the child's fd 3.
 pub fn spawn_daemon(mut cmd: Command, log: &Path, inherit: Option<&OwnedFd>) -> Result<Started> {
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -75,13 +79,17 @@ pub fn spawn_daemon(mut cmd: Command, log: &Path, inherit: Option<&OwnedFd>) -> 
         .with_context(|| format!("open log file {}", log.display()))?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let inherited = inherit.map(|fd| fd.as_raw_fd());
-    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) run between
+    // SAFETY: only async-signal-safe calls (setsid, close_range, dup2, fcntl) run between
     // fork and exec, on fds the parent keeps open until the spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Whatever else the caller had open (a shell's pipes, the test harness's
+            // sockets) must not live on in a daemon; a kernel without close_range (before
+            // 5.11) leaves them as they are.
+            let _ = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
             if let Some(fd) = inherited {
                 if fd == INHERITED_FD {
                     // dup2 onto itself would leave close-on-exec set.
