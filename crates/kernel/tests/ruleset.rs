@@ -97,6 +97,24 @@ fn sample(family: Family) -> Table {
         key: vec![Datum::Proto(17), Datum::Port(30053)],
         value: Some(ElementValue::Verdict(Verdict::Goto("portals".into()))),
     }];
+    let mut blocks = Set::new("blocks", vec![DataType::Ipv4Addr]).with_comment("an ipBlock");
+    blocks.interval = true;
+    blocks.elements = ruleset::ip_ranges(
+        &[net("10.0.0.0/8"), net("192.168.1.5/32")],
+        &[net("10.1.0.0/16")],
+    )
+    .into_iter()
+    .map(|(a, b)| SetElement {
+        key: vec![ruleset::ip_interval(a, b)],
+        value: None,
+    })
+    .collect();
+    let mut pods = Set::new("pods", vec![DataType::Ipv4Addr]);
+    pods.value = SetData::Verdict;
+    pods.elements = vec![SetElement {
+        key: vec![Datum::Ip("10.244.0.5".parse().expect("ip"))],
+        value: Some(ElementValue::Verdict(Verdict::Accept)),
+    }];
     let post = Chain {
         name: "postrouting".into(),
         hook: base(ChainKind::Nat, Hook::Postrouting, 100),
@@ -213,13 +231,45 @@ fn sample(family: Family) -> Table {
                 ],
             ),
             Rule::new(vec![Match::MarkClear(0x4000)], vec![Action::MarkOr(0x4000)]),
+            Rule::new(
+                vec![Match::IpInSet {
+                    addr: Addr::Saddr,
+                    set: "blocks".into(),
+                    equal: false,
+                }],
+                vec![Action::Vmap {
+                    keys: vec![Key::IpDaddr],
+                    map: "pods".into(),
+                }],
+            ),
+            Rule::new(
+                vec![
+                    Match::Ip {
+                        addr: Addr::Saddr,
+                        net: net("10.244.0.0/16"),
+                        equal: true,
+                    },
+                    Match::Port {
+                        proto: Some(132),
+                        dport: true,
+                        first: 80,
+                        last: 81,
+                    },
+                    Match::IpInSet {
+                        addr: Addr::Daddr,
+                        set: "blocks".into(),
+                        equal: true,
+                    },
+                ],
+                vec![Action::Verdict(Verdict::Accept)],
+            ),
         ],
     };
     Table {
         family: Some(family),
         name: "podnet-test".into(),
         comment: Some("written by the ruleset test".into()),
-        sets: vec![masq, ports, vmap],
+        sets: vec![masq, ports, vmap, blocks, pods],
         chains: vec![post, pre, portals, filter],
     }
 }
@@ -234,6 +284,13 @@ fn a_table_written_over_netlink_lists_as_its_text_through_nft_and_reads_back_who
         nft(&by_nft, &["-f", "-"], Some(&table.to_string()));
         let listed = nft(&by_netlink, &["list", "ruleset"], None);
         assert_eq!(listed, nft(&by_nft, &["list", "ruleset"], None), "{family}");
+        // The same bytecode, not only the same text.
+        let debug = ["--debug=netlink", "list", "ruleset"];
+        assert_eq!(
+            nft(&by_netlink, &debug, None),
+            nft(&by_nft, &debug, None),
+            "{family}"
+        );
         // Read back over netlink: the same data, printed as nft prints it.
         let back = ruleset::get(Some(&by_netlink), family, "podnet-test")
             .expect("list")

@@ -258,14 +258,16 @@ fn elements(body: &[u8]) -> Vec<ListedElement> {
                 None => None,
             };
             let key = value_or_empty(e);
+            let interval_end =
+                be_u32(e, NFTA_SET_ELEM_FLAGS).is_some_and(|f| f & NFT_SET_ELEM_INTERVAL_END != 0);
             Some(ListedElement {
                 element: Element {
                     key,
                     value,
                     expires_ms: be_u64(e, NFTA_SET_ELEM_EXPIRATION),
+                    interval_end,
                 },
-                interval_end: be_u32(e, NFTA_SET_ELEM_FLAGS)
-                    .is_some_and(|f| f & NFT_SET_ELEM_INTERVAL_END != 0),
+                interval_end,
             })
         })
         .collect()

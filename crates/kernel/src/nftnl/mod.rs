@@ -38,6 +38,9 @@ pub struct Element {
     pub key: Vec<u8>,
     pub value: Option<Value>,
     pub expires_ms: Option<u64>,
+    /// In a set with intervals: this key is the first one after an interval (the
+    /// interval's start is the element before it).
+    pub interval_end: bool,
 }
 
 /// What a map element maps its key to.
@@ -54,6 +57,7 @@ impl Element {
             key,
             value: None,
             expires_ms: None,
+            interval_end: false,
         }
     }
 
@@ -61,6 +65,14 @@ impl Element {
     pub fn data(key: Vec<u8>, data: Vec<u8>) -> Element {
         Element {
             value: Some(Value::Data(data)),
+            ..Element::key(key)
+        }
+    }
+
+    /// The end of an interval, in a set with intervals.
+    pub fn interval_end(key: Vec<u8>) -> Element {
+        Element {
+            interval_end: true,
             ..Element::key(key)
         }
     }
@@ -415,6 +427,10 @@ fn put_element(out: &mut Vec<u8>, e: &Element) {
         }
         if let Some(ms) = e.expires_ms {
             put_attr(el, NFTA_SET_ELEM_EXPIRATION, &ms.to_be_bytes());
+        }
+        if e.interval_end {
+            // NFTA_SET_ELEM_FLAGS: NFT_SET_ELEM_INTERVAL_END
+            put_attr(el, 3, &1u32.to_be_bytes());
         }
     });
 }

@@ -99,6 +99,8 @@ pub enum Datum {
     Port(u16),
     /// A port range, in a set with intervals.
     Ports(u16, u16),
+    /// An address range that is not one network, in a set with intervals.
+    IpRange(Ipv4Addr, Ipv4Addr),
     Mark(u32),
 }
 
@@ -111,6 +113,7 @@ impl Datum {
             Datum::Net(net) => net.network().octets().to_vec(),
             Datum::Proto(p) => vec![*p],
             Datum::Port(p) | Datum::Ports(p, _) => p.to_be_bytes().to_vec(),
+            Datum::IpRange(a, _) => a.octets().to_vec(),
             Datum::Mark(m) => m.to_ne_bytes().to_vec(),
         }
     }
@@ -156,9 +159,67 @@ impl fmt::Display for Datum {
             Datum::Port(p) => write!(f, "{p}"),
             Datum::Ports(a, b) if a == b => write!(f, "{a}"),
             Datum::Ports(a, b) => write!(f, "{a}-{b}"),
+            Datum::IpRange(a, b) => write!(f, "{a}-{b}"),
             Datum::Mark(m) => write!(f, "{m:#010x}"),
         }
     }
+}
+
+/// The addresses of an interval element, first and last; `None` for other values.
+pub fn ip_bounds(d: &Datum) -> Option<(u32, u32)> {
+    match d {
+        Datum::Ip(ip) => Some((u32::from(*ip), u32::from(*ip))),
+        Datum::Net(net) => Some((u32::from(net.network()), u32::from(net.broadcast()))),
+        Datum::IpRange(a, b) => Some((u32::from(*a), u32::from(*b))),
+        _ => None,
+    }
+}
+
+/// An address range as nft shows it: one network when it is one, else `first-last`.
+pub fn ip_interval(first: u32, last: u32) -> Datum {
+    let size = u64::from(last) - u64::from(first) + 1;
+    if size.is_power_of_two() && u64::from(first) % size == 0 {
+        let prefix = 32 - size.trailing_zeros() as u8;
+        if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(first), prefix) {
+            return Datum::Net(net);
+        }
+    }
+    Datum::IpRange(Ipv4Addr::from(first), Ipv4Addr::from(last))
+}
+
+/// `include` minus `exclude`, as sorted, merged address ranges (an ipBlock's `cidr` and
+/// `except`).
+pub fn ip_ranges(include: &[Ipv4Net], exclude: &[Ipv4Net]) -> Vec<(u32, u32)> {
+    let bounds = |n: &Ipv4Net| (u32::from(n.network()), u32::from(n.broadcast()));
+    let mut ranges: Vec<(u32, u32)> = include.iter().map(bounds).collect();
+    ranges.sort();
+    let mut merged: Vec<(u32, u32)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if u64::from(a) <= u64::from(last.1) + 1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    for (xa, xb) in exclude.iter().map(bounds) {
+        merged = merged
+            .into_iter()
+            .flat_map(|(a, b)| {
+                let mut keep = Vec::new();
+                if xb < a || xa > b {
+                    keep.push((a, b));
+                } else {
+                    if xa > a {
+                        keep.push((a, xa - 1));
+                    }
+                    if xb < b {
+                        keep.push((xb + 1, b));
+                    }
+                }
+                keep
+            })
+            .collect();
+    }
+    merged
 }
 
 /// A concatenation's values, each field padded to 32 bits.
@@ -192,6 +253,25 @@ pub fn read_concat(types: &[Option<DataType>], bytes: &[u8]) -> Option<Vec<Datum
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_minus_its_exceptions_is_merged_ranges_shown_as_networks_where_they_are() {
+        let n = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let r = ip_ranges(&[n("10.0.0.0/8")], &[n("10.1.0.0/16"), n("10.0.0.0/16")]);
+        let shown: Vec<String> = r
+            .iter()
+            .map(|(a, b)| ip_interval(*a, *b).to_string())
+            .collect();
+        assert_eq!(shown, vec!["10.2.0.0-10.255.255.255"]);
+        let r = ip_ranges(&[n("10.0.0.0/24"), n("10.0.1.0/24")], &[n("10.0.0.5/32")]);
+        let shown: Vec<String> = r
+            .iter()
+            .map(|(a, b)| ip_interval(*a, *b).to_string())
+            .collect();
+        assert_eq!(shown, vec!["10.0.0.0-10.0.0.4", "10.0.0.6-10.0.1.255"]);
+        assert_eq!(ip_interval(0, u32::MAX).to_string(), "0.0.0.0/0");
+        assert_eq!(ip_interval(5, 5).to_string(), "0.0.0.5");
+    }
 
     #[test]
     fn concatenations_round_trip() {

@@ -12,7 +12,7 @@ mod typeof_;
 
 use std::fmt::{self, Write as _};
 
-pub use data::{DataType, Datum, key_len, type_number};
+pub use data::{DataType, Datum, ip_interval, ip_ranges, key_len, type_number};
 pub use parse::rule as parse_rule;
 pub use rule::{Action, Addr, CT_STATUS_DNAT, Key, Match, Rule, ct_state};
 
@@ -135,7 +135,8 @@ impl Table {
     /// tables that hold the same compare equal in this form.
     pub fn canonical(mut self) -> Table {
         for s in &mut self.sets {
-            s.elements.sort_by(|a, b| a.key.cmp(&b.key));
+            s.elements
+                .sort_by_cached_key(|e| data::concat_bytes(&e.key));
         }
         self
     }
@@ -297,8 +298,13 @@ impl Set {
         u
     }
 
-    /// The elements as the kernel stores them.
+    /// The elements as the kernel stores them. A set of address intervals holds each
+    /// interval's first address and the first after it (flagged as an end), sorted, after
+    /// an end at 0.0.0.0 when the first interval does not start there, as nft writes it.
     pub fn kernel_elements(&self) -> Vec<Element> {
+        if self.interval {
+            return interval_elements(&self.elements);
+        }
         self.elements
             .iter()
             .map(|e| {
@@ -313,6 +319,13 @@ impl Set {
     }
 
     fn from_listing(s: &ListedSet) -> Set {
+        if s.flags & SET_INTERVAL != 0 && s.key_type == DataType::Ipv4Addr.number() {
+            let mut set = Set::new(s.name.clone(), vec![DataType::Ipv4Addr]);
+            set.interval = true;
+            set.comment = crate::nftnl::set_comment(&s.userdata);
+            set.elements = listed_intervals(&s.elements);
+            return set;
+        }
         let key: Vec<DataType> = data::types_of(s.key_type)
             .into_iter()
             .map(|t| t.unwrap_or(DataType::Integer))
@@ -356,6 +369,57 @@ impl Set {
             typeof_text: typeof_::describe(&s.userdata),
         }
     }
+}
+
+/// An interval set's elements, as [`Set::kernel_elements`] says.
+fn interval_elements(elements: &[SetElement]) -> Vec<Element> {
+    let mut ranges: Vec<(u32, u32)> = elements
+        .iter()
+        .filter_map(|e| e.key.first().and_then(data::ip_bounds))
+        .collect();
+    ranges.sort();
+    let mut out = Vec::new();
+    if ranges.first().is_some_and(|(a, _)| *a != 0) {
+        out.push(Element::interval_end(vec![0; 4]));
+    }
+    for (a, b) in ranges {
+        out.push(Element::key(a.to_be_bytes().to_vec()));
+        if let Some(after) = b.checked_add(1) {
+            out.push(Element::interval_end(after.to_be_bytes().to_vec()));
+        }
+    }
+    out
+}
+
+/// An interval set's listed elements as ranges: each start with the end after it.
+fn listed_intervals(listed: &[crate::nftnl::ListedElement]) -> Vec<SetElement> {
+    let mut points: Vec<(u32, bool)> = listed
+        .iter()
+        .filter_map(|e| {
+            let key: [u8; 4] = e.element.key.as_slice().try_into().ok()?;
+            Some((u32::from_be_bytes(key), e.interval_end))
+        })
+        .collect();
+    points.sort();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < points.len() {
+        let (start, end) = points[i];
+        if end {
+            i += 1;
+            continue;
+        }
+        let last = match points.get(i + 1) {
+            Some((next, true)) => next.wrapping_sub(1),
+            _ => u32::MAX,
+        };
+        out.push(SetElement {
+            key: vec![data::ip_interval(start, last)],
+            value: None,
+        });
+        i += 2;
+    }
+    out
 }
 
 /// How nft records a single type's byte order in a set's user data (big endian 2, host 1).
@@ -431,6 +495,28 @@ impl fmt::Display for SetElement {
 }
 
 impl Set {
+    /// The elements separated as nft separates them: a new line after every second
+    /// address, every sixteenth number, every concatenation.
+    fn elements_text(&self) -> String {
+        let per_line = match self.key.as_slice() {
+            [DataType::Ipv4Addr] => 2,
+            [_] => 16,
+            _ => 1,
+        };
+        let mut out = String::new();
+        for (i, e) in self.elements.iter().enumerate() {
+            if i > 0 {
+                out.push_str(if i % per_line == 0 {
+                    ",\n\t\t\t     "
+                } else {
+                    ", "
+                });
+            }
+            out.push_str(&e.to_string());
+        }
+        out
+    }
+
     fn write(&self, out: &mut String) {
         let word = if self.is_map() { "map" } else { "set" };
         let _ = writeln!(out, "\t{word} {} {{", self.name);
@@ -457,8 +543,7 @@ impl Set {
             let _ = writeln!(out, "\t\tcomment \"{c}\"");
         }
         if !self.elements.is_empty() {
-            let items: Vec<String> = self.elements.iter().map(ToString::to_string).collect();
-            let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
+            let _ = writeln!(out, "\t\telements = {{ {} }}", self.elements_text());
         }
         out.push_str("\t}\n");
     }

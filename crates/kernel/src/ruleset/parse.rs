@@ -37,11 +37,9 @@ pub fn rule(exprs: &[Expr], comment: Option<String>, anonymous: AnonymousMaps<'_
         }
     }
     flush_raw(&mut raw, &mut rule);
-    // A dependency test nft adds for IPv4 fields in an inet table is not shown.
-    let depends = rule.matches.len() > 1;
-    if depends {
-        dedupe_nfproto(&mut rule.matches);
-    }
+    // The dependency test nft adds before the first IPv4 field of an inet rule is not
+    // shown (nor kept: writing the rule adds it again).
+    drop_ipv4_dependency(&mut rule);
     rule
 }
 
@@ -51,20 +49,27 @@ fn flush_raw(raw: &mut Vec<Expr>, rule: &mut Rule) {
     }
 }
 
-/// Drops each `meta nfproto ipv4` that only guards the IPv4 match after it.
-fn dedupe_nfproto(matches: &mut Vec<Match>) {
-    let mut i = 0;
-    while i + 1 < matches.len() {
-        let guards = matches[i] == Match::NfProtoIpv4
-            && matches!(
-                matches[i + 1],
-                Match::Ip { .. } | Match::IpInSet { .. } | Match::InSet { .. }
-            );
-        if guards {
-            matches.remove(i);
-        } else {
-            i += 1;
-        }
+/// Drops a `meta nfproto ipv4` that only guards the IPv4 fields after it.
+fn drop_ipv4_dependency(rule: &mut Rule) {
+    let Some(i) = rule.matches.iter().position(|m| *m == Match::NfProtoIpv4) else {
+        return;
+    };
+    let next_is_ip = match rule.matches.get(i + 1) {
+        Some(Match::Ip { .. } | Match::IpInSet { .. }) => true,
+        Some(Match::InSet { keys, .. }) => keys
+            .iter()
+            .any(|k| matches!(k, Key::IpSaddr | Key::IpDaddr)),
+        Some(_) => false,
+        None => rule.actions.first().is_some_and(|a| match a {
+            Action::Vmap { keys, .. } => keys
+                .iter()
+                .any(|k| matches!(k, Key::IpSaddr | Key::IpDaddr)),
+            Action::UpdateSet { key, .. } => matches!(key, Key::IpSaddr | Key::IpDaddr),
+            _ => false,
+        }),
+    };
+    if next_is_ip {
+        rule.matches.remove(i);
     }
 }
 

@@ -247,14 +247,35 @@ impl Rule {
     /// the batch id of the map [`Self::anonymous_vmap`] asked for.
     pub fn exprs(&self, family: Family, anonymous_map: Option<u32>) -> Vec<Expr> {
         let mut out = Vec::new();
-        for m in &self.matches {
-            m.encode(family, &mut out);
-        }
-        for a in &self.actions {
-            a.encode(anonymous_map, &mut out);
+        // nft tests `meta nfproto ipv4` once, before the rule's first IPv4 field.
+        let mut ipv4_known = family != Family::Inet;
+        let steps = self
+            .matches
+            .iter()
+            .map(|m| (m.loads_ip(), *m == Match::NfProtoIpv4, Step::Match(m)))
+            .chain(
+                self.actions
+                    .iter()
+                    .map(|a| (a.loads_ip(), false, Step::Action(a))),
+            );
+        for (loads_ip, is_dependency, step) in steps {
+            if loads_ip && !ipv4_known {
+                ipv4_dependency(&mut out);
+            }
+            ipv4_known |= loads_ip || is_dependency;
+            match step {
+                Step::Match(m) => m.encode(&mut out),
+                Step::Action(a) => a.encode(anonymous_map, &mut out),
+            }
         }
         out
     }
+}
+
+/// A rule's matches and actions in order, for encoding.
+enum Step<'a> {
+    Match(&'a Match),
+    Action(&'a Action),
 }
 
 /// A 32-bit register compared with a number in host byte order (marks, address types).
@@ -274,21 +295,27 @@ fn bits(mask: u32) -> Expr {
 
 /// In an `inet` table an IPv4 field is read only from IPv4 packets: nft puts a
 /// `meta nfproto ipv4` test before it.
-fn ipv4_dependency(family: Family, out: &mut Vec<Expr>) {
-    if family == Family::Inet {
-        out.push(Expr::meta(MetaKey::NfProto));
-        out.push(Expr::Cmp {
-            op: CmpOp::Eq,
-            data: vec![NFPROTO_IPV4],
-        });
-    }
+fn ipv4_dependency(out: &mut Vec<Expr>) {
+    out.push(Expr::meta(MetaKey::NfProto));
+    out.push(Expr::Cmp {
+        op: CmpOp::Eq,
+        data: vec![NFPROTO_IPV4],
+    });
 }
 
 impl Match {
-    fn encode(&self, family: Family, out: &mut Vec<Expr>) {
+    /// Whether it reads an IPv4 header field.
+    fn loads_ip(&self) -> bool {
+        match self {
+            Match::Ip { .. } | Match::IpInSet { .. } => true,
+            Match::InSet { keys, .. } => keys.iter().any(|k| k.is_ip()),
+            _ => false,
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<Expr>) {
         match self {
             Match::Ip { addr, net, equal } => {
-                ipv4_dependency(family, out);
                 out.extend(Expr::ip_prefix(
                     addr.offset(),
                     net.network(),
@@ -297,7 +324,6 @@ impl Match {
                 ));
             }
             Match::IpInSet { addr, set, equal } => {
-                ipv4_dependency(family, out);
                 out.push(addr.key().load(REG_1));
                 out.push(lookup(set, None, !equal));
             }
@@ -320,9 +346,6 @@ impl Match {
                 out.push(cmp_ne(CmpOp::Eq, RTN_LOCAL));
             }
             Match::InSet { keys, set, equal } => {
-                if keys.iter().any(|k| k.is_ip()) {
-                    ipv4_dependency(family, out);
-                }
                 load_keys(keys, out);
                 out.push(lookup(set, None, !equal));
             }
@@ -333,13 +356,7 @@ impl Match {
                 out.push(bits(*mask));
                 out.push(cmp_ne(CmpOp::Eq, 0));
             }
-            Match::NfProtoIpv4 => {
-                out.push(Expr::meta(MetaKey::NfProto));
-                out.push(Expr::Cmp {
-                    op: CmpOp::Eq,
-                    data: vec![NFPROTO_IPV4],
-                });
-            }
+            Match::NfProtoIpv4 => ipv4_dependency(out),
         }
     }
 }
@@ -398,6 +415,15 @@ fn lookup(set: &str, dreg: Option<u32>, invert: bool) -> Expr {
 }
 
 impl Action {
+    /// Whether it reads an IPv4 header field.
+    fn loads_ip(&self) -> bool {
+        match self {
+            Action::Vmap { keys, .. } => keys.iter().any(|k| k.is_ip()),
+            Action::UpdateSet { key, .. } => key.is_ip(),
+            _ => false,
+        }
+    }
+
     fn encode(&self, anonymous_map: Option<u32>, out: &mut Vec<Expr>) {
         match self {
             Action::Verdict(v) => out.push(Expr::Verdict(v.clone())),

@@ -58,7 +58,8 @@ fn expression(e: &[u8]) -> Option<String> {
                 parts.push(expression(rest.get(2..2 + len)?)?);
                 rest = &rest[2 + len..];
             }
-            Some(parts.join(" . "))
+            // A concatenation declared by `type` is recorded with no expressions.
+            (!parts.is_empty()).then(|| parts.join(" . "))
         }
         _ => None,
     }
