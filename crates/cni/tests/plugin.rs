@@ -483,9 +483,13 @@ fn ip_masq_adds_and_removes_the_pod_in_one_nftables_set() {
         text.push_str(&format!("add element ip podnet-cni {set} {{ {ip} }}\n"));
     }
     podnet_kernel::nft::apply(Some(&by_nft.ns), &text).expect("nft -f");
+    let by_nft = podnet_kernel::nft::list_table(Some(&by_nft.ns), "ip", "podnet-cni")
+        .expect("nft")
+        .expect("table");
+    // (A hash set lists its elements in an order of its own.)
     assert_eq!(
-        podnet_kernel::nft::list_table(Some(&by_nft.ns), "ip", "podnet-cni").expect("nft"),
-        Some(table.clone())
+        podnet_kernel::nft::sorted_elements(&by_nft),
+        podnet_kernel::nft::sorted_elements(&table)
     );
     node.plugin("DEL", "pod-ma", Some(&pa.path()), "eth0")
         .run(&conf)

@@ -117,3 +117,46 @@ pub fn delete_table(ns: Option<&NetNs>, family: &str, name: &str) -> Result<()> 
         &format!("table {family} {name}\ndelete table {family} {name}\n"),
     )
 }
+
+/// A listing with each set's elements on one line and in sorted order, for comparing two
+/// listings: a hash set lists its elements in the order of its hash, which the kernel
+/// seeds at random per set, and nft breaks long element lists over lines.
+pub fn sorted_elements(listing: &str) -> String {
+    let mut out = Vec::new();
+    let mut lines = listing.lines();
+    while let Some(line) = lines.next() {
+        let Some((head, rest)) = line.split_once("elements = { ") else {
+            out.push(line.to_string());
+            continue;
+        };
+        let mut body = rest.to_string();
+        while !body.trim_end().ends_with('}') {
+            match lines.next() {
+                Some(more) => {
+                    body.push(' ');
+                    body.push_str(more.trim());
+                }
+                None => break,
+            }
+        }
+        let inner = body.trim_end().trim_end_matches('}').trim();
+        let mut items: Vec<&str> = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        items.sort_unstable();
+        out.push(format!("{head}elements = {{ {} }}", items.join(", ")));
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn element_lists_are_joined_and_sorted() {
+        let a = "\tset s {\n\t\telements = { 10.0.0.7, 10.0.0.5,\n\t\t\t     10.0.0.6 }\n\t}";
+        let b = "\tset s {\n\t\telements = { 10.0.0.5, 10.0.0.6, 10.0.0.7 }\n\t}";
+        assert_eq!(super::sorted_elements(a), super::sorted_elements(b));
+    }
+}

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use podnet_kernel::netns::OwnedNetNs;
+use podnet_kernel::nft;
 use podnet_kernel::nftnl::{self, BaseChain, ChainKind, Family, Hook, Verdict};
 use podnet_kernel::ruleset::{
     self, Action, Addr, Chain, DataType, Datum, ElementValue, Key, Match, Rule, Set, SetData,
@@ -22,7 +23,7 @@ fn test_ns(tag: &str) -> OwnedNetNs {
     OwnedNetNs::create(&name).expect("create test namespace")
 }
 
-fn nft(ns: &OwnedNetNs, args: &[&str], stdin: Option<&str>) -> String {
+fn run_nft(ns: &OwnedNetNs, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns.name(), "nft"])
@@ -274,6 +275,27 @@ fn sample(family: Family) -> Table {
     }
 }
 
+/// `nft --debug=netlink list` with each set's element lines sorted: a hash set lists its
+/// elements in the order of its hash, which is seeded per set.
+fn elements_sorted(debug: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut elements: Vec<&str> = Vec::new();
+    let flush = |out: &mut Vec<String>, elements: &mut Vec<&str>| {
+        elements.sort_unstable();
+        out.extend(elements.drain(..).map(str::to_string));
+    };
+    for line in debug.lines() {
+        if line.starts_with("\telement ") {
+            elements.push(line);
+        } else {
+            flush(&mut out, &mut elements);
+            out.push(line.to_string());
+        }
+    }
+    flush(&mut out, &mut elements);
+    out.join("\n")
+}
+
 #[test]
 fn a_table_written_over_netlink_lists_as_its_text_through_nft_and_reads_back_whole() {
     for family in [Family::Ip, Family::Inet] {
@@ -281,14 +303,18 @@ fn a_table_written_over_netlink_lists_as_its_text_through_nft_and_reads_back_who
         let by_netlink = test_ns("nl");
         let by_nft = test_ns("nft");
         nftnl::apply(Some(&by_netlink), &table.replacing_batch()).expect("netlink");
-        nft(&by_nft, &["-f", "-"], Some(&table.to_string()));
-        let listed = nft(&by_netlink, &["list", "ruleset"], None);
-        assert_eq!(listed, nft(&by_nft, &["list", "ruleset"], None), "{family}");
+        run_nft(&by_nft, &["-f", "-"], Some(&table.to_string()));
+        let listed = run_nft(&by_netlink, &["list", "ruleset"], None);
+        let same = |a: &str, b: &str| nft::sorted_elements(a) == nft::sorted_elements(b);
+        assert!(
+            same(&listed, &run_nft(&by_nft, &["list", "ruleset"], None)),
+            "{family}: {listed}"
+        );
         // The same bytecode, not only the same text.
         let debug = ["--debug=netlink", "list", "ruleset"];
         assert_eq!(
-            nft(&by_netlink, &debug, None),
-            nft(&by_nft, &debug, None),
+            elements_sorted(&run_nft(&by_netlink, &debug, None)),
+            elements_sorted(&run_nft(&by_nft, &debug, None)),
             "{family}"
         );
         // Read back over netlink: the same data, printed as nft prints it.
@@ -296,13 +322,19 @@ fn a_table_written_over_netlink_lists_as_its_text_through_nft_and_reads_back_who
             .expect("list")
             .expect("the table is there");
         assert_eq!(back, table.clone().canonical(), "{family}");
-        assert_eq!(back.to_string(), listed, "{family}");
+        assert!(
+            same(&back.to_string(), &listed),
+            "{family}: {back}\n{listed}"
+        );
         // Replacing it again gives the same; deleting it leaves nothing.
         nftnl::apply(Some(&by_netlink), &table.replacing_batch()).expect("again");
-        assert_eq!(nft(&by_netlink, &["list", "ruleset"], None), listed);
+        assert!(same(
+            &run_nft(&by_netlink, &["list", "ruleset"], None),
+            &listed
+        ));
         ruleset::delete_table(Some(&by_netlink), family, "podnet-test").expect("delete");
         ruleset::delete_table(Some(&by_netlink), family, "podnet-test").expect("twice");
-        assert_eq!(nft(&by_netlink, &["list", "ruleset"], None), "");
+        assert_eq!(run_nft(&by_netlink, &["list", "ruleset"], None), "");
         assert!(
             ruleset::get(Some(&by_netlink), family, "podnet-test")
                 .expect("list")
