@@ -8,6 +8,7 @@
 mod data;
 mod parse;
 mod rule;
+pub mod trace;
 mod typeof_;
 
 use std::fmt::{self, Write as _};

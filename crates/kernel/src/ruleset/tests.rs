@@ -203,3 +203,101 @@ fn priorities_print_by_name() {
     );
     assert_eq!(priority_text(Family::Inet, &b(Hook::Forward, 0)), "filter");
 }
+
+mod tracing {
+    use super::super::trace::{Outcome, Packet, trace};
+    use super::*;
+
+    fn filter(name: &str, rules: Vec<Rule>) -> Chain {
+        Chain {
+            name: name.into(),
+            hook: Some(BaseChain {
+                kind: ChainKind::Filter,
+                hook: Hook::Forward,
+                priority: 0,
+                accept: true,
+            }),
+            rules,
+        }
+    }
+
+    fn regular(name: &str, rules: Vec<Rule>) -> Chain {
+        Chain {
+            name: name.into(),
+            hook: None,
+            rules,
+        }
+    }
+
+    fn from(set: &str) -> Match {
+        Match::IpInSet {
+            addr: Addr::Saddr,
+            set: set.into(),
+            equal: true,
+        }
+    }
+
+    fn verdict(v: Verdict) -> Vec<Action> {
+        vec![Action::Verdict(v)]
+    }
+
+    /// A jump that falls off its chain goes on in the caller; a goto's fall-through
+    /// returns from the caller too; the base chain's policy decides last.
+    fn table() -> Table {
+        let mut allowed = Set::new("allowed", vec![DataType::Ipv4Addr]);
+        allowed.interval = true;
+        allowed.elements = vec![SetElement {
+            key: vec![Datum::Net(net("10.1.0.0/16"))],
+            value: None,
+        }];
+        let mut t = Table::new(Family::Inet, "t");
+        t.sets = vec![allowed];
+        t.chains = vec![
+            filter(
+                "forward",
+                vec![
+                    Rule::new(vec![], verdict(Verdict::Jump("check".into()))),
+                    Rule::new(vec![], verdict(Verdict::Goto("last".into()))),
+                    Rule::new(vec![], verdict(Verdict::Accept)),
+                ],
+            ),
+            regular(
+                "check",
+                vec![Rule::new(vec![from("allowed")], verdict(Verdict::Accept))],
+            ),
+            regular(
+                "last",
+                vec![Rule::new(
+                    vec![Match::Port {
+                        proto: Some(6),
+                        dport: true,
+                        first: 22,
+                        last: 22,
+                    }],
+                    verdict(Verdict::Drop),
+                )],
+            ),
+        ];
+        t
+    }
+
+    #[test]
+    fn jumps_gotos_sets_and_policies_decide_as_the_kernel_does() {
+        let t = [table()];
+        let packet = |src: &str, port| {
+            Packet::new(src.parse().unwrap(), "10.2.0.1".parse().unwrap(), 6, port)
+        };
+        let allowed = trace(&t, Hook::Forward, &packet("10.1.2.3", 22));
+        assert_eq!(allowed.outcome, Outcome::Accepted);
+        assert_eq!(allowed.steps.len(), 2, "{allowed:?}");
+        assert_eq!(allowed.steps[1].rule, "ip saddr @allowed accept");
+        let dropped = trace(&t, Hook::Forward, &packet("10.9.0.1", 22));
+        assert_eq!(dropped.outcome, Outcome::Dropped);
+        assert_eq!(dropped.steps.last().unwrap().rule, "tcp dport 22 drop");
+        // Off the end of `last` (reached by goto), `forward` returns too: its `accept`
+        // rule is never reached and the policy accepts.
+        let other = trace(&t, Hook::Forward, &packet("10.9.0.1", 80));
+        assert_eq!(other.outcome, Outcome::Accepted);
+        assert!(other.steps.iter().all(|s| s.rule != "accept"), "{other:?}");
+    }
+}
