@@ -342,3 +342,85 @@ fn a_table_written_over_netlink_lists_as_its_text_through_nft_and_reads_back_who
         );
     }
 }
+
+/// The sample changed in every way a partial sync changes a table: a set added and one
+/// removed, elements added, removed and changed (also an interval set's), a chain's rules
+/// rewritten, a chain added and one removed.
+fn changed(family: Family) -> Table {
+    let mut t = sample(family);
+    t.sets.retain(|s| s.name != "no-endpoints");
+    t.chains[3].rules.remove(1);
+    let masq = t
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "masq_x")
+        .expect("masq");
+    masq.elements.remove(0);
+    masq.elements.push(SetElement {
+        key: vec![Datum::Ip("10.1.0.9".parse().expect("ip"))],
+        value: None,
+    });
+    let map = t
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "nodeports")
+        .expect("map");
+    map.elements[0].value = Some(ElementValue::Verdict(Verdict::Goto("extra".into())));
+    let blocks = t
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "blocks")
+        .expect("blocks");
+    blocks.elements.pop();
+    let mut added = Set::new("added", vec![DataType::InetService]);
+    added.elements = vec![SetElement {
+        key: vec![Datum::Port(53)],
+        value: None,
+    }];
+    t.sets.push(added);
+    t.chains.retain(|c| c.name != "portals");
+    t.chains[0].rules.push(Rule::new(
+        vec![Match::Port {
+            proto: Some(17),
+            dport: true,
+            first: 53,
+            last: 53,
+        }],
+        vec![Action::Verdict(Verdict::Return)],
+    ));
+    t.chains.push(Chain {
+        name: "extra".into(),
+        hook: None,
+        rules: vec![Rule::new(vec![], vec![Action::Verdict(Verdict::Accept)])],
+    });
+    // `prerouting` jumped to the removed chain.
+    t.chains[1].rules.pop();
+    t.canonical()
+}
+
+#[test]
+fn a_partial_plan_leaves_what_a_fresh_table_would_be() {
+    for family in [Family::Ip, Family::Inet] {
+        let old = sample(family).canonical();
+        let new = changed(family);
+        let partial = test_ns("partial");
+        let fresh = test_ns("fresh");
+        nftnl::apply(Some(&partial), &old.replacing_batch()).expect("old");
+        let (batch, kind) = ruleset::plan(Some(&old), Some(&new));
+        assert_eq!(kind, ruleset::PlanKind::Partial);
+        nftnl::apply(Some(&partial), &batch).expect("partial");
+        nftnl::apply(Some(&fresh), &new.replacing_batch()).expect("fresh");
+        let list = |ns: &OwnedNetNs| nft::sorted_elements(&run_nft(ns, &["list", "ruleset"], None));
+        assert_eq!(list(&partial), list(&fresh), "{family}");
+        let back = ruleset::get(Some(&partial), family, "podnet-test").expect("list");
+        assert_eq!(back.as_ref(), Some(&new), "{family}");
+        assert_eq!(
+            ruleset::plan(Some(&new), Some(&new)).1,
+            ruleset::PlanKind::Nothing
+        );
+        let (gone, kind) = ruleset::plan(Some(&new), None);
+        assert_eq!(kind, ruleset::PlanKind::Delete);
+        nftnl::apply(Some(&partial), &gone).expect("delete");
+        assert_eq!(run_nft(&partial, &["list", "ruleset"], None), "");
+    }
+}

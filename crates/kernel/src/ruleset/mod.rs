@@ -7,6 +7,7 @@
 
 mod data;
 mod parse;
+mod plan;
 mod rule;
 pub mod trace;
 mod typeof_;
@@ -15,6 +16,7 @@ use std::fmt::{self, Write as _};
 
 pub use data::{DataType, Datum, ip_interval, ip_ranges, key_len, type_number};
 pub use parse::rule as parse_rule;
+pub use plan::{PlanKind, plan};
 pub use rule::{Action, Addr, CT_STATUS_DNAT, Key, Match, Rule, ct_state};
 
 use crate::error::Result;
@@ -57,13 +59,13 @@ pub enum SetData {
     Data(Vec<DataType>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SetElement {
     pub key: Vec<Datum>,
     pub value: Option<ElementValue>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ElementValue {
     Verdict(Verdict),
     Data(Vec<Datum>),
@@ -107,13 +109,7 @@ impl Table {
             batch.add_elements_by_id(&self.name, id, &s.kernel_elements());
         }
         for c in &self.chains {
-            for r in &c.rules {
-                let anonymous = r
-                    .anonymous_vmap()
-                    .map(|verdicts| batch.add_anonymous_vmap(&self.name, &verdicts));
-                let exprs = r.exprs(self.family(), anonymous);
-                batch.add_rule_with_comment(&self.name, &c.name, &exprs, r.comment.as_deref());
-            }
+            plan::add_rules(batch, self, c);
         }
     }
 
@@ -306,17 +302,7 @@ impl Set {
         if self.interval {
             return interval_elements(&self.elements);
         }
-        self.elements
-            .iter()
-            .map(|e| {
-                let key = data::concat_bytes(&e.key);
-                match &e.value {
-                    None => Element::key(key),
-                    Some(ElementValue::Verdict(v)) => Element::verdict(key, v.clone()),
-                    Some(ElementValue::Data(d)) => Element::data(key, data::concat_bytes(d)),
-                }
-            })
-            .collect()
+        self.elements.iter().map(kernel_element).collect()
     }
 
     fn from_listing(s: &ListedSet) -> Set {
@@ -369,6 +355,16 @@ impl Set {
             elements,
             typeof_text: typeof_::describe(&s.userdata),
         }
+    }
+}
+
+/// One element of a set without intervals as the kernel stores it.
+pub(crate) fn kernel_element(e: &SetElement) -> Element {
+    let key = data::concat_bytes(&e.key);
+    match &e.value {
+        None => Element::key(key),
+        Some(ElementValue::Verdict(v)) => Element::verdict(key, v.clone()),
+        Some(ElementValue::Data(d)) => Element::data(key, data::concat_bytes(d)),
     }
 }
 
