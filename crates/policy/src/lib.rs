@@ -11,7 +11,9 @@
 
 pub mod cluster;
 pub mod model;
+pub mod runner;
 pub mod selector;
 
 pub use cluster::{Cluster, NamedPort, PodInfo};
 pub use model::{Direction, PolicyConfig, TABLE, desired};
+pub use runner::{PolicyError, RunConfig, SyncReport, Syncer, run};

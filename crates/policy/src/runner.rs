@@ -1,0 +1,313 @@
+//! The sync loop: Pods, Namespaces and NetworkPolicies watched into reflector stores; after
+//! a change (and once every list is in), the desired table is computed from the stores and
+//! the kernel moved to it in one netlink transaction ([`podnet_kernel::ruleset::plan`]):
+//! whole at start and after a failure, otherwise only what differs. Every `resync` the
+//! kernel's table is read back and compared with what was written; one that drifted (a
+//! hand edit, a flushed ruleset) is written whole again.
+
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use podnet_kernel::NetNs;
+use podnet_kernel::nftnl::NftSocket;
+use podnet_kernel::ruleset::{self, Action, PlanKind, Table};
+use tokio::sync::watch;
+
+use crate::cluster::{Cluster, PodInfo, namespace_labels};
+use crate::model::{PolicyConfig, TABLE, desired};
+
+/// Errors of the policy engine, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("writing the NetworkPolicy rules: {0}")]
+    Kernel(#[from] podnet_kernel::KernelError),
+    #[error("the sync thread ended: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// How the loop runs.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub policy: PolicyConfig,
+    /// The node's namespace (`None`: the calling thread's).
+    pub netns: Option<NetNs>,
+    /// How often the kernel's table is checked against what was written.
+    pub resync: Duration,
+    /// How long a burst of changes is gathered before a sync.
+    pub debounce: Duration,
+}
+
+impl RunConfig {
+    pub fn new(node: impl Into<String>) -> RunConfig {
+        RunConfig {
+            policy: PolicyConfig {
+                node: node.into(),
+                log_group: 100,
+            },
+            netns: None,
+            resync: Duration::from_secs(60),
+            debounce: Duration::from_millis(5),
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub kind: PlanKind,
+    pub elapsed: Duration,
+}
+
+/// What the kernel holds and how to reach it; moved to the blocking pool for each sync.
+pub struct Syncer {
+    config: PolicyConfig,
+    netns: Option<NetNs>,
+    socket: Option<NftSocket>,
+    /// What the last sync wrote (`None`: no table); unknown after a failure.
+    installed: Option<Option<Table>>,
+}
+
+impl Syncer {
+    pub fn new(config: PolicyConfig, netns: Option<NetNs>) -> Syncer {
+        Syncer {
+            config,
+            netns,
+            socket: None,
+            installed: None,
+        }
+    }
+
+    /// Moves the kernel to the table `cluster` calls for.
+    pub fn sync(&mut self, cluster: &Cluster) -> Result<SyncReport, PolicyError> {
+        let started = Instant::now();
+        let wanted = desired(cluster, &self.config);
+        let (batch, kind) = match &self.installed {
+            Some(installed) => ruleset::plan(installed.as_ref(), wanted.as_ref()),
+            // Unknown: whatever is there goes (a table from before a restart included).
+            None => match &wanted {
+                Some(t) => (t.replacing_batch(), PlanKind::Full),
+                None => (
+                    ruleset::delete_table_batch(podnet_kernel::nftnl::Family::Inet, TABLE),
+                    PlanKind::Delete,
+                ),
+            },
+        };
+        self.installed = None;
+        if kind != PlanKind::Nothing {
+            self.socket()?
+                .apply(&batch)
+                .inspect_err(|_| self.socket = None)?;
+        }
+        self.installed = Some(wanted);
+        Ok(SyncReport {
+            kind,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Whether the kernel still holds what the last sync wrote; when not, the next sync
+    /// writes the table whole.
+    pub fn verify(&mut self) -> Result<bool, PolicyError> {
+        let Some(installed) = &self.installed else {
+            return Ok(false);
+        };
+        let found = ruleset::get(
+            self.netns.as_ref(),
+            podnet_kernel::nftnl::Family::Inet,
+            TABLE,
+        )?
+        .map(without_counts);
+        let same = found == installed.clone().map(without_counts);
+        if !same {
+            self.installed = None;
+        }
+        Ok(same)
+    }
+
+    fn socket(&mut self) -> Result<&mut NftSocket, PolicyError> {
+        if self.socket.is_none() {
+            self.socket = Some(NftSocket::open(self.netns.as_ref())?);
+        }
+        self.socket.as_mut().ok_or_else(|| {
+            PolicyError::Kernel(podnet_kernel::KernelError::Nftables {
+                message: "no netfilter socket".into(),
+            })
+        })
+    }
+}
+
+/// The table with its counters at zero: what a rule counted is not a difference.
+fn without_counts(mut t: Table) -> Table {
+    for c in &mut t.chains {
+        for r in &mut c.rules {
+            for a in &mut r.actions {
+                if let Action::Counter { packets, bytes } = a {
+                    (*packets, *bytes) = (0, 0);
+                }
+            }
+        }
+    }
+    t
+}
+
+/// The three reflector stores.
+struct Stores {
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    policies: Store<NetworkPolicy>,
+}
+
+impl Stores {
+    fn cluster(&self) -> Cluster {
+        Cluster {
+            pods: self
+                .pods
+                .state()
+                .iter()
+                .map(|p| PodInfo::from_pod(p))
+                .collect(),
+            namespaces: self
+                .namespaces
+                .state()
+                .iter()
+                .map(|n| namespace_labels(n))
+                .collect(),
+            policies: self
+                .policies
+                .state()
+                .iter()
+                .map(|p| (**p).clone())
+                .collect(),
+        }
+    }
+}
+
+/// What a watch told the loop.
+enum Signal {
+    /// Its first list is in (`index`: which watch).
+    Listed(usize),
+    Changed,
+    Failed(String),
+}
+
+fn signals<K>(
+    index: usize,
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+) -> impl Stream<Item = Signal> + Send
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .map(move |e| match e {
+            Ok(Event::InitDone) => Signal::Listed(index),
+            Ok(_) => Signal::Changed,
+            Err(e) => Signal::Failed(e.to_string()),
+        })
+}
+
+/// What the loop reports after each sync attempt (to the node's health).
+pub type Report = Box<dyn Fn(Result<&SyncReport, &PolicyError>) + Send + Sync>;
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    client: kube::Client,
+    config: RunConfig,
+    report: Report,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), PolicyError> {
+    let (pods, pods_w) = reflector::store();
+    let (namespaces, ns_w) = reflector::store();
+    let (policies, pol_w) = reflector::store();
+    let stores = Stores {
+        pods,
+        namespaces,
+        policies,
+    };
+    let events = futures::stream::select_all([
+        signals(0, pods_w, Api::<Pod>::all(client.clone())).boxed(),
+        signals(1, ns_w, Api::<Namespace>::all(client.clone())).boxed(),
+        signals(2, pol_w, Api::<NetworkPolicy>::all(client)).boxed(),
+    ]);
+    let mut events = pin!(events);
+    let mut syncer = Some(Syncer::new(config.policy.clone(), config.netns));
+    let mut schedule = Schedule::new(config.debounce, config.resync);
+    let mut listed = [false; 3];
+    loop {
+        let wait = schedule.wait(Instant::now(), listed.iter().all(|l| *l));
+        tokio::select! {
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+            }
+            signal = events.next() => match signal {
+                Some(Signal::Listed(i)) => { listed[i] = true; schedule.changed(Instant::now()); }
+                Some(Signal::Changed) => schedule.changed(Instant::now()),
+                Some(Signal::Failed(e)) => tracing::warn!(error = %e, "watching for NetworkPolicy failed; retrying"),
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep(wait) => {
+                let due = schedule.due(Instant::now());
+                let Some(mut s) = syncer.take() else { return Ok(()) };
+                let cluster = stores.cluster();
+                let (s, result) = tokio::task::spawn_blocking(move || {
+                    let result = step(&mut s, &cluster, due);
+                    (s, result)
+                })
+                .await?;
+                syncer = Some(s);
+                schedule.done(Instant::now(), due, result.as_ref().is_ok());
+                if let Some(r) = result.as_ref().ok().and_then(|r| r.as_ref()) {
+                    report(Ok(r));
+                } else if let Err(e) = &result {
+                    tracing::warn!(error = %e, "NetworkPolicy sync failed; retrying");
+                    report(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// What is due: a sync, a check of the kernel, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub sync: bool,
+    pub verify: bool,
+}
+
+fn step(s: &mut Syncer, cluster: &Cluster, due: Due) -> Result<Option<SyncReport>, PolicyError> {
+    let mut sync = due.sync;
+    if due.verify && !s.verify()? {
+        tracing::warn!(
+            "the NetworkPolicy table in the kernel is not what was written; rewriting it"
+        );
+        sync = true;
+    }
+    if !sync {
+        return Ok(None);
+    }
+    let report = s.sync(cluster)?;
+    if report.kind != PlanKind::Nothing {
+        tracing::debug!(kind = ?report.kind, elapsed = ?report.elapsed, "NetworkPolicy sync done");
+    }
+    Ok(Some(report))
+}
+
+mod schedule;
+pub use schedule::Schedule;
