@@ -16,6 +16,11 @@ pub struct ResourceKind {
     pub subresources: &'static [&'static str],
     /// Categories for `kubectl get all`.
     pub categories: &'static [&'static str],
+    /// Served as kube-apiserver serves the kind of a CustomResourceDefinition (the
+    /// network-policy-api kinds, which are CRDs upstream): its OpenAPI definition is named by
+    /// the reversed group (`io.k8s.networking.policy.v1alpha2.ClusterNetworkPolicy`) and a
+    /// strategic merge patch is refused (415), as for any custom resource.
+    pub custom_resource: bool,
 }
 
 impl ResourceKind {
@@ -58,6 +63,7 @@ pub const NAMESPACE: ResourceKind = ResourceKind {
     short_names: &["ns"],
     subresources: &["status", "finalize"],
     categories: &[],
+    custom_resource: false,
 };
 
 pub const NODE: ResourceKind = ResourceKind {
@@ -70,6 +76,7 @@ pub const NODE: ResourceKind = ResourceKind {
     short_names: &["no"],
     subresources: &["status"],
     categories: &[],
+    custom_resource: false,
 };
 
 pub const POD: ResourceKind = ResourceKind {
@@ -82,6 +89,7 @@ pub const POD: ResourceKind = ResourceKind {
     short_names: &["po"],
     subresources: &["status", "binding"],
     categories: &["all"],
+    custom_resource: false,
 };
 
 pub const SERVICE: ResourceKind = ResourceKind {
@@ -94,6 +102,7 @@ pub const SERVICE: ResourceKind = ResourceKind {
     short_names: &["svc"],
     subresources: &["status"],
     categories: &["all"],
+    custom_resource: false,
 };
 
 pub const ENDPOINTS: ResourceKind = ResourceKind {
@@ -106,6 +115,7 @@ pub const ENDPOINTS: ResourceKind = ResourceKind {
     short_names: &["ep"],
     subresources: &[],
     categories: &[],
+    custom_resource: false,
 };
 
 pub const EVENT: ResourceKind = ResourceKind {
@@ -118,6 +128,7 @@ pub const EVENT: ResourceKind = ResourceKind {
     short_names: &["ev"],
     subresources: &[],
     categories: &[],
+    custom_resource: false,
 };
 
 pub const LEASE: ResourceKind = ResourceKind {
@@ -130,6 +141,7 @@ pub const LEASE: ResourceKind = ResourceKind {
     short_names: &[],
     subresources: &[],
     categories: &[],
+    custom_resource: false,
 };
 
 pub const ENDPOINT_SLICE: ResourceKind = ResourceKind {
@@ -142,6 +154,35 @@ pub const ENDPOINT_SLICE: ResourceKind = ResourceKind {
     short_names: &[],
     subresources: &[],
     categories: &[],
+    custom_resource: false,
+};
+
+pub const NETWORK_POLICY: ResourceKind = ResourceKind {
+    group: "networking.k8s.io",
+    version: "v1",
+    kind: "NetworkPolicy",
+    plural: "networkpolicies",
+    singular: "networkpolicy",
+    namespaced: true,
+    short_names: &["netpol"],
+    subresources: &[],
+    categories: &[],
+    custom_resource: false,
+};
+
+/// The cluster-wide policy of kubernetes-sigs/network-policy-api (v1alpha2, which replaced
+/// AdminNetworkPolicy and BaselineAdminNetworkPolicy); a CRD upstream, served natively here.
+pub const CLUSTER_NETWORK_POLICY: ResourceKind = ResourceKind {
+    group: "policy.networking.k8s.io",
+    version: "v1alpha2",
+    kind: "ClusterNetworkPolicy",
+    plural: "clusternetworkpolicies",
+    singular: "clusternetworkpolicy",
+    namespaced: false,
+    short_names: &["cnp"],
+    subresources: &["status"],
+    categories: &[],
+    custom_resource: true,
 };
 
 /// Every kind served, core group first.
@@ -154,6 +195,8 @@ pub const ALL: &[ResourceKind] = &[
     EVENT,
     LEASE,
     ENDPOINT_SLICE,
+    NETWORK_POLICY,
+    CLUSTER_NETWORK_POLICY,
 ];
 
 /// The kind served at `group`/`version` under the REST name `plural`.
@@ -194,7 +237,20 @@ mod tests {
         assert_eq!(by_kind("v1", "Lease"), None);
         assert_eq!(
             groups(),
-            vec![("coordination.k8s.io", "v1"), ("discovery.k8s.io", "v1")]
+            vec![
+                ("coordination.k8s.io", "v1"),
+                ("discovery.k8s.io", "v1"),
+                ("networking.k8s.io", "v1"),
+                ("policy.networking.k8s.io", "v1alpha2"),
+            ]
+        );
+        assert_eq!(
+            by_plural("networking.k8s.io", "v1", "networkpolicies"),
+            Some(&NETWORK_POLICY)
+        );
+        assert_eq!(
+            by_kind("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"),
+            Some(&CLUSTER_NETWORK_POLICY)
         );
         assert_eq!(POD.group_version_path(), "/api/v1");
         assert_eq!(LEASE.group_version_path(), "/apis/coordination.k8s.io/v1");

@@ -205,7 +205,9 @@ mod tests {
             [
                 "api/v1",
                 "apis/coordination.k8s.io/v1",
-                "apis/discovery.k8s.io/v1"
+                "apis/discovery.k8s.io/v1",
+                "apis/networking.k8s.io/v1",
+                "apis/policy.networking.k8s.io/v1alpha2",
             ]
         );
         for (path, entry) in paths {
@@ -442,6 +444,86 @@ mod tests {
         let schemas = lease["components"]["schemas"].as_object().unwrap();
         assert!(schemas.contains_key("io.k8s.api.coordination.v1.LeaseSpec"));
         assert!(!schemas.contains_key("io.k8s.api.core.v1.PodSpec"));
+    }
+
+    #[test]
+    fn network_policies_as_upstream_publishes_them() {
+        let doc = v3_group_version("apis/networking.k8s.io/v1").unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let spec = &schemas["io.k8s.api.networking.v1.NetworkPolicySpec"];
+        assert_eq!(
+            spec["properties"]["ingress"]["x-kubernetes-list-type"],
+            "atomic"
+        );
+        assert_eq!(
+            spec["properties"]["ingress"]["items"]["$ref"],
+            "#/components/schemas/io.k8s.api.networking.v1.NetworkPolicyIngressRule"
+        );
+        assert!(schemas.contains_key("io.k8s.api.networking.v1.NetworkPolicyList"));
+        let paths = doc["paths"].as_object().unwrap();
+        let item =
+            &paths["/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"];
+        assert_eq!(
+            item["patch"]["operationId"],
+            "patchNetworkingV1NamespacedNetworkPolicy"
+        );
+        assert!(paths.contains_key("/apis/networking.k8s.io/v1/networkpolicies"));
+    }
+
+    #[test]
+    fn cluster_network_policies_as_a_crd_is_published() {
+        let doc = v3_group_version("apis/policy.networking.k8s.io/v1alpha2").unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let name = "io.k8s.networking.policy.v1alpha2.ClusterNetworkPolicy";
+        let cnp = &schemas[name];
+        assert_eq!(
+            cnp["x-kubernetes-group-version-kind"],
+            json!([{"group": "policy.networking.k8s.io", "version": "v1alpha2", "kind": "ClusterNetworkPolicy"}])
+        );
+        let spec = &cnp["properties"]["spec"];
+        assert_eq!(spec["required"], json!(["priority", "subject", "tier"]));
+        assert_eq!(
+            spec["properties"]["tier"]["enum"],
+            json!(["Admin", "Baseline"])
+        );
+        assert_eq!(spec["properties"]["priority"]["maximum"], 1000);
+        let egress = &spec["properties"]["egress"]["items"];
+        assert_eq!(egress["required"], json!(["action", "to"]));
+        assert!(egress["x-kubernetes-validations"][0]["rule"].is_string());
+        let peer = &egress["properties"]["to"]["items"];
+        assert_eq!(peer["maxProperties"], 1);
+        assert_eq!(
+            peer["properties"]["networks"]["x-kubernetes-list-type"],
+            "set"
+        );
+        // Selectors inline, with upstream's descriptions and list types.
+        let ns = &peer["properties"]["namespaces"];
+        assert_eq!(ns["x-kubernetes-map-type"], "atomic");
+        assert_eq!(
+            ns["properties"]["matchExpressions"]["items"]["properties"]["operator"]["type"],
+            "string"
+        );
+        // Only metadata refers elsewhere, as in a CRD's published schema.
+        let mut refs = Vec::new();
+        definitions::collect_refs(cnp, &mut refs);
+        assert_eq!(refs, ["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]);
+        let list = &schemas["io.k8s.networking.policy.v1alpha2.ClusterNetworkPolicyList"];
+        assert_eq!(
+            list["description"],
+            "ClusterNetworkPolicyList is a list of ClusterNetworkPolicy"
+        );
+        let paths = doc["paths"].as_object().unwrap();
+        let item = &paths["/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/{name}"];
+        assert_eq!(
+            item["patch"]["operationId"],
+            "patchPolicyNetworkingV1alpha2ClusterNetworkPolicy"
+        );
+        assert!(paths.contains_key(
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/{name}/status"
+        ));
+        assert!(!paths.contains_key(
+            "/apis/policy.networking.k8s.io/v1alpha2/namespaces/{namespace}/clusternetworkpolicies"
+        ));
     }
 
     #[test]

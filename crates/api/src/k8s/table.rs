@@ -8,6 +8,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Map, Value, json};
 
 use super::kinds;
@@ -270,6 +271,43 @@ const EVENT_COLUMNS: &[Column] = &[
     },
 ];
 
+const NETWORK_POLICY_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Pod-Selector",
+        "string",
+        "podSelector selects the pods to which this NetworkPolicy object applies. The array of \
+         rules is applied to any pods selected by this field. An empty selector matches all pods \
+         in the policy's namespace. Multiple network policies can select the same set of pods. \
+         In this case, the ingress rules for each are combined additively. This field is \
+         optional. If it is not specified, it defaults to an empty selector.",
+    ),
+    AGE,
+];
+
+/// A custom resource's table: NAME, then the CRD's `additionalPrinterColumns` (described as
+/// kube-apiserver describes a column without a description of its own), AGE as a `date`.
+const CLUSTER_NETWORK_POLICY_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Tier",
+        "string",
+        "Custom resource definition column (in JSONPath format): .spec.tier",
+    ),
+    col(
+        "Priority",
+        "string",
+        "Custom resource definition column (in JSONPath format): .spec.priority",
+    ),
+    Column {
+        name: "Age",
+        ty: "date",
+        format: "",
+        description: "Custom resource definition column (in JSONPath format): .metadata.creationTimestamp",
+        priority: 0,
+    },
+];
+
 const DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
 
 fn columns_for(kind: &str) -> &'static [Column] {
@@ -282,6 +320,8 @@ fn columns_for(kind: &str) -> &'static [Column] {
         "EndpointSlice" => ENDPOINT_SLICE_COLUMNS,
         "Lease" => LEASE_COLUMNS,
         "Event" => EVENT_COLUMNS,
+        "NetworkPolicy" => NETWORK_POLICY_COLUMNS,
+        "ClusterNetworkPolicy" => CLUSTER_NETWORK_POLICY_COLUMNS,
         _ => DEFAULT_COLUMNS,
     }
 }
@@ -289,7 +329,8 @@ fn columns_for(kind: &str) -> &'static [Column] {
 /// Builds a `meta.k8s.io/v1` Table (as JSON) for `items`, all of kind `kind`.
 ///
 /// Known kinds ("Pod", "Service", "Endpoints", "Node", "Namespace", "EndpointSlice", "Lease",
-/// "Event") get the columns kube-apiserver prints for them; any other kind gets NAME and AGE.
+/// "Event", "NetworkPolicy", "ClusterNetworkPolicy") get the columns kube-apiserver prints for
+/// them; any other kind gets NAME and AGE.
 /// Every column is filled, the wide (priority 1) ones included, as kube-apiserver does.
 /// `include_object` is the request's `includeObject` parameter: "None" leaves the rows without
 /// an object, "Object" embeds the full object, and anything else ("Metadata", kubectl's default,
@@ -443,9 +484,33 @@ fn cells_for(kind: &str, item: &Value, now: i128) -> (Vec<Value>, Option<Value>)
             return (vec![name, holder.into(), age], None);
         }
         "Event" => return (event_row(item, name, now), None),
+        "NetworkPolicy" => return (vec![name, pod_selector(item).into(), age], None),
+        "ClusterNetworkPolicy" => {
+            let column = |path: &[&str]| match get(item, path) {
+                Some(Value::String(s)) => Value::String(s.clone()),
+                Some(Value::Number(n)) => Value::String(n.to_string()),
+                _ => Value::Null,
+            };
+            let cells = vec![
+                name,
+                column(&["spec", "tier"]),
+                column(&["spec", "priority"]),
+                age,
+            ];
+            return (cells, None);
+        }
         _ => {}
     }
     (vec![name, age], None)
+}
+
+/// `printNetworkPolicy`'s POD-SELECTOR: `metav1.FormatLabelSelector` of `spec.podSelector`
+/// (a struct upstream, so an absent one is the empty selector: `<none>`).
+fn pod_selector(np: &Value) -> String {
+    let selector: LabelSelector = get(np, &["spec", "podSelector"])
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    super::selector::format(Some(&selector))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1905,6 +1970,54 @@ mod tests {
         let ports: Vec<Value> = (1..=5).map(|p| json!({"port": p})).collect();
         let slice = json!({"metadata": {"name": "many"}, "ports": ports});
         assert_eq!(cells("EndpointSlice", slice)[2], "1,2,3 + 2 more...");
+    }
+
+    #[test]
+    fn network_policy_cells() {
+        let np = json!({
+            "metadata": {"name": "web", "creationTimestamp": ago(90)},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]}},
+        });
+        assert_eq!(
+            cells("NetworkPolicy", np),
+            ["web", "app=web,tier in (a,b)", "90s"]
+        );
+        let all = json!({"metadata": {"name": "all"}, "spec": {"podSelector": {}}});
+        assert_eq!(cells("NetworkPolicy", all)[1], "<none>");
+        let bare = json!({"metadata": {"name": "bare"}});
+        assert_eq!(cells("NetworkPolicy", bare)[1], "<none>");
+        let table = to_table("NetworkPolicy", &[], "", "None", now());
+        let names: Vec<&str> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Name", "Pod-Selector", "Age"]);
+    }
+
+    #[test]
+    fn cluster_network_policy_cells() {
+        let cnp = json!({
+            "metadata": {"name": "deny-db", "creationTimestamp": ago(3 * 3600)},
+            "spec": {"tier": "Admin", "priority": 10},
+        });
+        let got = row("ClusterNetworkPolicy", cnp);
+        assert_eq!(
+            got,
+            [json!("deny-db"), json!("Admin"), json!("10"), json!("3h")]
+        );
+        let empty = json!({"metadata": {"name": "x"}});
+        assert_eq!(
+            row("ClusterNetworkPolicy", empty)[1..3],
+            [Value::Null, Value::Null]
+        );
+        let table = to_table("ClusterNetworkPolicy", &[], "", "None", now());
+        let columns = table["columnDefinitions"].as_array().unwrap();
+        assert_eq!(columns[3]["type"], "date");
+        assert_eq!(columns[1]["name"], "Tier");
+        assert_eq!(columns[2]["name"], "Priority");
     }
 
     fn node(labels: Value, spec: Value, status: Value) -> Value {

@@ -16,6 +16,10 @@
 //!   not optional, upstream only on `core/v1` `Event`;
 //! - the `…List` kinds, which k8s-openapi models as one generic type without a schema.
 //!
+//! The network-policy-api kinds have no k8s-openapi types; their definitions are built as
+//! kube-apiserver builds a CRD's ([`crate::k8s::policy_api::schema`]) and named as it names
+//! them, by the reversed group (`io.k8s.networking.policy.v1alpha2.ClusterNetworkPolicy`).
+//!
 //! The definitions are made once, in the OpenAPI v2 form (`#/definitions/…` references);
 //! [`v3`] turns one into the OpenAPI v3 form.
 
@@ -24,8 +28,10 @@ use std::sync::OnceLock;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    APIGroup, APIGroupList, APIResourceList, APIVersions, DeleteOptions, Patch, Status, WatchEvent,
+    APIGroup, APIGroupList, APIResourceList, APIVersions, Condition, DeleteOptions, Patch, Status,
+    WatchEvent,
 };
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -33,6 +39,7 @@ use serde_json::{Map, Value, json};
 
 use super::extensions;
 use crate::k8s::kinds::{self, ResourceKind};
+use crate::k8s::policy_api;
 
 /// Where the v2 document keeps its definitions.
 pub const V2_PREFIX: &str = "#/definitions/";
@@ -58,8 +65,13 @@ pub fn all() -> &'static Map<String, Value> {
 }
 
 /// The definition name of a kind of `k`'s group version, as Kubernetes names them
-/// (`io.k8s.api.core.v1.Pod`, `io.k8s.api.discovery.v1.EndpointSliceList`).
+/// (`io.k8s.api.core.v1.Pod`, `io.k8s.api.discovery.v1.EndpointSliceList`; a custom
+/// resource's by its reversed group, `io.k8s.networking.policy.v1alpha2.ClusterNetworkPolicy`).
 pub fn name(k: &ResourceKind, kind: &str) -> String {
+    if k.custom_resource {
+        let reversed: Vec<&str> = k.group.split('.').rev().collect();
+        return format!("{}.{}.{kind}", reversed.join("."), k.version);
+    }
     let package = if k.group.is_empty() {
         "core"
     } else {
@@ -180,9 +192,16 @@ fn build() -> Map<String, Value> {
     generator.subschema_for::<APIGroupList>();
     generator.subschema_for::<APIGroup>();
     generator.subschema_for::<APIResourceList>();
+    // Inlined into the ClusterNetworkPolicy definition.
+    generator.subschema_for::<Condition>();
     let mut defs = generator.take_definitions(false);
     upstream_forms(&mut defs);
     extensions::apply(&mut defs);
+    let cnp = policy_api::schema::definition(&defs);
+    defs.insert(
+        name(&kinds::CLUSTER_NETWORK_POLICY, "ClusterNetworkPolicy"),
+        cnp,
+    );
     add_group_version_kinds(&mut defs);
     defs
 }
@@ -203,6 +222,9 @@ fn add_kind(generator: &mut SchemaGenerator, k: &ResourceKind) -> bool {
         ("", "v1", "Event") => add::<Event>(generator),
         ("coordination.k8s.io", "v1", "Lease") => add::<Lease>(generator),
         ("discovery.k8s.io", "v1", "EndpointSlice") => add::<EndpointSlice>(generator),
+        ("networking.k8s.io", "v1", "NetworkPolicy") => add::<NetworkPolicy>(generator),
+        // Built from the other definitions once they are all there (see `build`).
+        ("policy.networking.k8s.io", "v1alpha2", "ClusterNetworkPolicy") => true,
         _ => false,
     }
 }

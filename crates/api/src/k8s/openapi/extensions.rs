@@ -16,6 +16,7 @@ use Ext::{List, ListMap, Map as MapType, MergeKey, Strategy};
 
 const CORE: &str = "io.k8s.api.core.v1.";
 const DISCOVERY: &str = "io.k8s.api.discovery.v1.";
+const NETWORKING: &str = "io.k8s.api.networking.v1.";
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.";
 
 /// One extension of a property.
@@ -139,6 +140,14 @@ const FIELDS: &[Row] = &[
     (DISCOVERY, "Endpoint", "addresses", &[List("set")]),
     (DISCOVERY, "EndpointHints", "forZones", &[List("atomic")]),
     (DISCOVERY, "EndpointHints", "forNodes", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicySpec", "ingress", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicySpec", "egress", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicySpec", "policyTypes", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicyIngressRule", "ports", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicyIngressRule", "from", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicyEgressRule", "ports", &[List("atomic")]),
+    (NETWORKING, "NetworkPolicyEgressRule", "to", &[List("atomic")]),
+    (NETWORKING, "IPBlock", "except", &[List("atomic")]),
     (META, "ObjectMeta", "ownerReferences", &[Strategy("merge"), MergeKey("uid"), ListMap(&["uid"])]),
     (META, "ObjectMeta", "finalizers", &[Strategy("merge"), List("set")]),
     (META, "ObjectMeta", "managedFields", &[List("atomic")]),
@@ -264,6 +273,17 @@ pub fn list_descriptions(kind: &str) -> (&'static str, &'static str, &'static st
             "EndpointSliceList represents a list of endpoint slices",
             "Standard list metadata.",
             "items is the list of endpoint slices",
+        ),
+        "NetworkPolicy" => (
+            "NetworkPolicyList is a list of NetworkPolicy objects.",
+            "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+            "items is a list of schema objects.",
+        ),
+        // A custom resource's list, as kube-apiserver describes it (`buildListSchema`).
+        "ClusterNetworkPolicy" => (
+            "ClusterNetworkPolicyList is a list of ClusterNetworkPolicy",
+            META_KINDS,
+            "List of clusternetworkpolicies. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md",
         ),
         _ => ("", "Standard list metadata.", ""),
     }

@@ -133,12 +133,13 @@ impl Action {
         }
     }
 
-    /// The media types of its request body (v2 `consumes`).
-    fn consumes(self) -> Vec<&'static str> {
+    /// The media types of its request body (v2 `consumes`): no strategic merge patch for a
+    /// custom resource, as kube-apiserver takes none for them.
+    fn consumes(self, k: &ResourceKind) -> Vec<&'static str> {
         match self {
-            Action::Patch => [PatchType::Json, PatchType::Merge, PatchType::Strategic]
-                .into_iter()
-                .map(PatchType::content_type)
+            Action::Patch => PatchType::accepted(k.custom_resource)
+                .iter()
+                .map(|t| t.content_type())
                 .collect(),
             _ => vec!["application/json", "application/yaml"],
         }
@@ -403,7 +404,7 @@ fn operation(
         op["parameters"] = Value::Array(parameters);
     }
     if form == Form::V2 {
-        op["consumes"] = json!(action.consumes());
+        op["consumes"] = json!(action.consumes(k));
         op["produces"] = json!(action.produces());
         op["schemes"] = json!(["https"]);
     }

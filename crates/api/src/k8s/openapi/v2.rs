@@ -149,7 +149,14 @@ mod tests {
             assert!(!patches.is_empty(), "{}", k.kind);
             for op in patches {
                 let consumes = op["consumes"].as_array().unwrap();
-                assert!(consumes.contains(&json!("application/strategic-merge-patch+json")));
+                // kube-apiserver takes no strategic merge patch for a custom resource.
+                assert_eq!(
+                    consumes.contains(&json!("application/strategic-merge-patch+json")),
+                    !k.custom_resource,
+                    "{}",
+                    k.kind
+                );
+                assert!(consumes.contains(&json!("application/merge-patch+json")));
                 let params = op["parameters"].as_array().unwrap();
                 assert!(
                     params

@@ -49,6 +49,16 @@ impl PatchType {
             .find(|t| t.content_type().eq_ignore_ascii_case(media_type))
     }
 
+    /// The patch types a kind takes: all three, or, for a custom resource (the network-policy-api
+    /// kinds), JSON and merge patches only, as kube-apiserver takes for custom resources.
+    pub fn accepted(custom_resource: bool) -> &'static [PatchType] {
+        if custom_resource {
+            &[PatchType::Json, PatchType::Merge]
+        } else {
+            &[PatchType::Json, PatchType::Merge, PatchType::Strategic]
+        }
+    }
+
     /// The media type of this patch type, e.g. for an `Accept-Patch` header.
     pub fn content_type(self) -> &'static str {
         match self {

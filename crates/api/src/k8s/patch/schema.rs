@@ -144,6 +144,13 @@ const ENDPOINTS: &[FieldRule] = &[replace("subsets")];
 
 const ENDPOINT_SLICE: &[FieldRule] = &[replace("endpoints"), replace("ports")];
 
+/// Every list of a NetworkPolicy is atomic (`+listType=atomic`).
+const NETWORK_POLICY: &[FieldRule] = &[
+    replace("spec.ingress"),
+    replace("spec.egress"),
+    replace("spec.policyTypes"),
+];
+
 /// The rules of `kind` besides the metadata ones. Lease and Event (and any kind not named
 /// here) have no tagged fields outside their metadata.
 fn kind_rules(kind: &str) -> &'static [FieldRule] {
@@ -154,6 +161,7 @@ fn kind_rules(kind: &str) -> &'static [FieldRule] {
         "Namespace" => NAMESPACE,
         "Endpoints" => ENDPOINTS,
         "EndpointSlice" => ENDPOINT_SLICE,
+        "NetworkPolicy" => NETWORK_POLICY,
         _ => &[],
     }
 }
@@ -208,6 +216,7 @@ mod tests {
             "Namespace",
             "Endpoints",
             "EndpointSlice",
+            "NetworkPolicy",
         ] {
             let rules = kind_rules(kind);
             for (i, r) in rules.iter().enumerate() {

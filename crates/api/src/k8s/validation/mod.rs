@@ -15,14 +15,17 @@
 //! [`prepare_update`] is the part of Kubernetes' update strategies that keeps what a client
 //! may omit in a PUT (allocated ClusterIPs and NodePorts, a namespace's finalizers).
 
+mod cluster_network_policy;
 mod endpoints;
 mod event;
 mod lease;
 mod meta;
 mod names;
 mod namespace;
+mod network_policy;
 mod node;
 mod pod;
+mod selector;
 mod service;
 mod util;
 
@@ -252,6 +255,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         "Namespace" => namespace::apply_defaults(obj),
         "Endpoints" => endpoints::apply_endpoints_defaults(obj),
         "EndpointSlice" => endpoints::apply_slice_defaults(obj),
+        "NetworkPolicy" => network_policy::apply_defaults(obj),
         _ => {}
     }
 }
@@ -267,6 +271,8 @@ pub fn validate_create(kind: &str, obj: &Value) -> Vec<FieldError> {
         "EndpointSlice" => endpoints::validate_slice(obj),
         "Lease" => lease::validate(obj),
         "Event" => event::validate(obj),
+        "NetworkPolicy" => network_policy::validate(obj),
+        "ClusterNetworkPolicy" => cluster_network_policy::validate(obj),
         _ => Vec::new(),
     }
 }
@@ -278,7 +284,11 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value) -> Vec<FieldError> 
         return Vec::new();
     }
     let mut errs = meta::validate_update(new, old);
-    errs.extend(validate_create(kind, new));
+    match kind {
+        // Its own update rules include the create ones (with options from the old object).
+        "NetworkPolicy" => errs.extend(network_policy::validate_update(new, old)),
+        _ => errs.extend(validate_create(kind, new)),
+    }
     match kind {
         "Pod" => errs.extend(pod::validate_update(new, old)),
         "Service" => errs.extend(service::validate_update(new, old)),
@@ -318,6 +328,8 @@ fn is_known(kind: &str) -> bool {
             | "EndpointSlice"
             | "Lease"
             | "Event"
+            | "NetworkPolicy"
+            | "ClusterNetworkPolicy"
     )
 }
 
