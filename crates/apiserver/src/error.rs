@@ -126,26 +126,34 @@ impl ApiError {
 
     /// 422: `Service "web" is invalid: spec.ports[0].port: Invalid value: ...`.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let joined = causes
-            .iter()
-            .map(|c| {
-                if c.field.is_empty() {
-                    c.message.clone()
-                } else {
-                    format!("{}: {}", c.field, c.message)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let summary = if causes.len() > 1 {
+        // `field.ErrorList.ToAggregate`: each message once (an update can name a field twice).
+        let mut messages: Vec<String> = Vec::new();
+        for c in &causes {
+            let m = if c.field.is_empty() {
+                c.message.clone()
+            } else {
+                format!("{}: {}", c.field, c.message)
+            };
+            if !messages.contains(&m) {
+                messages.push(m);
+            }
+        }
+        let joined = messages.join(", ");
+        let summary = if messages.len() > 1 {
             format!("[{joined}]")
         } else {
             joined
         };
+        // `schema.GroupKind.String`: `EndpointSlice.discovery.k8s.io`, `Pod`.
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let mut err = Self::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {summary}"),
+            format!("{qualified} \"{name}\" is invalid: {summary}"),
         )
         .with_details(kind, group, name);
         if let Some(details) = err.details.as_mut() {
@@ -194,6 +202,20 @@ impl ApiError {
             415,
             "UnsupportedMediaType",
             format!("the body of the request was in an unknown format: {content_type}"),
+        )
+    }
+
+    /// A patch type the kind does not take (a strategic merge patch of a custom resource), in
+    /// kube-apiserver's words, listing the ones it takes.
+    pub fn unsupported_patch_type(accepted: &[podnet_api::k8s::patch::PatchType]) -> Self {
+        let accepted: Vec<&str> = accepted.iter().map(|t| t.content_type()).collect();
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
         )
     }
 

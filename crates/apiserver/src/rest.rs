@@ -144,6 +144,13 @@ impl Rest {
             }
         }
         let (mut obj, warnings) = typed::normalize(kind, &obj, opts.field_validation)?;
+        if kind.custom_resource
+            && kind.has_subresource("status")
+            && let Some(map) = obj.as_object_mut()
+        {
+            // A custom resource with a status subresource is created without a status.
+            map.remove("status");
+        }
         validation::apply_defaults(kind.kind, &mut obj);
         if kind == &kinds::NAMESPACE {
             obj["status"] = json!({"phase": "Active"});

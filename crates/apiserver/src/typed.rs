@@ -1,12 +1,15 @@
-//! Decodes objects as their Kubernetes types (the `k8s-openapi` structs), as kube-apiserver
-//! does: a body like `"containerPort": "http"` is refused with the path of the bad field, and
-//! fields the type does not have are dropped, reported as warnings, or refused under
-//! `fieldValidation=Strict` (what kubectl sends).
+//! Decodes objects as their Kubernetes types (the `k8s-openapi` structs, and podnet's own for
+//! the network-policy-api kinds, which k8s-openapi does not have), as kube-apiserver does: a
+//! body like `"containerPort": "http"` is refused with the path of the bad field, and fields
+//! the type does not have are dropped (a custom resource's unknown fields are pruned the same
+//! way), reported as warnings, or refused under `fieldValidation=Strict` (what kubectl sends).
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use podnet_api::k8s::kinds::ResourceKind;
+use podnet_api::k8s::policy_api::ClusterNetworkPolicy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -55,6 +58,8 @@ pub fn normalize(
         "Event" => round_trip::<Event>(obj),
         "Lease" => round_trip::<Lease>(obj),
         "EndpointSlice" => round_trip::<EndpointSlice>(obj),
+        "NetworkPolicy" => round_trip::<NetworkPolicy>(obj),
+        "ClusterNetworkPolicy" => round_trip::<ClusterNetworkPolicy>(obj),
         _ => Ok(obj.clone()),
     };
     let cannot = |detail: String| {
@@ -138,6 +143,32 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn policies_are_typed() {
+        use podnet_api::k8s::kinds::{CLUSTER_NETWORK_POLICY, NETWORK_POLICY};
+        let np = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p"}, "spec": {"ingress": [{"ports": [{"port": "http", "endPort": 9}]}], "colour": 1}});
+        let (out, warnings) = normalize(&NETWORK_POLICY, &np, FieldValidation::Warn).unwrap();
+        assert_eq!(warnings, ["unknown field \"spec.colour\""]);
+        assert_eq!(out["spec"]["ingress"][0]["ports"][0]["port"], "http");
+        let bad = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "p"}, "spec": {"ingress": [{"ports": [{"endPort": "9"}]}]}});
+        let err = normalize(&NETWORK_POLICY, &bad, FieldValidation::Warn).unwrap_err();
+        assert!(
+            err.message
+                .contains("spec.ingress[0].ports[0].endPort: invalid type"),
+            "{}",
+            err.message
+        );
+        let cnp = json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "c"}, "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {}}, "extra": true}});
+        let (out, warnings) =
+            normalize(&CLUSTER_NETWORK_POLICY, &cnp, FieldValidation::Warn).unwrap();
+        assert_eq!(warnings, ["unknown field \"spec.extra\""]);
+        assert_eq!(out["spec"]["priority"], 5);
+        assert_eq!(out["kind"], "ClusterNetworkPolicy");
     }
 
     #[test]

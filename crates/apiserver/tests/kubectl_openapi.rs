@@ -568,7 +568,15 @@ async fn discovery_as_kubectl_1_32_asks_for_it() {
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(groups, ["coordination.k8s.io", "discovery.k8s.io"]);
+        assert_eq!(
+            groups,
+            [
+                "coordination.k8s.io",
+                "discovery.k8s.io",
+                "networking.k8s.io",
+                "policy.networking.k8s.io"
+            ]
+        );
         for path in [
             "/api/v1",
             "/apis/discovery.k8s.io/v1",
@@ -597,7 +605,13 @@ async fn discovery_as_kubectl_1_32_asks_for_it() {
             let versions = k.ok(&["api-versions"], None);
             assert_eq!(
                 versions.lines().collect::<Vec<_>>(),
-                ["coordination.k8s.io/v1", "discovery.k8s.io/v1", "v1"]
+                [
+                    "coordination.k8s.io/v1",
+                    "discovery.k8s.io/v1",
+                    "networking.k8s.io/v1",
+                    "policy.networking.k8s.io/v1alpha2",
+                    "v1"
+                ]
             );
         })
         .await

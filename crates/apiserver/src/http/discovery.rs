@@ -133,7 +133,22 @@ mod tests {
                 && names.contains(&"endpoints")
         );
         assert!(resource_list("apps", "v1").is_none());
-        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 2);
+        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 4);
+        let netpol = resource_list("networking.k8s.io", "v1").unwrap();
+        assert_eq!(netpol["resources"][0]["name"], "networkpolicies");
+        assert_eq!(netpol["resources"][0]["shortNames"], json!(["netpol"]));
+        let cnp = resource_list("policy.networking.k8s.io", "v1alpha2").unwrap();
+        let names: Vec<&str> = cnp["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["clusternetworkpolicies", "clusternetworkpolicies/status"]
+        );
+        assert_eq!(cnp["resources"][0]["namespaced"], false);
         assert_eq!(
             api_group("discovery.k8s.io").unwrap()["preferredVersion"]["version"],
             "v1"

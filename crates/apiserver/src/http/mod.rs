@@ -154,6 +154,11 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
             let content_type = header_str(&headers, header::CONTENT_TYPE);
             let patch_type = PatchType::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            if !PatchType::accepted(kind.custom_resource).contains(&patch_type) {
+                return Err(ApiError::unsupported_patch_type(PatchType::accepted(
+                    kind.custom_resource,
+                )));
+            }
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
             let opts = write_options(&q)?;
