@@ -27,6 +27,7 @@ use crate::node::registration::{self, NodeIdentity, Readiness};
 use crate::node::sysinfo::{self, SystemInfo};
 use crate::node::{NodeError, NodeTimings, stopped};
 use crate::pods::{self, PodRuntimeConfig};
+use crate::policy::{self, PolicySettings};
 use crate::proxy::{self, ProxyNode, ProxySettings};
 
 /// Default `--cluster-cidr`: the range the apiserver allocates node subnets from.
@@ -69,6 +70,8 @@ pub struct AgentConfig {
     pub overlay: OverlaySettings,
     /// The service proxy; `None`: services are left to another proxy.
     pub proxy: Option<ProxySettings>,
+    /// The NetworkPolicy engine; `None`: policies are left to another engine.
+    pub policy: Option<PolicySettings>,
 }
 
 /// Why the agent stopped with an error.
@@ -101,6 +104,8 @@ pub enum AgentError {
     Pods(String),
     #[error("the service proxy cannot run: {0}")]
     Proxy(String),
+    #[error(transparent)]
+    Policy(#[from] podnet_policy::PolicyError),
     #[error("the agent's {task} task ended unexpectedly")]
     TaskEnded { task: &'static str },
     #[error("the agent's {task} task panicked or was cancelled: {source}")]
@@ -204,7 +209,9 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (readiness_tx, readiness_rx) = watch::channel(initial);
-    let (health, health_rx) = Health::channel(NetworkHealth::new(config.proxy.is_some()));
+    let (health, health_rx) = Health::channel(
+        NetworkHealth::new(config.proxy.is_some()).with_policy(config.policy.is_some()),
+    );
     let mut tasks: JoinSet<TaskResult> = JoinSet::new();
 
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
@@ -261,6 +268,16 @@ pub async fn run(
             client.clone(),
             settings,
             node,
+            health.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    if let Some(settings) = config.policy.clone() {
+        tasks.spawn(policy_task(
+            client.clone(),
+            settings,
+            config.node_name.clone(),
             health.clone(),
             stop_rx.clone(),
         ));
@@ -359,6 +376,17 @@ async fn proxy_task(
         "service proxy",
         result.map_err(|e| AgentError::Proxy(e.to_string())),
     )
+}
+
+async fn policy_task(
+    client: kube::Client,
+    settings: PolicySettings,
+    node: String,
+    health: Health,
+    stop: watch::Receiver<bool>,
+) -> TaskResult {
+    let result = policy::run(client, settings, node, health, stop).await;
+    ("NetworkPolicy engine", result.map_err(AgentError::from))
 }
 
 async fn network_task(

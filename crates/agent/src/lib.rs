@@ -6,5 +6,6 @@
 pub mod agent;
 pub mod node;
 pub mod pods;
+pub mod policy;
 pub mod proxy;
 pub mod runtime;

@@ -798,6 +798,7 @@ fn agent_runs_and_stops_inside_a_namespace() {
                 timings: fast_timings(),
                 overlay: host_gw(),
                 proxy: None,
+                policy: None,
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let agent = tokio::spawn(agent::run(config, stop_rx));
@@ -872,6 +873,7 @@ async fn agent_reports_a_bad_kubeconfig_clearly() {
         timings: NodeTimings::default(),
         overlay: host_gw(),
         proxy: None,
+        policy: None,
     };
     let (_stop_tx, stop_rx) = watch::channel(false);
     let err = agent::run(config.clone(), stop_rx.clone())

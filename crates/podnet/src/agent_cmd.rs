@@ -11,6 +11,7 @@ use podnet_agent::agent::{
 };
 use podnet_agent::node::NodeTimings;
 use podnet_agent::node::network::OverlaySettings;
+use podnet_agent::policy::PolicySettings;
 use podnet_agent::proxy::ProxySettings;
 use podnet_overlay::{BackendKind, DEFAULT_UDP_PORT, VxlanOptions};
 use podnet_proxy::ProxyMode;
@@ -89,6 +90,12 @@ pub struct AgentArgs {
     /// Seconds between full rewrites of the service rules even without a change.
     #[arg(long, default_value_t = 900)]
     proxy_sync_period: u64,
+    /// Enforce NetworkPolicy on this node (off: policies are left to another engine).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    network_policy: bool,
+    /// The NFLOG group packets a NetworkPolicy refuses are logged to.
+    #[arg(long, default_value_t = 100)]
+    policy_nflog_group: u16,
 }
 
 fn proxy_settings(args: &AgentArgs) -> anyhow::Result<Option<ProxySettings>> {
@@ -185,6 +192,10 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             ip_masq: args.ip_masq,
         },
         proxy,
+        policy: args.network_policy.then(|| PolicySettings {
+            log_group: args.policy_nflog_group,
+            ..PolicySettings::default()
+        }),
     })
 }
 

@@ -3,8 +3,9 @@
 //! Layout of `inet podnet-policy`:
 //! - base chains `egress-forward` (forward, priority filter - 1), `ingress-forward`
 //!   (forward, priority filter) and `egress-input` (input): replies of allowed
-//!   connections pass (`ct state established,related`); then the isolated pods' verdict
-//!   map sends the packet to the chain of the policies that select that pod;
+//!   connections pass (`ct state established,related`), and a pod reaching itself through
+//!   its Service (`loopback`); then the isolated pods' verdict map sends the packet to the
+//!   chain of the policies that select that pod;
 //! - maps `ingress-pods`, `egress-pods`: a local isolated pod's address → `goto` the
 //!   chain of its set of policies (`ingress-<hash>`, `egress-<hash>`: pods selected by the
 //!   same policies share it), which jumps to each policy's chain and, if none accepted,
@@ -130,13 +131,50 @@ pub fn desired(cluster: &Cluster, cfg: &PolicyConfig) -> Option<Table> {
     }
     let ingress = c.isolation(&policies, Direction::Ingress);
     let egress = c.isolation(&policies, Direction::Egress);
+    let loopback = loopback_set(cluster, cfg);
     let mut table = Table::new(Family::Inet, TABLE);
     table.comment = Some("podnet NetworkPolicy; rewritten by podnet, do not edit".into());
-    table.sets = vec![ingress, egress];
+    table.sets = vec![ingress, egress, loopback];
     table.sets.extend(c.sets.into_values());
     table.chains = base_chains();
     table.chains.extend(c.chains);
     Some(table.canonical())
+}
+
+/// `pod . itself` for this node's pods: a pod reaching itself (through its own Service,
+/// hairpinned back by the bridge) is not policed, as its loopback traffic never is.
+fn loopback_set(cluster: &Cluster, cfg: &PolicyConfig) -> Set {
+    let mut set = Set::new(LOOPBACK, vec![DataType::Ipv4Addr, DataType::Ipv4Addr])
+        .with_comment("this node's pods reaching themselves: not policed");
+    let mut ips: Vec<Ipv4Addr> = cluster
+        .pods
+        .iter()
+        .filter(|p| p.node.as_deref() == Some(cfg.node.as_str()))
+        .filter_map(|p| p.ip)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    set.elements = ips
+        .into_iter()
+        .map(|ip| SetElement {
+            key: vec![Datum::Ip(ip), Datum::Ip(ip)],
+            value: None,
+        })
+        .collect();
+    set
+}
+
+const LOOPBACK: &str = "loopback";
+
+fn itself() -> Rule {
+    Rule::new(
+        vec![Match::InSet {
+            keys: vec![Key::IpSaddr, Key::IpDaddr],
+            set: LOOPBACK.into(),
+            equal: true,
+        }],
+        vec![Action::Verdict(Verdict::Accept)],
+    )
 }
 
 fn base(hook: Hook, priority: i32) -> Option<BaseChain> {
@@ -187,12 +225,12 @@ fn base_chains() -> Vec<Chain> {
         chain(
             "egress-forward",
             base(Hook::Forward, -1),
-            vec![replies(), isolated(Direction::Egress)],
+            vec![replies(), itself(), isolated(Direction::Egress)],
         ),
         chain(
             "ingress-forward",
             base(Hook::Forward, 0),
-            vec![replies(), isolated(Direction::Ingress)],
+            vec![replies(), itself(), isolated(Direction::Ingress)],
         ),
         chain(
             "egress-input",

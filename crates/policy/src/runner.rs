@@ -30,6 +30,9 @@ pub enum PolicyError {
     Kernel(#[from] podnet_kernel::KernelError),
     #[error("the sync thread ended: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A watch the engine needs fails (the API may not serve NetworkPolicy).
+    #[error("watching {what} failed: {error}")]
+    Watch { what: &'static str, error: String },
 }
 
 /// How the loop runs.
@@ -194,8 +197,10 @@ enum Signal {
     /// Its first list is in (`index`: which watch).
     Listed(usize),
     Changed,
-    Failed(String),
+    Failed(PolicyError),
 }
+
+const WATCHED: [&str; 3] = ["Pods", "Namespaces", "NetworkPolicies"];
 
 fn signals<K>(
     index: usize,
@@ -217,7 +222,10 @@ where
         .map(move |e| match e {
             Ok(Event::InitDone) => Signal::Listed(index),
             Ok(_) => Signal::Changed,
-            Err(e) => Signal::Failed(e.to_string()),
+            Err(e) => Signal::Failed(PolicyError::Watch {
+                what: WATCHED[index],
+                error: e.to_string(),
+            }),
         })
 }
 
@@ -259,7 +267,10 @@ pub async fn run(
             signal = events.next() => match signal {
                 Some(Signal::Listed(i)) => { listed[i] = true; schedule.changed(Instant::now()); }
                 Some(Signal::Changed) => schedule.changed(Instant::now()),
-                Some(Signal::Failed(e)) => tracing::warn!(error = %e, "watching for NetworkPolicy failed; retrying"),
+                Some(Signal::Failed(e)) => {
+                    tracing::warn!(error = %e, "retrying");
+                    report(Err(&e));
+                }
                 None => return Ok(()),
             },
             _ = tokio::time::sleep(wait) => {

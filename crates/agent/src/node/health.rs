@@ -41,6 +41,8 @@ pub enum Part {
     Masquerade,
     /// The service proxy's rules.
     ServiceProxy,
+    /// The NetworkPolicy rules.
+    NetworkPolicy,
 }
 
 impl Part {
@@ -50,6 +52,7 @@ impl Part {
             Part::Overlay => "OverlayFailing",
             Part::Masquerade => "MasqueradeFailing",
             Part::ServiceProxy => "ServiceProxyFailing",
+            Part::NetworkPolicy => "NetworkPolicyFailing",
         }
     }
 
@@ -59,6 +62,7 @@ impl Part {
             Part::Overlay => "overlay",
             Part::Masquerade => "masquerade",
             Part::ServiceProxy => "service proxy",
+            Part::NetworkPolicy => "NetworkPolicy",
         }
     }
 }
@@ -83,6 +87,7 @@ pub struct NetworkHealth {
     pub overlay: PartHealth,
     pub masquerade: PartHealth,
     pub proxy: PartHealth,
+    pub policy: PartHealth,
 }
 
 /// The `NetworkUnavailable` condition to post.
@@ -106,7 +111,8 @@ impl NetworkCondition {
 }
 
 impl NetworkHealth {
-    /// Everything pending; the proxy not run when `proxy_runs` is false.
+    /// Everything pending; the proxy not run when `proxy_runs` is false. NetworkPolicy
+    /// is not run until [`Self::with_policy`] says it is.
     pub fn new(proxy_runs: bool) -> NetworkHealth {
         NetworkHealth {
             proxy: if proxy_runs {
@@ -114,8 +120,19 @@ impl NetworkHealth {
             } else {
                 PartHealth::NotRun
             },
+            policy: PartHealth::NotRun,
             ..NetworkHealth::default()
         }
+    }
+
+    /// The same, with the NetworkPolicy engine run (pending) when `runs`.
+    pub fn with_policy(mut self, runs: bool) -> NetworkHealth {
+        self.policy = if runs {
+            PartHealth::Pending
+        } else {
+            PartHealth::NotRun
+        };
+        self
     }
 
     fn part(&self, part: Part) -> &PartHealth {
@@ -123,6 +140,7 @@ impl NetworkHealth {
             Part::Overlay => &self.overlay,
             Part::Masquerade => &self.masquerade,
             Part::ServiceProxy => &self.proxy,
+            Part::NetworkPolicy => &self.policy,
         }
     }
 
@@ -131,6 +149,7 @@ impl NetworkHealth {
             Part::Overlay => &mut self.overlay,
             Part::Masquerade => &mut self.masquerade,
             Part::ServiceProxy => &mut self.proxy,
+            Part::NetworkPolicy => &mut self.policy,
         }
     }
 
@@ -161,7 +180,12 @@ impl NetworkHealth {
     /// last error (message); `False` once every part has been programmed; `None` while a
     /// part is still pending, or has failed fewer times than the threshold, and none fails.
     pub fn condition(&self) -> Option<NetworkCondition> {
-        let parts = [Part::Overlay, Part::Masquerade, Part::ServiceProxy];
+        let parts = [
+            Part::Overlay,
+            Part::Masquerade,
+            Part::ServiceProxy,
+            Part::NetworkPolicy,
+        ];
         let failing: Vec<(Part, &str)> = parts
             .iter()
             .filter(|p| self.is_failing(**p))
