@@ -1080,3 +1080,118 @@ fn exec_and_logs_use_the_node_runtime_files() {
         out.stderr
     );
 }
+
+const POLICIES: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web
+  namespace: shop
+  labels: {team: web}
+  annotations: {note: front door}
+spec:
+  podSelector:
+    matchLabels: {app: web}
+    matchExpressions:
+    - {key: tier, operator: In, values: [b, a]}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - namespaceSelector:
+        matchLabels: {team: front}
+      podSelector:
+        matchLabels: {role: client}
+    - ipBlock:
+        cidr: 172.17.0.0/16
+        except: [172.17.1.0/24, 172.17.2.0/24]
+    - podSelector: {}
+    ports:
+    - {protocol: TCP, port: 80}
+    - {port: http}
+    - {protocol: UDP, port: 32000, endPort: 32768}
+  - {}
+  egress:
+  - to:
+    - namespaceSelector: {}
+    ports:
+    - {protocol: UDP, port: 53}
+  - to:
+    - ipBlock: {cidr: 10.0.0.0/8}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: shop}
+spec:
+  podSelector: {}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-only, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Egress]
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: protect-db}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: shop}}}
+  ingress:
+  - action: Deny
+    from: [{namespaces: {}}]
+"#;
+
+#[test]
+fn network_policies_get_and_describe_as_kubectl() {
+    let s = Server::start(&[]);
+    let file = s.write("policies.yaml", POLICIES);
+    assert_eq!(
+        s.ok(&["apply", "-f", &file]),
+        "namespace/shop created\nnetworkpolicy.networking.k8s.io/web created\nnetworkpolicy.networking.k8s.io/deny-all created\nnetworkpolicy.networking.k8s.io/egress-only created\nclusternetworkpolicy.policy.networking.k8s.io/protect-db created\n"
+    );
+    for ty in ["networkpolicy", "networkpolicies", "netpol"] {
+        let table = s.ok(&["get", ty, "-n", "shop"]);
+        assert_eq!(header(&table), "NAME          POD-SELECTOR            AGE");
+        let rows: Vec<Vec<&str>> = lines(&table)[1..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..2], ["deny-all", "<none>"]);
+        assert_eq!(rows[1][..2], ["egress-only", "app=db"]);
+        assert_eq!(rows[2][..2], ["web", "app=web,tier"]);
+        assert_eq!(rows[2][2..4], ["in", "(a,b)"]);
+    }
+    let cnp = s.ok(&["get", "cnp"]);
+    assert_eq!(header(&cnp), "NAME         TIER    PRIORITY   AGE");
+    assert!(
+        lines(&cnp)[1].starts_with("protect-db   Admin   10         "),
+        "{cnp}"
+    );
+    // kubectl's tables and descriptions of the same objects, where kubectl is installed.
+    for args in [
+        &["get", "netpol", "-n", "shop"][..],
+        &["get", "cnp", "-o", "wide"][..],
+        &["describe", "netpol", "web", "-n", "shop"][..],
+        &["describe", "netpol", "-n", "shop"][..],
+        &["describe", "networkpolicy", "deny"][..],
+        &["describe", "cnp", "protect-db"][..],
+    ] {
+        let ours = s.run(args, None);
+        let Some(theirs) = s.kubectl(args) else {
+            eprintln!("SKIPPED: kubectl is not installed; podnet's output is not compared");
+            break;
+        };
+        assert_eq!(ours.code, theirs.code, "{args:?}: {}", ours.stderr);
+        assert_eq!(ours.stdout, theirs.stdout, "{args:?}");
+    }
+    let web = s.ok(&["describe", "netpol", "web", "-n", "shop"]);
+    assert!(web.contains("Spec:\n  PodSelector:     app=web,tier in (a,b)\n  Allowing ingress traffic:\n    To Port: 80/TCP\n    To Port: http/TCP\n    To Port Range: 32000-32768/UDP\n    From:\n      NamespaceSelector: team=front\n      PodSelector: role=client\n    From:\n      IPBlock:\n        CIDR: 172.17.0.0/16\n        Except: 172.17.1.0/24, 172.17.2.0/24\n    From:\n      PodSelector: <none>\n    ----------\n"), "{web}");
+    let egress = s.ok(&["describe", "netpol", "egress-only", "-n", "shop"]);
+    assert!(egress.ends_with("Spec:\n  PodSelector:     app=db\n  Not affecting ingress traffic\n  Allowing egress traffic:\n    <none> (Selected pods are isolated for egress connectivity)\n  Policy Types: Egress\n"), "{egress}");
+}

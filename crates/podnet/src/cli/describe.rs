@@ -1,6 +1,7 @@
 //! `podnet describe TYPE [NAME…]`: kubectl's describe text for Pods, Services, Nodes,
-//! Endpoints and Namespaces (the sections and wording of kubectl's describers, aligned by a
-//! tab writer as kubectl's are), and kubectl's generic field dump for other kinds. A name that
+//! Endpoints, EndpointSlices, Namespaces and NetworkPolicies ([`netpol`]) (the sections and
+//! wording of kubectl's describers, aligned by a tab writer as kubectl's are), and kubectl's
+//! generic field dump for other kinds (ClusterNetworkPolicies among them, as for kubectl). A name that
 //! matches no object exactly describes the objects whose names start with it, as kubectl does.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ use super::get::{parse_targets, resolve};
 use super::resources::Resource;
 use super::tabwriter::TabWriter;
 use super::{CliError, GlobalArgs, report};
+
+mod netpol;
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
@@ -147,6 +150,7 @@ async fn describe_one(client: &Client, res: &Resource, obj: &Value, show_events:
         "Endpoints" if res.builtin => describe_endpoints(&obj, events.as_deref()),
         "EndpointSlice" if res.builtin => describe_endpoint_slice(&obj, events.as_deref()),
         "Namespace" if res.builtin => describe_namespace(&obj),
+        "NetworkPolicy" if res.builtin => netpol::describe_network_policy(&obj),
         _ => describe_generic(&obj, events.as_deref()),
     }
 }

@@ -17,7 +17,7 @@ pub struct GetArgs {
     #[command(flatten)]
     pub global: GlobalArgs,
     /// TYPE[,TYPE...] [NAME...], or TYPE/NAME... (types by name, plural or short name: po,
-    /// svc, ep, no, ns, endpointslices, leases, events).
+    /// svc, ep, no, ns, endpointslices, leases, events, netpol, cnp).
     #[arg(required = true, value_name = "TYPE [NAME...]")]
     pub targets: Vec<String>,
     /// Output format: wide, yaml, json or name.

@@ -29,14 +29,15 @@ pub enum Schema {
 type MergeRule = Option<&'static str>;
 
 impl Schema {
-    /// The schema for a resource: strategic for the kinds podnet serves.
+    /// The schema for a resource: strategic for the kinds podnet serves, but for the custom
+    /// resources among them (which take no strategic merge patch, as kube-apiserver's do not).
     pub fn for_kind(kind: &str, builtin: bool) -> Schema {
         if !builtin {
             return Schema::Merge;
         }
         match podnet_api::k8s::kinds::ALL.iter().find(|k| k.kind == kind) {
-            Some(k) => Schema::Strategic(k.kind),
-            None => Schema::Merge,
+            Some(k) if !k.custom_resource => Schema::Strategic(k.kind),
+            _ => Schema::Merge,
         }
     }
 
@@ -469,6 +470,21 @@ mod tests {
 
     fn pod(containers: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}})
+    }
+
+    #[test]
+    fn schemas_by_kind() {
+        assert_eq!(Schema::for_kind("Pod", true), Schema::Strategic("Pod"));
+        assert_eq!(
+            Schema::for_kind("NetworkPolicy", true),
+            Schema::Strategic("NetworkPolicy")
+        );
+        // A custom resource takes JSON merge patches only.
+        assert_eq!(
+            Schema::for_kind("ClusterNetworkPolicy", true),
+            Schema::Merge
+        );
+        assert_eq!(Schema::for_kind("Deployment", false), Schema::Merge);
     }
 
     #[test]

@@ -242,6 +242,16 @@ mod tests {
             ("endpointslices.discovery.k8s.io", "endpointslices"),
             ("leases", "leases"),
             ("lease.coordination.k8s.io", "leases"),
+            ("netpol", "networkpolicies"),
+            ("networkpolicy", "networkpolicies"),
+            ("networkpolicies", "networkpolicies"),
+            ("networkpolicies.networking.k8s.io", "networkpolicies"),
+            ("cnp", "clusternetworkpolicies"),
+            ("clusternetworkpolicy", "clusternetworkpolicies"),
+            (
+                "clusternetworkpolicies.policy.networking.k8s.io",
+                "clusternetworkpolicies",
+            ),
         ] {
             assert_eq!(
                 builtin_by_name(arg).map(|r| r.plural),
