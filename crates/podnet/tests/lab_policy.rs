@@ -283,6 +283,28 @@ fn network_policies_are_enforced_on_every_node_as_upstream_defines_them() {
     // The same through the Services: judged after the DNAT, by the pod reached.
     expect(&t, "x from y", false, 80, Via::ClusterIp, x_from_y);
 
+    // ClusterNetworkPolicy: an Admin Deny of y/a beats the NetworkPolicy allowing y; a
+    // Baseline Deny of everything applies only to the pods no NetworkPolicy selects (not x).
+    lab.apply(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: deny-ya}\nspec:\n  tier: Admin\n  priority: 10\n  subject: {namespaces: {matchLabels: {ns: 'x'}}}\n  ingress:\n  - action: Deny\n    from:\n    - pods: {namespaceSelector: {matchLabels: {ns: 'y'}}, podSelector: {matchLabels: {pod: a}}}\n---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: baseline}\nspec:\n  tier: Baseline\n  priority: 1\n  subject: {namespaces: {}}\n  ingress:\n  - action: Deny\n    from:\n    - namespaces: {matchLabels: {ns: 'z'}}\n",
+    );
+    expect(
+        &t,
+        "admin and baseline tiers",
+        false,
+        80,
+        Via::PodIp,
+        |from, to| {
+            if in_ns(to, "x") {
+                in_ns(from, "y") && from != "y/a"
+            } else {
+                !in_ns(from, "z")
+            }
+        },
+    );
+    lab.ok(&["delete", "clusternetworkpolicy", "deny-ya", "baseline"]);
+    expect(&t, "tiers gone", false, 80, Via::PodIp, x_from_y);
+
     // Named port and UDP: x/a also takes anyone on serve-81-tcp, and UDP 80 from anyone.
     policy(
         &lab,

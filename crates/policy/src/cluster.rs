@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use podnet_api::k8s::policy_api::ClusterNetworkPolicy;
 
 use crate::selector::Labels;
 
@@ -49,6 +50,8 @@ pub struct Cluster {
     /// server sets it.
     pub namespaces: BTreeMap<String, Labels>,
     pub policies: Vec<NetworkPolicy>,
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicies (Admin and Baseline).
+    pub cluster_policies: Vec<ClusterNetworkPolicy>,
 }
 
 impl PodInfo {

@@ -111,7 +111,7 @@ fn word_title(dir: Direction) -> &'static str {
 /// The desired table, or `None` when there is no policy at all (then podnet keeps no
 /// table).
 pub fn desired(cluster: &Cluster, cfg: &PolicyConfig) -> Option<Table> {
-    if cluster.policies.is_empty() {
+    if cluster.policies.is_empty() && cluster.cluster_policies.is_empty() {
         return None;
     }
     let mut c = Compiler {
@@ -131,10 +131,17 @@ pub fn desired(cluster: &Cluster, cfg: &PolicyConfig) -> Option<Table> {
     }
     let ingress = c.isolation(&policies, Direction::Ingress);
     let egress = c.isolation(&policies, Direction::Egress);
+    let mut tier_maps = Vec::new();
+    for tier in [Tier::Admin, Tier::Baseline] {
+        for dir in [Direction::Ingress, Direction::Egress] {
+            tier_maps.push(tiers::tier_stage(&mut c, tier, dir));
+        }
+    }
     let loopback = loopback_set(cluster, cfg);
     let mut table = Table::new(Family::Inet, TABLE);
     table.comment = Some("podnet NetworkPolicy; rewritten by podnet, do not edit".into());
     table.sets = vec![ingress, egress, loopback];
+    table.sets.extend(tier_maps);
     table.sets.extend(c.sets.into_values());
     table.chains = base_chains();
     table.chains.extend(c.chains);
@@ -193,19 +200,29 @@ fn replies() -> Rule {
     )
 }
 
-fn isolated(dir: Direction) -> Rule {
+/// The three stages of `dir`: Admin ClusterNetworkPolicies, NetworkPolicies, Baseline
+/// ClusterNetworkPolicies (a tier's chain is jumped to, so what it leaves undecided goes on
+/// to the next stage).
+fn stages(dir: Direction) -> Vec<Rule> {
     let (local, _) = dir.addrs();
     let key = match local {
         Addr::Saddr => Key::IpSaddr,
         Addr::Daddr => Key::IpDaddr,
     };
-    Rule::new(
-        vec![],
-        vec![Action::Vmap {
-            keys: vec![key],
-            map: format!("{}-pods", dir.word()),
-        }],
-    )
+    let vmap = |map: String| {
+        Rule::new(
+            vec![],
+            vec![Action::Vmap {
+                keys: vec![key],
+                map,
+            }],
+        )
+    };
+    vec![
+        vmap(Tier::Admin.map(dir)),
+        vmap(format!("{}-pods", dir.word())),
+        vmap(Tier::Baseline.map(dir)),
+    ]
 }
 
 /// The hooks: egress before ingress in forward (both must accept), and egress to the node
@@ -225,17 +242,17 @@ fn base_chains() -> Vec<Chain> {
         chain(
             "egress-forward",
             base(Hook::Forward, -1),
-            vec![replies(), itself(), isolated(Direction::Egress)],
+            [vec![replies(), itself()], stages(Direction::Egress)].concat(),
         ),
         chain(
             "ingress-forward",
             base(Hook::Forward, 0),
-            vec![replies(), itself(), isolated(Direction::Ingress)],
+            [vec![replies(), itself()], stages(Direction::Ingress)].concat(),
         ),
         chain(
             "egress-input",
             base(Hook::Input, 0),
-            vec![replies(), redirected, isolated(Direction::Egress)],
+            [vec![replies(), redirected], stages(Direction::Egress)].concat(),
         ),
     ]
 }
@@ -428,3 +445,6 @@ fn ports(ports: Option<&Vec<NetworkPolicyPort>>) -> Vec<Port> {
 }
 
 mod rules;
+mod tiers;
+
+use tiers::Tier;

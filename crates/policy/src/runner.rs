@@ -1,4 +1,5 @@
-//! The sync loop: Pods, Namespaces and NetworkPolicies watched into reflector stores; after
+//! The sync loop: Pods, Namespaces, NetworkPolicies and ClusterNetworkPolicies (where the
+//! API serves them) watched into reflector stores; after
 //! a change (and once every list is in), the desired table is computed from the stores and
 //! the kernel moved to it in one netlink transaction ([`podnet_kernel::ruleset::plan`]):
 //! whole at start and after a failure, otherwise only what differs. Every `resync` the
@@ -15,6 +16,7 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
+use podnet_api::k8s::policy_api::ClusterNetworkPolicy;
 use podnet_kernel::NetNs;
 use podnet_kernel::nftnl::NftSocket;
 use podnet_kernel::ruleset::{self, Action, PlanKind, Table};
@@ -160,11 +162,12 @@ fn without_counts(mut t: Table) -> Table {
     t
 }
 
-/// The three reflector stores.
+/// The reflector stores.
 struct Stores {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     policies: Store<NetworkPolicy>,
+    cluster_policies: Store<ClusterNetworkPolicy>,
 }
 
 impl Stores {
@@ -188,6 +191,12 @@ impl Stores {
                 .iter()
                 .map(|p| (**p).clone())
                 .collect(),
+            cluster_policies: self
+                .cluster_policies
+                .state()
+                .iter()
+                .map(|p| (**p).clone())
+                .collect(),
         }
     }
 }
@@ -198,9 +207,28 @@ enum Signal {
     Listed(usize),
     Changed,
     Failed(PolicyError),
+    /// The API does not serve the kind (`index`: which watch); it counts as listed and
+    /// empty while that lasts.
+    NotServed(usize),
 }
 
-const WATCHED: [&str; 3] = ["Pods", "Namespaces", "NetworkPolicies"];
+const WATCHED: [&str; 4] = [
+    "Pods",
+    "Namespaces",
+    "NetworkPolicies",
+    "ClusterNetworkPolicies",
+];
+/// The watch of a kind a cluster may not serve (a CRD upstream): ClusterNetworkPolicy.
+const OPTIONAL: usize = 3;
+
+/// Whether the API answered that it does not serve the kind.
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.is_not_found(),
+        _ => false,
+    }
+}
 
 fn signals<K>(
     index: usize,
@@ -222,6 +250,7 @@ where
         .map(move |e| match e {
             Ok(Event::InitDone) => Signal::Listed(index),
             Ok(_) => Signal::Changed,
+            Err(e) if index == OPTIONAL && not_served(&e) => Signal::NotServed(index),
             Err(e) => Signal::Failed(PolicyError::Watch {
                 what: WATCHED[index],
                 error: e.to_string(),
@@ -242,20 +271,24 @@ pub async fn run(
     let (pods, pods_w) = reflector::store();
     let (namespaces, ns_w) = reflector::store();
     let (policies, pol_w) = reflector::store();
+    let (cluster_policies, cnp_w) = reflector::store();
     let stores = Stores {
         pods,
         namespaces,
         policies,
+        cluster_policies,
     };
     let events = futures::stream::select_all([
         signals(0, pods_w, Api::<Pod>::all(client.clone())).boxed(),
         signals(1, ns_w, Api::<Namespace>::all(client.clone())).boxed(),
-        signals(2, pol_w, Api::<NetworkPolicy>::all(client)).boxed(),
+        signals(2, pol_w, Api::<NetworkPolicy>::all(client.clone())).boxed(),
+        signals(3, cnp_w, Api::<ClusterNetworkPolicy>::all(client)).boxed(),
     ]);
     let mut events = pin!(events);
     let mut syncer = Some(Syncer::new(config.policy.clone(), config.netns));
     let mut schedule = Schedule::new(config.debounce, config.resync);
-    let mut listed = [false; 3];
+    let mut listed = [false; 4];
+    let mut absent_logged = false;
     loop {
         let wait = schedule.wait(Instant::now(), listed.iter().all(|l| *l));
         tokio::select! {
@@ -267,6 +300,16 @@ pub async fn run(
             signal = events.next() => match signal {
                 Some(Signal::Listed(i)) => { listed[i] = true; schedule.changed(Instant::now()); }
                 Some(Signal::Changed) => schedule.changed(Instant::now()),
+                Some(Signal::NotServed(i)) => {
+                    if !absent_logged {
+                        tracing::info!("the API does not serve ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2): only NetworkPolicies apply");
+                        absent_logged = true;
+                    }
+                    if !listed[i] {
+                        listed[i] = true;
+                        schedule.changed(Instant::now());
+                    }
+                }
                 Some(Signal::Failed(e)) => {
                     tracing::warn!(error = %e, "retrying");
                     report(Err(&e));

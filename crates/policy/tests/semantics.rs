@@ -32,6 +32,10 @@ fn node_of(pod: usize) -> String {
 }
 
 fn cluster(policies: &[Value]) -> Cluster {
+    cluster_with(policies, &[])
+}
+
+fn cluster_with(policies: &[Value], tiers: &[Value]) -> Cluster {
     let mut c = Cluster::default();
     for (n, ns) in NAMESPACES.iter().enumerate() {
         let mut labels = BTreeMap::new();
@@ -62,6 +66,10 @@ fn cluster(policies: &[Value]) -> Cluster {
     c.policies = policies
         .iter()
         .map(|p| serde_json::from_value::<NetworkPolicy>(p.clone()).expect("policy"))
+        .collect();
+    c.cluster_policies = tiers
+        .iter()
+        .map(|p| serde_json::from_value(p.clone()).expect("cluster policy"))
         .collect();
     c
 }
@@ -94,7 +102,17 @@ fn name((n, p): (usize, usize)) -> String {
 
 /// Probes every pair and compares with `expect`; the grids of both on failure.
 fn check(policies: &[Value], proto: u8, port: u16, expect: impl Fn(&str, &str) -> bool) {
-    let c = cluster(policies);
+    check_tiers(policies, &[], proto, port, expect);
+}
+
+fn check_tiers(
+    policies: &[Value],
+    tiers: &[Value],
+    proto: u8,
+    port: u16,
+    expect: impl Fn(&str, &str) -> bool,
+) {
+    let c = cluster_with(policies, tiers);
     let mut wrong = false;
     let mut grid = String::from("from\\to ");
     for to in all() {
@@ -366,4 +384,119 @@ fn no_policies_no_table() {
         log_group: 100,
     };
     assert!(desired(&cluster(&[]), &cfg).is_none());
+}
+
+fn tiered(name: &str, tier: &str, priority: i32, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["tier"] = json!(tier);
+    spec["priority"] = json!(priority);
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+fn ns_subject(ns: &str) -> Value {
+    json!({"namespaces": {"matchLabels": {"ns": ns}}})
+}
+
+#[test]
+fn an_admin_deny_beats_a_network_policy_allow() {
+    let allow_all = policy("x", "all", json!({"podSelector": {}, "ingress": [{}]}));
+    let deny_y = tiered(
+        "deny-y-to-x",
+        "Admin",
+        10,
+        json!({"subject": ns_subject("x"), "ingress": [{"action": "Deny",
+               "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    check_tiers(&[allow_all], &[deny_y], TCP, 80, |from, to| {
+        !(in_ns(to, "x") && in_ns(from, "y"))
+    });
+}
+
+#[test]
+fn an_admin_accept_beats_a_network_policy_deny_and_priorities_order_admin_rules() {
+    let deny = policy("x", "deny", json!({"podSelector": {}}));
+    let accept_z = tiered(
+        "accept-z",
+        "Admin",
+        20,
+        json!({"subject": ns_subject("x"), "ingress": [{"action": "Accept",
+               "from": [{"namespaces": {"matchLabels": {"ns": "z"}}}]}]}),
+    );
+    // Lower priority numbers first: this Deny of z/a wins over the Accept of all z.
+    let deny_za = tiered(
+        "deny-za",
+        "Admin",
+        5,
+        json!({"subject": ns_subject("x"), "ingress": [{"action": "Deny",
+               "from": [{"pods": {"namespaceSelector": {"matchLabels": {"ns": "z"}},
+                                  "podSelector": {"matchLabels": {"pod": "a"}}}}]}]}),
+    );
+    check_tiers(&[deny], &[accept_z, deny_za], TCP, 80, |from, to| {
+        !in_ns(to, "x") || (in_ns(from, "z") && from != "z/a")
+    });
+}
+
+#[test]
+fn an_admin_pass_hands_the_decision_to_network_policy() {
+    let from_y = policy(
+        "x",
+        "from-y",
+        json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    // Pass y (NetworkPolicy allows it), then deny everything else: y still gets in.
+    let pass_then_deny = tiered(
+        "pass-y",
+        "Admin",
+        1,
+        json!({"subject": ns_subject("x"), "ingress": [
+            {"action": "Pass", "from": [{"namespaces": {"matchLabels": {"ns": "y"}}}]},
+            {"action": "Deny", "from": [{"namespaces": {}}]}]}),
+    );
+    check_tiers(&[from_y], &[pass_then_deny], TCP, 80, |from, to| {
+        !in_ns(to, "x") || in_ns(from, "y")
+    });
+}
+
+#[test]
+fn a_baseline_deny_applies_only_where_no_network_policy_selects_the_pod() {
+    let baseline = tiered(
+        "baseline-deny",
+        "Baseline",
+        1,
+        json!({"subject": {"namespaces": {}}, "ingress": [{"action": "Deny",
+               "from": [{"namespaces": {}}]}]}),
+    );
+    // x/a is selected by a NetworkPolicy allowing all: the baseline does not apply to it.
+    let a_open = policy(
+        "x",
+        "a-open",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{}]}),
+    );
+    check_tiers(
+        &[a_open],
+        std::slice::from_ref(&baseline),
+        TCP,
+        80,
+        |_, to| to == "x/a",
+    );
+    // Without it, the baseline denies all.
+    check_tiers(&[], &[baseline], TCP, 80, |_, _| false);
+}
+
+#[test]
+fn tier_rules_match_protocols_and_ports_and_egress_networks() {
+    let deny_udp = tiered(
+        "deny-udp-81",
+        "Admin",
+        1,
+        json!({"subject": ns_subject("y"), "egress": [{"action": "Deny",
+               "to": [{"networks": ["10.244.0.0/16"]}],
+               "protocols": [{"udp": {"destinationPort": {"number": 81}}}]}]}),
+    );
+    check_tiers(&[], std::slice::from_ref(&deny_udp), UDP, 81, |from, _| {
+        !in_ns(from, "y")
+    });
+    check_tiers(&[], std::slice::from_ref(&deny_udp), UDP, 80, |_, _| true);
+    check_tiers(&[], &[deny_udp], TCP, 81, |_, _| true);
 }
