@@ -283,6 +283,38 @@ fn network_policies_are_enforced_on_every_node_as_upstream_defines_them() {
     // The same through the Services: judged after the DNAT, by the pod reached.
     expect(&t, "x from y", false, 80, Via::ClusterIp, x_from_y);
 
+    // An agent restarted over its table adopts it: the same rules with the same handles
+    // and counters (nothing rewritten), still enforced.
+    let listing = |i| {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &lab.node(i),
+                "nft",
+                "-a",
+                "list",
+                "table",
+                "inet",
+                "podnet-policy",
+            ],
+        );
+        podnet_kernel::nft::sorted_elements(&text(&out))
+    };
+    let before = listing(1);
+    assert!(before.contains("chain in-x/from-y"), "{before}");
+    lab.restart_agent(1, 3);
+    assert_eq!(listing(1), before);
+    expect(
+        &t,
+        "x from y after a restart",
+        false,
+        80,
+        Via::PodIp,
+        x_from_y,
+    );
+
     // ClusterNetworkPolicy: an Admin Deny of y/a beats the NetworkPolicy allowing y; a
     // Baseline Deny of everything applies only to the pods no NetworkPolicy selects (not x).
     lab.apply(

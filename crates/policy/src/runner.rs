@@ -93,9 +93,12 @@ impl Syncer {
     pub fn sync(&mut self, cluster: &Cluster) -> Result<SyncReport, PolicyError> {
         let started = Instant::now();
         let wanted = desired(cluster, &self.config);
+        if self.installed.is_none() {
+            self.adopt(wanted.as_ref())?;
+        }
         let (batch, kind) = match &self.installed {
             Some(installed) => ruleset::plan(installed.as_ref(), wanted.as_ref()),
-            // Unknown: whatever is there goes (a table from before a restart included).
+            // Unknown and not what is wanted: whatever is there goes.
             None => match &wanted {
                 Some(t) => (t.replacing_batch(), PlanKind::Full),
                 None => (
@@ -115,6 +118,21 @@ impl Syncer {
             kind,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Takes what the kernel holds as installed when it is what is wanted (an agent
+    /// restarted over its own table: nothing is rewritten, the counters go on).
+    fn adopt(&mut self, wanted: Option<&Table>) -> Result<(), PolicyError> {
+        let found = ruleset::get(
+            self.netns.as_ref(),
+            podnet_kernel::nftnl::Family::Inet,
+            TABLE,
+        )?
+        .map(without_counts);
+        if found.as_ref() == wanted.cloned().map(without_counts).as_ref() {
+            self.installed = Some(wanted.cloned());
+        }
+        Ok(())
     }
 
     /// Whether the kernel still holds what the last sync wrote; when not, the next sync

@@ -246,6 +246,40 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The PID of node `i`'s agent, from the lab's process records.
+    pub fn agent_pid(&self, i: u32) -> i32 {
+        let path = format!("/run/podnet/{}/processes.json", self.name);
+        let v: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let node = self.node(i);
+        v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["component"] == "agent" && p["node"] == node.as_str())
+            .and_then(|p| p["pid"].as_i64())
+            .unwrap_or_else(|| panic!("no agent of {node} in {path}")) as i32
+    }
+
+    /// Kills node `i`'s agent (SIGKILL: no clean-up) and has `lab up` start it again; back
+    /// when the node reports its network available again.
+    pub fn restart_agent(&self, i: u32, nodes: u32) {
+        let pid = self.agent_pid(i);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        wait_for(Duration::from_secs(5), "the agent gone", || {
+            let gone = !Path::new(&format!("/proc/{pid}")).exists()
+                || fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "));
+            gone.then_some(()).ok_or(format!("{pid} still runs"))
+        });
+        self.up(nodes, &[]);
+        assert_ne!(self.agent_pid(i), pid, "lab up did not restart the agent");
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         match Command::new(PODNET)
