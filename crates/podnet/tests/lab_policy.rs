@@ -381,6 +381,32 @@ fn network_policies_are_enforced_on_every_node_as_upstream_defines_them() {
     expect(&t, "x from z", false, 80, Via::PodIp, |from, to| {
         !in_ns(to, "x") || in_ns(from, "z")
     });
+    // A part podnet cannot express (an IPv6 ipBlock) is said on a Warning Event of the
+    // policy, by every node; nothing else changes.
+    policy(
+        &lab,
+        "z",
+        "v6",
+        "  podSelector: {matchLabels: {pod: nobody}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: '2001:db8::/32'}\n",
+    );
+    common::wait_for(Duration::from_secs(10), "the NotEnforced events", || {
+        let v: Value =
+            serde_json::from_str(&lab.ok(&["get", "events", "-n", "z", "-o", "json"])).unwrap();
+        let hosts: std::collections::BTreeSet<String> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == "NotEnforced" && e["involvedObject"]["name"] == "v6")
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("2001:db8::/32 is not IPv4"))
+            })
+            .filter_map(|e| e["source"]["host"].as_str().map(str::to_string))
+            .collect();
+        (hosts.len() == 3).then_some(()).ok_or(format!("{hosts:?}"))
+    });
+    delete_policy(&lab, "z", "v6");
     for (ns, name) in [("x", "deny"), ("x", "from-y"), ("x", "a-81")] {
         delete_policy(&lab, ns, name);
     }

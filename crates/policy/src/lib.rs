@@ -15,5 +15,5 @@ pub mod runner;
 pub mod selector;
 
 pub use cluster::{Cluster, NamedPort, PodInfo};
-pub use model::{Direction, PolicyConfig, TABLE, desired};
+pub use model::{Direction, Note, PolicyConfig, TABLE, compile, desired};
 pub use runner::{PolicyError, RunConfig, SyncReport, Syncer, run};

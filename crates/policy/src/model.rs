@@ -108,9 +108,34 @@ fn word_title(dir: Direction) -> &'static str {
     }
 }
 
-/// The desired table, or `None` when there is no policy at all (then podnet keeps no
-/// table).
+/// Something of a policy the table cannot express: said on an Event of the policy, and
+/// that part allows (or denies) nothing; the rest of it, and every other policy, holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    /// `NetworkPolicy` or `ClusterNetworkPolicy`.
+    pub kind: &'static str,
+    /// Empty for a cluster-scoped policy.
+    pub namespace: String,
+    pub name: String,
+    pub message: String,
+}
+
+/// The desired table (`None` when there is no policy at all: podnet then keeps no table)
+/// and what could not be expressed.
+pub fn compile(cluster: &Cluster, cfg: &PolicyConfig) -> (Option<Table>, Vec<Note>) {
+    let mut notes = Vec::new();
+    let table = build(cluster, cfg, &mut notes);
+    notes.sort();
+    notes.dedup();
+    (table, notes)
+}
+
+/// The desired table alone (see [`compile`]).
 pub fn desired(cluster: &Cluster, cfg: &PolicyConfig) -> Option<Table> {
+    compile(cluster, cfg).0
+}
+
+fn build(cluster: &Cluster, cfg: &PolicyConfig, notes: &mut Vec<Note>) -> Option<Table> {
     if cluster.policies.is_empty() && cluster.cluster_policies.is_empty() {
         return None;
     }
@@ -119,10 +144,17 @@ pub fn desired(cluster: &Cluster, cfg: &PolicyConfig) -> Option<Table> {
         cfg,
         sets: BTreeMap::new(),
         chains: Vec::new(),
+        notes,
+        current: None,
     };
     let mut policies: Vec<&NetworkPolicy> = cluster.policies.iter().collect();
     policies.sort_by_key(|p| policy_name(p));
     for p in &policies {
+        let (ns, name) = policy_name(p)
+            .split_once('/')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or_default();
+        c.current = Some(("NetworkPolicy", ns, name));
         for dir in [Direction::Ingress, Direction::Egress] {
             if isolates(p, dir) {
                 c.policy_chain(p, dir);
@@ -131,6 +163,7 @@ pub fn desired(cluster: &Cluster, cfg: &PolicyConfig) -> Option<Table> {
     }
     let ingress = c.isolation(&policies, Direction::Ingress);
     let egress = c.isolation(&policies, Direction::Egress);
+    c.current = None;
     let mut tier_maps = Vec::new();
     for tier in [Tier::Admin, Tier::Baseline] {
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -284,6 +317,9 @@ struct Compiler<'a> {
     cfg: &'a PolicyConfig,
     sets: BTreeMap<String, Set>,
     chains: Vec<Chain>,
+    notes: &'a mut Vec<Note>,
+    /// The policy being compiled (kind, namespace, name), for notes.
+    current: Option<(&'static str, String, String)>,
 }
 
 /// A short, stable name part for `key`.
@@ -370,15 +406,33 @@ impl Compiler<'_> {
         name
     }
 
+    /// Notes that the policy being compiled has a part the table cannot express.
+    fn note(&mut self, message: String) {
+        if let Some((kind, namespace, name)) = self.current.clone() {
+            self.notes.push(Note {
+                kind,
+                namespace,
+                name,
+                message,
+            });
+        }
+    }
+
     fn block_set(&mut self, block: &IPBlock) -> Option<String> {
-        let cidr: Ipv4Net = block.cidr.parse().ok()?;
+        let Ok(cidr) = block.cidr.parse::<Ipv4Net>() else {
+            self.note(format!(
+                "ipBlock {} is not IPv4: podnet enforces IPv4 only, so this peer allows nothing",
+                block.cidr
+            ));
+            return None;
+        };
         let except: Vec<Ipv4Net> = block
             .except
             .iter()
             .flatten()
             .filter_map(|e| e.parse().ok())
             .collect();
-        let key = format!("ipBlock {} except {:?}", cidr.trunc(), except);
+        let key = format!("ipBlock {} except {except:?}", cidr.trunc());
         let name = format!("block-{}", hash(&key));
         if !self.sets.contains_key(&name) {
             let mut set =

@@ -23,7 +23,7 @@ use podnet_kernel::ruleset::{self, Action, PlanKind, Table};
 use tokio::sync::watch;
 
 use crate::cluster::{Cluster, PodInfo, namespace_labels};
-use crate::model::{PolicyConfig, TABLE, desired};
+use crate::model::{Note, PolicyConfig, TABLE, compile};
 
 /// Errors of the policy engine, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,8 @@ impl RunConfig {
 pub struct SyncReport {
     pub kind: PlanKind,
     pub elapsed: Duration,
+    /// What the policies ask that the table cannot express.
+    pub notes: Vec<crate::model::Note>,
 }
 
 /// What the kernel holds and how to reach it; moved to the blocking pool for each sync.
@@ -92,7 +94,7 @@ impl Syncer {
     /// Moves the kernel to the table `cluster` calls for.
     pub fn sync(&mut self, cluster: &Cluster) -> Result<SyncReport, PolicyError> {
         let started = Instant::now();
-        let wanted = desired(cluster, &self.config);
+        let (wanted, notes) = compile(cluster, &self.config);
         if self.installed.is_none() {
             self.adopt(wanted.as_ref())?;
         }
@@ -117,6 +119,7 @@ impl Syncer {
         Ok(SyncReport {
             kind,
             elapsed: started.elapsed(),
+            notes,
         })
     }
 
@@ -296,6 +299,8 @@ pub async fn run(
         policies,
         cluster_policies,
     };
+    let events_api = client.clone();
+    let mut told: std::collections::BTreeSet<Note> = std::collections::BTreeSet::new();
     let events = futures::stream::select_all([
         signals(0, pods_w, Api::<Pod>::all(client.clone())).boxed(),
         signals(1, ns_w, Api::<Namespace>::all(client.clone())).boxed(),
@@ -347,12 +352,84 @@ pub async fn run(
                 schedule.done(Instant::now(), due, result.as_ref().is_ok());
                 if let Some(r) = result.as_ref().ok().and_then(|r| r.as_ref()) {
                     report(Ok(r));
+                    tell(&events_api, &config.policy.node, &r.notes, &mut told).await;
                 } else if let Err(e) = &result {
                     tracing::warn!(error = %e, "NetworkPolicy sync failed; retrying");
                     report(Err(e));
                 }
             }
         }
+    }
+}
+
+/// Posts a Warning Event on each policy with a part the table cannot express, once per
+/// note (a note that went away and comes back is told again).
+async fn tell(
+    client: &kube::Client,
+    node: &str,
+    notes: &[Note],
+    told: &mut std::collections::BTreeSet<Note>,
+) {
+    told.retain(|n| notes.contains(n));
+    let new: Vec<&Note> = notes.iter().filter(|n| !told.contains(*n)).collect();
+    for note in new {
+        let namespace = if note.namespace.is_empty() {
+            "default"
+        } else {
+            &note.namespace
+        };
+        let api: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(client.clone(), namespace);
+        match api
+            .create(&kube::api::PostParams::default(), &event(node, note))
+            .await
+        {
+            Ok(_) => {
+                told.insert(note.clone());
+            }
+            Err(e) => tracing::warn!(error = %e, policy = %note.name, "cannot post the Event"),
+        }
+        tracing::warn!(kind = note.kind, policy = %note.name, "{}", note.message);
+    }
+}
+
+fn event(node: &str, note: &Note) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let api_version = match note.kind {
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        _ => "policy.networking.k8s.io/v1alpha2",
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{node} {}", note.message).bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{h:016x}", note.name)),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(api_version.into()),
+            kind: Some(note.kind.into()),
+            name: Some(note.name.clone()),
+            namespace: (!note.namespace.is_empty()).then(|| note.namespace.clone()),
+            ..ObjectReference::default()
+        },
+        reason: Some("NotEnforced".into()),
+        message: Some(note.message.clone()),
+        type_: Some("Warning".into()),
+        source: Some(EventSource {
+            component: Some("podnet-agent".into()),
+            host: Some(node.into()),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("podnet-agent".into()),
+        reporting_instance: Some(node.into()),
+        ..Event::default()
     }
 }
 

@@ -500,3 +500,51 @@ fn tier_rules_match_protocols_and_ports_and_egress_networks() {
     check_tiers(&[], std::slice::from_ref(&deny_udp), UDP, 80, |_, _| true);
     check_tiers(&[], &[deny_udp], TCP, 81, |_, _| true);
 }
+
+#[test]
+fn what_cannot_be_expressed_is_noted_and_the_rest_holds() {
+    let mixed = policy(
+        "x",
+        "mixed",
+        json!({"podSelector": {}, "ingress": [{"from": [
+            {"ipBlock": {"cidr": "2001:db8::/32"}},
+            {"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+    );
+    let nodes = tiered(
+        "to-nodes",
+        "Admin",
+        1,
+        json!({"subject": ns_subject("z"), "egress": [{"action": "Deny", "to": [{"nodes": {}}]}]}),
+    );
+    let c = cluster_with(std::slice::from_ref(&mixed), std::slice::from_ref(&nodes));
+    let cfg = PolicyConfig {
+        node: node_of(0),
+        log_group: 100,
+    };
+    let (_, notes) = podnet_policy::compile(&c, &cfg);
+    let said: Vec<(String, String)> = notes
+        .iter()
+        .map(|n| {
+            (
+                format!("{} {}/{}", n.kind, n.namespace, n.name),
+                n.message.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            (
+                "ClusterNetworkPolicy /to-nodes".to_string(),
+                "egress rule 0: nodes peers (experimental upstream) are not enforced by podnet: this peer selects nothing".to_string()
+            ),
+            (
+                "NetworkPolicy x/mixed".to_string(),
+                "ipBlock 2001:db8::/32 is not IPv4: podnet enforces IPv4 only, so this peer allows nothing".to_string()
+            ),
+        ]
+    );
+    check_tiers(&[mixed], &[nodes], TCP, 80, |from, to| {
+        !in_ns(to, "x") || in_ns(from, "y")
+    });
+}

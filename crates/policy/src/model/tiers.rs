@@ -118,6 +118,11 @@ impl Compiler<'_> {
 
     fn networks_set(&mut self, cidrs: &[String]) -> Option<String> {
         let nets: Vec<Ipv4Net> = cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+        for other in cidrs.iter().filter(|c| c.parse::<Ipv4Net>().is_err()) {
+            self.note(format!(
+                "network {other} is not IPv4: podnet enforces IPv4 only, so it matches nothing"
+            ));
+        }
         if nets.is_empty() {
             return None;
         }

@@ -107,9 +107,16 @@ fn rules_of(c: &mut Compiler<'_>, p: &ClusterNetworkPolicy, dir: Direction) -> V
                 for t in r.to.iter().flatten() {
                     if let Some(nets) = &t.networks {
                         peers.extend(c.networks_set(nets).map(TierPeer::Networks));
+                    } else if t.nodes.is_some() || t.domain_names.is_some() {
+                        let what = if t.nodes.is_some() {
+                            "nodes"
+                        } else {
+                            "domainNames"
+                        };
+                        c.note(format!(
+                            "egress rule {i}: {what} peers (experimental upstream) are not enforced by podnet: this peer selects nothing"
+                        ));
                     } else {
-                        // `nodes` and `domainNames` (experimental upstream) select nothing
-                        // here yet.
                         peers.extend(pods_peer(c, t.namespaces.as_ref(), t.pods.as_ref()));
                     }
                 }
@@ -157,6 +164,7 @@ fn policy_rules(
     dir: Direction,
 ) -> Vec<Rule> {
     let name = cnp_name(p);
+    c.current = Some(("ClusterNetworkPolicy", String::new(), name.clone()));
     let subject = c.subject_pods(p);
     let mut out = Vec::new();
     for rule in rules_of(c, p, dir) {
