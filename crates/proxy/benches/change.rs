@@ -190,6 +190,7 @@ async fn main() {
         min_sync_interval: Duration::from_millis(10),
         healthz_bind: None,
         state_dir: None,
+        on_sync: None,
     };
     let t = Instant::now();
     let proxy = tokio::spawn(podnet_proxy::run(client.clone(), config, rx));

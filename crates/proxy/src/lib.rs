@@ -63,6 +63,33 @@ pub struct ProxyConfig {
     /// Where the userspace mode keeps its state (its listening ports, re-bound after a
     /// restart); not used by the nftables mode, whose state is the kernel's table.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Told the outcome of every sync (the proxy retries a refused sync by itself, so its
+    /// result alone never shows a proxy whose every sync fails).
+    pub on_sync: Option<SyncObserver>,
+}
+
+/// What is told the outcome of each sync: `Ok` after a sync that worked, the error of one
+/// that did not.
+#[derive(Clone)]
+pub struct SyncObserver(pub std::sync::Arc<SyncFn>);
+
+/// The function a [`SyncObserver`] calls.
+pub type SyncFn = dyn Fn(Result<(), &str>) + Send + Sync;
+
+impl SyncObserver {
+    pub fn new(f: impl Fn(Result<(), &str>) + Send + Sync + 'static) -> SyncObserver {
+        SyncObserver(std::sync::Arc::new(f))
+    }
+
+    pub(crate) fn tell(&self, outcome: Result<(), &str>) {
+        (self.0)(outcome)
+    }
+}
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 impl ProxyConfig {
@@ -80,6 +107,7 @@ impl ProxyConfig {
             min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
             healthz_bind: None,
             state_dir: None,
+            on_sync: None,
         }
     }
 }

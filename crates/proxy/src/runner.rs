@@ -597,9 +597,15 @@ pub(crate) async fn run(
                     "synced service rules"
                 );
                 health.sync(&s.health_ports());
+                if let Some(o) = &config.on_sync {
+                    o.tell(Ok(()));
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_in = ?retry, "syncing service rules failed; a full sync follows");
+                if let Some(o) = &config.on_sync {
+                    o.tell(Err(&format!("syncing the service rules failed: {e}")));
+                }
                 retry_at = Some(Instant::now() + retry);
                 retry = (retry * 2).min(RETRY_MAX);
             }

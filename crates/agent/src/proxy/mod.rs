@@ -3,11 +3,10 @@
 //! restarted with back-off instead of stopping the agent: the node's pods keep running and
 //! the rules already in the kernel keep serving meanwhile.
 //!
-//! Every failure, and every sync the proxy reports ([`events`]), goes to the node's
-//! [`Health`]: a proxy that keeps failing makes the Node `NetworkUnavailable`
-//! (`ServiceProxyFailing`, with the last error) instead of only filling the agent's log.
-
-mod events;
+//! Every failure, and every sync's outcome (told through the proxy's
+//! [`podnet_proxy::SyncObserver`]), goes to the node's [`Health`]: a proxy that keeps failing
+//! makes the Node `NetworkUnavailable` (`ServiceProxyFailing`, with the last error) instead
+//! of only filling the agent's log.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -16,7 +15,6 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use podnet_proxy::{ProxyConfig, ProxyMode};
 use tokio::sync::watch;
-use tracing::instrument::WithSubscriber as _;
 
 use crate::node::backoff::Backoff;
 use crate::node::health::{Health, Part};
@@ -65,11 +63,15 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), podnet_proxy::ProxyError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let observer = events::observer(health.clone());
+    let reports = health.clone();
+    let observer = podnet_proxy::SyncObserver::new(move |outcome| {
+        reports.report(Part::ServiceProxy, outcome.map_err(str::to_string));
+    });
     while !stopping(&stop) {
         let started = std::time::Instant::now();
-        let proxy = podnet_proxy::run(client.clone(), settings.config(&node), stop.clone());
-        match proxy.with_subscriber(observer.clone()).await {
+        let mut config = settings.config(&node);
+        config.on_sync = Some(observer.clone());
+        match podnet_proxy::run(client.clone(), config, stop.clone()).await {
             Ok(()) => return Ok(()),
             Err(e @ podnet_proxy::ProxyError::Config(_)) => {
                 health.report(Part::ServiceProxy, Err(e.to_string()));

@@ -324,6 +324,7 @@ impl Cluster {
             min_sync_interval: Duration::from_millis(10),
             healthz_bind: None,
             state_dir: Some(self._dir.path().to_path_buf()),
+            on_sync: None,
         }
     }
 
