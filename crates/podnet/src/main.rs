@@ -59,6 +59,10 @@ enum Cmd {
     Exec(cli::exec::ExecArgs),
     /// Prints a container's log (kubectl logs).
     Logs(cli::logs::LogsArgs),
+    /// Explains the path of a connection from SRC to DST: routes, veths, bridges, the
+    /// nftables rules that decide it (service DNAT, NetworkPolicy), the overlay, and
+    /// whether anything listens.
+    Trace(cli::trace::TraceArgs),
     /// Tiny TCP/UDP client and server used inside pods by the demo and tests.
     Probe {
         #[command(subcommand)]
@@ -124,6 +128,7 @@ fn main() {
         Cmd::Describe(args) => cli::describe(&cli.global, args),
         Cmd::Delete(args) => cli::delete(&cli.global, args),
         Cmd::Exec(args) => cli::exec(&cli.global, args),
+        Cmd::Trace(args) => cli::trace(&cli.global, args),
         Cmd::Logs(args) => cli::logs(&cli.global, args),
         Cmd::Agent(args) => {
             init_logging();

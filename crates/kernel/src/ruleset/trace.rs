@@ -52,6 +52,10 @@ pub struct Step {
     pub table: String,
     pub chain: String,
     pub rule: String,
+    /// Whether it decided something: a verdict that ended the walk (or a jump that led to
+    /// one), a map that had the packet's key, a NAT. A rule that matched and passed the
+    /// packet on unchanged did not.
+    pub decided: bool,
 }
 
 /// Where the packet ended.
@@ -70,6 +74,13 @@ pub struct Trace {
     pub outcome: Outcome,
     /// NAT the walk asked for (DNAT, redirect, masquerade), as nft says it.
     pub nat: Vec<String>,
+    /// Where a DNAT sends the packet: one address and port, or the endpoints a random pick
+    /// chooses among.
+    pub dnat: Vec<(Ipv4Addr, u16)>,
+    /// The local port a `redirect` sends the packet to.
+    pub redirect: Option<u16>,
+    /// Whether the packet is masqueraded.
+    pub masquerade: bool,
 }
 
 /// How deep jumps may nest (the kernel's own limit is 16).
@@ -87,6 +98,9 @@ pub fn trace(tables: &[Table], hook: Hook, packet: &Packet) -> Trace {
         packet,
         steps: Vec::new(),
         nat: Vec::new(),
+        dnat: Vec::new(),
+        redirect: None,
+        masquerade: false,
     };
     for (table, chain) in bases {
         let policy_accepts = chain.hook.is_some_and(|h| h.accept);
@@ -124,6 +138,9 @@ struct Walk<'a> {
     packet: &'a Packet,
     steps: Vec<Step>,
     nat: Vec<String>,
+    dnat: Vec<(Ipv4Addr, u16)>,
+    redirect: Option<u16>,
+    masquerade: bool,
 }
 
 impl Walk<'_> {
@@ -132,6 +149,30 @@ impl Walk<'_> {
             steps: self.steps,
             outcome,
             nat: self.nat,
+            dnat: self.dnat,
+            redirect: self.redirect,
+            masquerade: self.masquerade,
+        }
+    }
+
+    /// Notes what a NAT action does to the packet.
+    fn nat_target(&mut self, table: &Table, action: &Action) {
+        match action {
+            Action::Dnat { ip, port } => self.dnat.push((*ip, *port)),
+            Action::DnatRandomMap { count, offset, map } => {
+                let Some(set) = table.set(map) else { return };
+                for k in *offset..offset + count {
+                    let hit = set.elements.iter().find(|e| e.key == [Datum::Int(k)]);
+                    if let Some(ElementValue::Data(d)) = hit.and_then(|e| e.value.as_ref())
+                        && let [Datum::Ip(ip), Datum::Port(port)] = d.as_slice()
+                    {
+                        self.dnat.push((*ip, *port));
+                    }
+                }
+            }
+            Action::Redirect { port } => self.redirect = Some(*port),
+            Action::Masquerade { .. } => self.masquerade = true,
+            _ => {}
         }
     }
 
@@ -146,12 +187,22 @@ impl Walk<'_> {
             if !rule.matches.iter().all(|m| self.matches(table, m)) {
                 continue;
             }
+            let at = self.steps.len();
             self.steps.push(Step {
                 table: table.name.clone(),
                 chain: name.to_string(),
                 rule: rule.text(table.family()),
+                decided: false,
             });
-            match self.actions(table, rule, depth) {
+            let nat_before = self.nat.len();
+            let flow = self.actions(table, rule, depth);
+            let mapped = rule.actions.iter().any(|a| match a {
+                Action::Vmap { keys, map } => self.lookup_verdict(table, keys, map).is_some(),
+                _ => false,
+            });
+            self.steps[at].decided =
+                matches!(flow, Flow::End(_)) || mapped || self.nat.len() > nat_before;
+            match flow {
                 Flow::Next => continue,
                 Flow::Return => return End::Fallthrough,
                 Flow::End(end) => return end,
@@ -173,6 +224,7 @@ impl Walk<'_> {
                 | Action::DnatRandomMap { .. }
                 | Action::Redirect { .. } => {
                     self.nat.push(action.to_string());
+                    self.nat_target(table, action);
                     return Flow::End(End::Accept);
                 }
                 _ => None,

@@ -18,6 +18,7 @@ pub mod output;
 pub mod patch;
 pub mod resources;
 pub mod tabwriter;
+pub mod trace;
 
 use std::fmt;
 use std::future::Future;
@@ -128,7 +129,7 @@ impl CliError {
     }
 
     /// What kubectl's `CheckErr` prints for this error alone.
-    fn alone(&self) -> String {
+    pub(crate) fn alone(&self) -> String {
         match self {
             CliError::Api { status, .. } if status.reason == "Invalid" => invalid_message(status),
             CliError::Other(m) if !m.starts_with("error: ") => format!("error: {m}"),
@@ -231,6 +232,12 @@ pub fn delete(global: &GlobalArgs, args: delete::DeleteArgs) -> i32 {
 pub fn exec(global: &GlobalArgs, args: exec::ExecArgs) -> i32 {
     let g = global.merged(&args.global);
     block_on(exec::run(g, args))
+}
+
+/// `podnet trace`.
+pub fn trace(global: &GlobalArgs, args: trace::TraceArgs) -> i32 {
+    let g = global.merged(&args.global);
+    block_on(trace::run(g, args))
 }
 
 /// `podnet logs`.
