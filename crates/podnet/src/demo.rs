@@ -262,6 +262,36 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
     for node in [&node1, &node2] {
         print_node_tables(paths, node, &pods)?;
     }
+    if cluster_ip.parse::<Ipv4Addr>().is_ok() {
+        print_trace(exe, paths)?;
+    }
+    Ok(())
+}
+
+/// Step 4's path hop by hop, as `podnet trace` explains it from the nodes' kernel state.
+fn print_trace(exe: &Path, paths: &LabPaths) -> Result<()> {
+    let args = [
+        "trace",
+        "default/pod-a",
+        &format!("svc/default/web:{SERVICE_PORT}"),
+    ];
+    println!("\nStep 4's path, hop by hop (podnet {}):", args.join(" "));
+    let out = Command::new(exe)
+        .arg("--kubeconfig")
+        .arg(paths.kubeconfig())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("run podnet trace")?;
+    if !out.status.success() {
+        bail!(
+            "podnet trace failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("   {line}");
+    }
     Ok(())
 }
 

@@ -344,6 +344,11 @@ fn lab_demo_shows_every_path_and_cleans_up() {
         "{text}"
     );
     assert!(text.contains("the rules that did it"), "{text}");
+    // and its path, traced hop by hop to the listening pod.
+    assert!(
+        text.contains("hop by hop") && text.contains("=> delivered"),
+        "{text}"
+    );
     assert!(!text.contains("unexpected"), "{text}");
     assert!(
         text.contains(&format!("Route table of {lab}-node2")),
