@@ -139,16 +139,25 @@ fn build(cluster: &Cluster, cfg: &PolicyConfig, notes: &mut Vec<Note>) -> Option
     if cluster.policies.is_empty() && cluster.cluster_policies.is_empty() {
         return None;
     }
+    let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in cluster.pods.iter().enumerate() {
+        by_namespace
+            .entry(p.namespace.as_str())
+            .or_default()
+            .push(i);
+    }
     let mut c = Compiler {
         cluster,
         cfg,
+        by_namespace,
+        peers: BTreeMap::new(),
         sets: BTreeMap::new(),
         chains: Vec::new(),
         notes,
         current: None,
     };
     let mut policies: Vec<&NetworkPolicy> = cluster.policies.iter().collect();
-    policies.sort_by_key(|p| policy_name(p));
+    policies.sort_by_cached_key(|p| policy_name(p));
     for p in &policies {
         let (ns, name) = policy_name(p)
             .split_once('/')
@@ -315,6 +324,12 @@ enum Port {
 struct Compiler<'a> {
     cluster: &'a Cluster,
     cfg: &'a PolicyConfig,
+    /// The cluster's pods by namespace (indices, in the cluster's order): a selector is
+    /// tested only against the pods of the namespaces it is about.
+    by_namespace: BTreeMap<&'a str, Vec<usize>>,
+    /// The pods of each peer already resolved, by its key: a peer many policies share (a
+    /// namespace selector) is resolved once.
+    peers: BTreeMap<String, Vec<usize>>,
     sets: BTreeMap<String, Set>,
     chains: Vec<Chain>,
     notes: &'a mut Vec<Note>,
@@ -350,12 +365,12 @@ fn ip_element(ip: Ipv4Addr) -> SetElement {
 
 impl Compiler<'_> {
     fn pods_in(&self, namespace: &str, selector: &LabelSelector) -> Vec<usize> {
-        self.cluster
-            .pods
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.namespace == namespace && selector::matches(selector, &p.labels))
-            .map(|(i, _)| i)
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|i| selector::matches(selector, &self.cluster.pods[*i].labels))
             .collect()
     }
 
@@ -365,30 +380,18 @@ impl Compiler<'_> {
 
     /// The pods a peer's selectors pick: `podSelector` alone in the policy's namespace,
     /// with `namespaceSelector` in the namespaces it picks.
-    fn peer_pods(&self, ns: &str, peer: &NetworkPolicyPeer) -> (String, Vec<usize>) {
+    fn peer_pods(&self, ns: &str, peer: &NetworkPolicyPeer) -> Vec<usize> {
         let all = LabelSelector::default();
         let pods = peer.pod_selector.as_ref().unwrap_or(&all);
         let Some(ns_selector) = &peer.namespace_selector else {
-            let key = format!("pods {} in namespace {ns}", selector::canonical(pods));
-            return (key, self.pods_in(ns, pods));
+            return self.pods_in(ns, pods);
         };
-        let namespaces: Vec<&String> = self
-            .cluster
+        self.cluster
             .namespaces
             .iter()
             .filter(|(_, labels)| selector::matches(ns_selector, labels))
-            .map(|(name, _)| name)
-            .collect();
-        let key = format!(
-            "pods {} in namespaces {}",
-            selector::canonical(pods),
-            selector::canonical(ns_selector)
-        );
-        let found = namespaces
-            .iter()
-            .flat_map(|n| self.pods_in(n, pods))
-            .collect();
-        (key, found)
+            .flat_map(|(name, _)| self.pods_in(name, pods))
+            .collect()
     }
 
     /// The set of the pods' addresses for `key`, made once and shared.
@@ -463,11 +466,34 @@ impl Compiler<'_> {
                 }
                 continue;
             }
-            let (key, pods) = self.peer_pods(ns, peer);
+            let key = peer_key(ns, peer);
+            let pods = match self.peers.get(&key) {
+                Some(pods) => pods.clone(),
+                None => {
+                    let pods = self.peer_pods(ns, peer);
+                    self.peers.insert(key.clone(), pods.clone());
+                    pods
+                }
+            };
             let set = self.address_set(&key, &pods);
             out.push(Peer::Pods { set, pods });
         }
         out
+    }
+}
+
+/// What a peer's pods are known by (its address set's name comes from it): the selectors,
+/// and the policy's namespace when no namespace selector says where.
+fn peer_key(ns: &str, peer: &NetworkPolicyPeer) -> String {
+    let all = LabelSelector::default();
+    let pods = peer.pod_selector.as_ref().unwrap_or(&all);
+    match &peer.namespace_selector {
+        None => format!("pods {} in namespace {ns}", selector::canonical(pods)),
+        Some(ns_selector) => format!(
+            "pods {} in namespaces {}",
+            selector::canonical(pods),
+            selector::canonical(ns_selector)
+        ),
     }
 }
 

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use podnet_kernel::nftnl::Verdict;
 use podnet_kernel::ruleset::{
     Action, Chain, DataType, Datum, ElementValue, Key, Match, Rule, Set, SetData, SetElement,
@@ -24,32 +27,34 @@ impl Compiler<'_> {
     /// The policy's chain for `dir`: an accept per peer × port of each rule (none: the
     /// policy allows nothing that way).
     pub(super) fn policy_chain(&mut self, p: &NetworkPolicy, dir: Direction) {
-        let ns = p
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let spec = p.spec.clone().unwrap_or_default();
-        let targets = self.pods_in(&ns, &spec.pod_selector.clone().unwrap_or_default());
-        let sections: Vec<(Option<Vec<_>>, Option<Vec<_>>)> = match dir {
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        let none = NetworkPolicySpec::default();
+        let spec = p.spec.as_ref().unwrap_or(&none);
+        let all = LabelSelector::default();
+        let targets = self.pods_in(ns, spec.pod_selector.as_ref().unwrap_or(&all));
+        type Section<'s> = (
+            Option<&'s Vec<NetworkPolicyPeer>>,
+            Option<&'s Vec<NetworkPolicyPort>>,
+        );
+        let sections: Vec<Section<'_>> = match dir {
             Direction::Ingress => spec
                 .ingress
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (r.from, r.ports))
+                .iter()
+                .flatten()
+                .map(|r| (r.from.as_ref(), r.ports.as_ref()))
                 .collect(),
             Direction::Egress => spec
                 .egress
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (r.to, r.ports))
+                .iter()
+                .flatten()
+                .map(|r| (r.to.as_ref(), r.ports.as_ref()))
                 .collect(),
         };
         let mut rules = Vec::new();
         for (i, (peers, port_list)) in sections.iter().enumerate() {
-            let peers = self.peers(&ns, peers.as_ref());
+            let peers = self.peers(ns, *peers);
             for peer in &peers {
-                for port in ports(port_list.as_ref()) {
+                for port in ports(*port_list) {
                     let tag = format!("{} {} rule {i}", policy_name(p), dir.word());
                     if let Some(rule) = self.allow(dir, peer, &port, &targets, &tag) {
                         rules.push(rule);
@@ -161,13 +166,10 @@ impl Compiler<'_> {
     pub(super) fn isolation(&mut self, policies: &[&NetworkPolicy], dir: Direction) -> Set {
         let mut by_pod: BTreeMap<std::net::Ipv4Addr, Vec<&NetworkPolicy>> = BTreeMap::new();
         for p in policies.iter().filter(|p| isolates(p, dir)) {
-            let ns = p
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
-            let spec = p.spec.clone().unwrap_or_default();
-            for i in self.pods_in(&ns, &spec.pod_selector.clone().unwrap_or_default()) {
+            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            let all = LabelSelector::default();
+            let selector = p.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
+            for i in self.pods_in(ns, selector.unwrap_or(&all)) {
                 let pod = self.pod(i);
                 if pod.node.as_deref() == Some(self.cfg.node.as_str())
                     && let Some(ip) = pod.ip
