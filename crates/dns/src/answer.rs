@@ -60,8 +60,10 @@ pub struct ZoneConfig {
     /// TTL of every record (and of negative answers).
     pub ttl: u32,
     pub pods: PodMode,
-    /// Addresses of `ns.dns.<zone>` (the DNS Service's cluster IP).
+    /// Addresses of `ns.dns.<zone>`; when empty, the cluster IPs of `dns_service`.
     pub ns_addrs: Vec<IpAddr>,
+    /// The Service in front of the DNS servers (`kube-system/kube-dns`).
+    pub dns_service: Option<(String, String)>,
 }
 
 /// A cluster domain that is not a DNS name.
@@ -94,6 +96,7 @@ impl ZoneConfig {
             ttl,
             pods: PodMode::default(),
             ns_addrs: Vec::new(),
+            dns_service: Some(("kube-system".into(), "kube-dns".into())),
         })
     }
 
@@ -248,6 +251,20 @@ impl Zone<'_> {
             .push(Record::from_rdata(owner.clone(), self.cfg.ttl, data));
     }
 
+    /// The addresses of `ns.dns.<zone>`.
+    fn ns_addrs(&self) -> Vec<IpAddr> {
+        if !self.cfg.ns_addrs.is_empty() {
+            return self.cfg.ns_addrs.clone();
+        }
+        let Some((ns, name)) = &self.cfg.dns_service else {
+            return Vec::new();
+        };
+        match self.index.service(ns, name).map(|s| &s.kind) {
+            Some(ServiceKind::ClusterIp(ips)) => ips.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     fn name(&self, relative: &str) -> Option<Name> {
         Name::from_ascii(format!("{relative}.{}.", self.cfg.domain)).ok()
     }
@@ -264,7 +281,7 @@ impl Zone<'_> {
                 if self.wants(RecordType::NS) {
                     let ns = self.cfg.ns_name.clone();
                     self.add(&zone, ttl, RData::NS(NS(ns.clone())));
-                    for ip in self.cfg.ns_addrs.clone() {
+                    for ip in self.ns_addrs() {
                         self.additional_address(&ns, ip);
                     }
                 }
@@ -284,7 +301,8 @@ impl Zone<'_> {
             [d] if d == "dns" => Found::Name,
             [n, d] if n == "ns" && d == "dns" => {
                 let owner = self.qname.to_lowercase();
-                self.add_addresses(&owner, self.cfg.ns_addrs.clone());
+                let addrs = self.ns_addrs();
+                self.add_addresses(&owner, addrs);
                 Found::Name
             }
             [.., last] if last == "svc" => self.svc(&rel[..rel.len() - 1]),

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod apiserver;
 mod cli;
 mod demo;
+mod dns_cmd;
 mod lab;
 mod preflight;
 mod probe;
@@ -47,6 +48,9 @@ enum Cmd {
     /// The node agent: registers the Node, renews its Lease, sets up the node network and
     /// runs the node's pods.
     Agent(agent_cmd::AgentArgs),
+    /// The cluster DNS server (what CoreDNS is behind the kube-dns Service): the cluster
+    /// zone from the API, other names forwarded upstream.
+    Dns(dns_cmd::DnsArgs),
     /// Creates or updates objects from manifests (kubectl apply).
     Apply(cli::apply::ApplyArgs),
     /// Lists objects or shows some (kubectl get).
@@ -130,6 +134,10 @@ fn main() {
         Cmd::Exec(args) => cli::exec(&cli.global, args),
         Cmd::Trace(args) => cli::trace(&cli.global, args),
         Cmd::Logs(args) => cli::logs(&cli.global, args),
+        Cmd::Dns(args) => {
+            init_logging();
+            report(dns_cmd::run(args))
+        }
         Cmd::Agent(args) => {
             init_logging();
             report(agent_cmd::run(args))
