@@ -7,8 +7,12 @@
 //! filter is a dump followed by one delete per match (the tuple echoed back as the kernel
 //! sent it).
 
+mod events;
+
 use std::io;
 use std::net::Ipv4Addr;
+
+pub use events::{Counters, Event, EventKind, Events};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
@@ -79,6 +83,12 @@ impl Filter {
                 .is_none_or(|p| e.original.dst_port == Some(p))
             && self.reply_src.is_none_or(|s| e.reply.src == Some(s))
     }
+}
+
+/// The packets and bytes `e` has carried each way so far (with accounting on in the
+/// namespace); `None` when the entry is gone or counts nothing.
+pub fn counters_of(ns: Option<&NetNs>, e: &Entry) -> Result<Option<(Counters, Counters)>> {
+    in_netns(ns, |ct| ct.get_counters(e))
 }
 
 /// Lists the IPv4 conntrack entries of `ns` (or of the calling thread's namespace).
@@ -216,6 +226,19 @@ impl Ctnetlink {
             }
         })?;
         Ok(out)
+    }
+
+    fn get_counters(&mut self, e: &Entry) -> io::Result<Option<(Counters, Counters)>> {
+        let mut attrs = e.raw_original.clone();
+        if let Some(zone) = e.zone {
+            push_attr(&mut attrs, CTA_ZONE, &zone.to_be_bytes());
+        }
+        let seq = self.send(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_ACK, &attrs)?;
+        let mut found = None;
+        match self.receive(seq, |a| found = events::counters(a)) {
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            other => other.map(|()| found),
+        }
     }
 
     fn delete_entry(&mut self, e: &Entry) -> io::Result<()> {

@@ -67,6 +67,9 @@ enum Cmd {
     /// nftables rules that decide it (service DNAT, NetworkPolicy), the overlay, and
     /// whether anything listens.
     Trace(cli::trace::TraceArgs),
+    /// A live flow log of the lab's nodes: connections as they start and end (with their
+    /// bytes), and the packets NetworkPolicy drops, named after pods and Services.
+    Observe(cli::observe::ObserveArgs),
     /// Tiny TCP/UDP client and server used inside pods by the demo and tests.
     Probe {
         #[command(subcommand)]
@@ -133,6 +136,7 @@ fn main() {
         Cmd::Delete(args) => cli::delete(&cli.global, args),
         Cmd::Exec(args) => cli::exec(&cli.global, args),
         Cmd::Trace(args) => cli::trace(&cli.global, args),
+        Cmd::Observe(args) => cli::observe(&cli.global, args),
         Cmd::Logs(args) => cli::logs(&cli.global, args),
         Cmd::Dns(args) => {
             init_logging();

@@ -14,6 +14,7 @@ pub mod get;
 pub mod layout;
 pub mod logs;
 pub mod manifest;
+pub mod observe;
 pub mod output;
 pub mod patch;
 pub mod resources;
@@ -232,6 +233,12 @@ pub fn delete(global: &GlobalArgs, args: delete::DeleteArgs) -> i32 {
 pub fn exec(global: &GlobalArgs, args: exec::ExecArgs) -> i32 {
     let g = global.merged(&args.global);
     block_on(exec::run(g, args))
+}
+
+/// `podnet observe`.
+pub fn observe(global: &GlobalArgs, args: observe::ObserveArgs) -> i32 {
+    let g = global.merged(&args.global);
+    block_on(observe::run(g, args))
 }
 
 /// `podnet trace`.
