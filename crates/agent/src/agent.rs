@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub cni_conf_dir: PathBuf,
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
+    /// Pods' name resolution: kubelet's --cluster-dns, --cluster-domain, --resolv-conf.
+    pub pod_dns: crate::pods::dns::PodDns,
     pub subnet_file: PathBuf,
     pub timings: NodeTimings,
     /// The cross-node backend and its settings, masquerade.
@@ -290,6 +292,7 @@ pub async fn run(
         cni_conf_dir: config.cni_conf_dir.clone(),
         state_dir: config.state_dir.clone(),
         log_dir: config.log_dir.clone(),
+        dns: config.pod_dns.clone(),
     };
     tasks.spawn(pods_task(pods_config, client, readiness_rx, stop_rx));
 

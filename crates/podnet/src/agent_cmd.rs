@@ -56,6 +56,16 @@ pub struct AgentArgs {
     /// flannel's subnet.env, written for the CNI plugin.
     #[arg(long, default_value = DEFAULT_SUBNET_FILE)]
     subnet_file: PathBuf,
+    /// The cluster DNS Service's address, the nameserver of ClusterFirst pods (kubelet's
+    /// --cluster-dns; repeatable) [default: none, pods use --resolv-conf's].
+    #[arg(long)]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster domain in pods' search path (kubelet's --cluster-domain).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The resolv.conf dnsPolicy: Default pods get (kubelet's --resolv-conf).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// How pod traffic crosses nodes: vxlan | host-gw | udp.
     #[arg(long, default_value = "vxlan")]
     backend: BackendKind,
@@ -175,6 +185,11 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         cni_conf_dir: args.cni_conf_dir,
         state_dir,
         log_dir,
+        pod_dns: podnet_agent::pods::dns::PodDns {
+            cluster_dns: args.cluster_dns,
+            cluster_domain: args.cluster_domain,
+            resolv_conf: args.resolv_conf,
+        },
         subnet_file: args.subnet_file,
         timings: NodeTimings {
             network_resync: std::time::Duration::from_secs(args.network_resync),

@@ -37,6 +37,12 @@ enum Cmd {
         /// Hostname of the pod.
         #[arg(long, default_value = "")]
         hostname: String,
+        /// The pod's resolv.conf, bind-mounted on /etc/resolv.conf in its mount namespace.
+        #[arg(long)]
+        resolv_conf: Option<std::path::PathBuf>,
+        /// The pod's hosts file, bind-mounted on /etc/hosts in its mount namespace.
+        #[arg(long)]
+        hosts: Option<std::path::PathBuf>,
     },
     /// Runs a command inside a running pod sandbox.
     Sandbox {
@@ -125,7 +131,14 @@ enum SandboxCmd {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Cmd::Pause { hostname } => podnet_agent::runtime::pause::run(&hostname),
+        Cmd::Pause {
+            hostname,
+            resolv_conf,
+            hosts,
+        } => podnet_agent::runtime::pause::run(
+            &hostname,
+            &podnet_agent::runtime::pause::PodFiles { resolv_conf, hosts },
+        ),
         Cmd::Sandbox {
             command: SandboxCmd::Exec { pid, command },
         } => sandbox_exec(pid, &command),

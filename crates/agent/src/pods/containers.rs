@@ -49,6 +49,8 @@ pub struct PodFacts<'a> {
     pub pod_ip: Option<String>,
     pub host_ip: Option<String>,
     pub hostname: String,
+    /// The Service variables kubelet adds (`<NAME>_SERVICE_HOST`…), see `service_env`.
+    pub service_env: Vec<(String, String)>,
 }
 
 /// Resolves what container `c` of the pod runs. Kubernetes' rules: `command`
@@ -64,12 +66,19 @@ pub fn resolve(facts: &PodFacts, c: &Container) -> Result<Launch, LaunchError> {
         )));
     }
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut defined: HashMap<String, String> = HashMap::new();
+    // `$(VAR)` may name a Service variable too (kubelet's mapping function).
+    let mut defined: HashMap<String, String> = facts.service_env.iter().cloned().collect();
     for var in c.env.as_deref().unwrap_or_default() {
         let value = env_value(facts, c, var, &defined)?;
         defined.insert(var.name.clone(), value.clone());
         env.retain(|(k, _)| k != &var.name);
         env.push((var.name.clone(), value));
+    }
+    // Then the Service variables the container does not set itself.
+    for (k, v) in &facts.service_env {
+        if !env.iter().any(|(d, _)| d == k) {
+            env.push((k.clone(), v.clone()));
+        }
     }
     if !defined.contains_key("PATH") {
         env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
@@ -458,6 +467,7 @@ mod tests {
             pod_ip: Some("10.244.1.5".into()),
             host_ip: Some("192.0.2.1".into()),
             hostname: "web".into(),
+            service_env: vec![("WEB_SERVICE_HOST".into(), "10.96.0.5".into())],
         }
     }
 
@@ -515,6 +525,7 @@ mod tests {
         assert_eq!(env["APP"], "web");
         assert_eq!(env["HOST"], "192.0.2.1");
         assert_eq!(env["GREETING"], "hi web");
+        assert_eq!(env["WEB_SERVICE_HOST"], "10.96.0.5");
         assert_eq!(l.working_dir, Some(PathBuf::from("/tmp")));
         check_runnable(&l).unwrap();
     }

@@ -46,8 +46,10 @@
 //! after a run of 60 times the base); tests make it short.
 
 mod containers;
+pub mod dns;
 mod gc;
 mod probes;
+mod service_env;
 pub mod state;
 mod status;
 mod worker;
@@ -86,6 +88,8 @@ pub struct PodRuntimeConfig {
     pub state_dir: PathBuf,
     /// Container logs.
     pub log_dir: PathBuf,
+    /// Pods' name resolution (kubelet's --cluster-dns, --cluster-domain, --resolv-conf).
+    pub dns: dns::PodDns,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +145,8 @@ pub(crate) struct Ctx {
     pub host_ns: NetNs,
     pub backoff: Backoff,
     host_ip: tokio::sync::Mutex<(Option<String>, Option<Instant>)>,
+    /// Every Service, for the containers' Service environment variables.
+    pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
 }
 
 impl Ctx {
@@ -262,12 +268,15 @@ pub async fn run(
     ensure_dir(&config.log_dir)?;
     let host_ns = NetNs::current().map_err(PodRuntimeError::HostNs)?;
     let node = config.node_name.clone();
+    let (services, services_w) = kube::runtime::reflector::store();
+    let services_watch = tokio::spawn(watch_services(client.clone(), services_w));
     let ctx = Arc::new(Ctx {
         config,
         client: client.clone(),
         host_ns,
         backoff: Backoff::from_env(),
         host_ip: tokio::sync::Mutex::new((None, None)),
+        services,
     });
 
     let records = state::load_all(&ctx.config.state_dir)?;
@@ -363,5 +372,25 @@ pub async fn run(
     tracing::info!(node = %node, "pod runtime stopping: pods keep running");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    services_watch.abort();
     Ok(())
+}
+
+/// Keeps the Services store filled (kubelet's service informer).
+async fn watch_services(
+    client: kube::Client,
+    writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
+) {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
+    let stream = kube::runtime::reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default()),
+    )
+    .default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching Services for the containers' environment (retrying)");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use super::containers::{self, Exit, Exited, LaunchError, PodFacts};
 use super::probes::{self, ProbeEvent, ProbeKind, ProbeTarget};
 use super::state::{self, ContainerState, PodState, Terminated};
 use super::status::{self, ContainerView, RestartPolicy, StatusInput};
-use super::{Ctx, now_rfc3339};
+use super::{Ctx, dns, now_rfc3339};
 use crate::runtime::Sandbox;
 use crate::runtime::cni::AttachmentRef;
 
@@ -499,11 +499,15 @@ impl Worker {
             let name = self.ctx.sandbox_name(&self.uid);
             let hostname = pod_hostname(pod);
             let podnet = self.ctx.config.podnet_bin.clone();
+            let files = match self.write_pod_files(pod, None) {
+                Ok(f) => f,
+                Err(e) => return self.sandbox_failed(e),
+            };
             let started = tokio::task::spawn_blocking(move || {
                 // A leftover mount of the same name (a crash before the
                 // record was written) is ours: free the name.
                 let _ = podnet_kernel::NetNs::delete(&name);
-                Sandbox::start(&podnet, &name, &hostname)
+                Sandbox::start_with(&podnet, &name, &hostname, &files)
             })
             .await;
             match started {
@@ -552,6 +556,12 @@ impl Worker {
                     sb.pod_ip = ip.map(|ip| ip.to_string());
                     sb.cni_result = Some(result);
                 }
+                // The hosts file learns the pod's address (written in place: the pod's
+                // bind mount holds the file).
+                let ip = ip.map(|ip| ip.to_string());
+                if let Err(e) = self.write_pod_files(pod, ip.as_deref()) {
+                    tracing::warn!(pod = %self.pod_label(), error = %e, "write the pod's hosts file");
+                }
                 self.sandbox_error = None;
                 self.sandbox_retry = None;
                 self.sandbox_backoff = self.ctx.backoff.base;
@@ -559,6 +569,39 @@ impl Worker {
             }
             Err(e) => self.sandbox_failed(format!("set up the pod network (CNI ADD): {e}")),
         }
+    }
+
+    /// Writes the pod's resolv.conf and hosts (kubelet's) into its state directory;
+    /// `pod_ip` set: the hosts file only, with the address.
+    fn write_pod_files(
+        &self,
+        pod: &Pod,
+        pod_ip: Option<&str>,
+    ) -> Result<crate::runtime::pause::PodFiles, String> {
+        let dir = state::pod_dir(&self.ctx.config.state_dir, &self.uid);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("create the pod's directory {}: {e}", dir.display()))?;
+        let dns_cfg = &self.ctx.config.dns;
+        let files = crate::runtime::pause::PodFiles {
+            resolv_conf: Some(dir.join("resolv.conf")),
+            hosts: Some(dir.join("hosts")),
+        };
+        let write = |path: &std::path::Path, text: String| {
+            std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+        };
+        let hostname = pod_hostname(pod);
+        if let Some(path) = &files.hosts {
+            write(path, dns::hosts_file(pod, &hostname, pod_ip, dns_cfg))?;
+        }
+        if pod_ip.is_none()
+            && let Some(path) = &files.resolv_conf
+        {
+            let host = std::fs::read_to_string(&dns_cfg.resolv_conf)
+                .map(|t| dns::Resolv::parse(&t))
+                .unwrap_or_default();
+            write(path, dns::resolv_conf(pod, dns_cfg, &host).render())?;
+        }
+        Ok(files)
     }
 
     /// CNI DEL for a recorded attachment, and the namespace's name removed.
@@ -646,6 +689,11 @@ impl Worker {
         if to_start.is_empty() {
             return;
         }
+        // kubelet starts no container before it has read the Services once (their
+        // variables are part of the environment); a watch that cannot list does not
+        // hold the pod for ever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.ctx.services.wait_until_ready())
+            .await;
         let host_ip = self.ctx.host_ip().await;
         for i in to_start {
             self.start_container(pod, i, host_ip.clone());
@@ -669,6 +717,7 @@ impl Worker {
             pod_ip,
             host_ip,
             hostname: pod_hostname(pod),
+            service_env: self.service_env(pod),
         };
         let launch = match containers::resolve(&facts, &spec) {
             Ok(l) => l,
@@ -763,6 +812,7 @@ impl Worker {
     /// Starts the probes of running containers that have none yet: the
     /// startup probe first; readiness and liveness once started.
     fn start_probes_where_needed(&mut self, pod: &Pod) {
+        let service_env = self.service_env(pod);
         let Some(sb) = &self.sandbox else {
             return;
         };
@@ -805,6 +855,7 @@ impl Worker {
                     pod_ip: sb.pod_ip.clone(),
                     host_ip: None,
                     hostname: pod_hostname(pod),
+                    service_env: service_env.clone(),
                 },
                 &spec,
             )
@@ -1246,6 +1297,14 @@ impl ContainerRt {
 }
 
 /// Appends a line to a container's log file (best effort).
+impl Worker {
+    /// The Service variables of the pod's containers.
+    fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        let services = self.ctx.services.state();
+        super::service_env::for_pod(pod, services.iter().map(|s| s.as_ref()))
+    }
+}
+
 fn append_line(path: &std::path::Path, line: &str) {
     use std::io::Write;
     if let Some(dir) = path.parent() {

@@ -115,18 +115,37 @@ pub fn block_supervised_signals_on_exec(cmd: &mut Command) {
 }
 
 fn join_pod(pid: i32) -> Result<(), String> {
+    // Joining a mount namespace moves the working directory to its root: keep it (the
+    // pod's namespace is a copy of the node's, so the path is there).
+    let cwd = std::env::current_dir().ok();
     for (kind, flag) in [
         ("net", CloneFlags::CLONE_NEWNET),
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let path = format!("/proc/{pid}/ns/{kind}");
+        if kind == "mnt" && same_namespace(&path, "/proc/self/ns/mnt") {
+            // A sandbox started before pods had mount namespaces.
+            continue;
+        }
         let file = File::open(&path)
             .map_err(|e| format!("open {path} (is sandbox {pid} running?): {e}"))?;
         nix::sched::setns(&file, flag)
             .map_err(|e| format!("join the {kind} namespace of sandbox {pid}: {e}"))?;
     }
+    if let Some(dir) = cwd {
+        let _ = std::env::set_current_dir(dir);
+    }
     Ok(())
+}
+
+fn same_namespace(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn spawn(program: &OsString, args: &[OsString]) -> std::io::Result<Child> {

@@ -1,5 +1,9 @@
-//! The pod sandbox process ("pause"): it creates the pod's network, UTS and
-//! PID namespaces and holds them for as long as the pod lives. Its second
+//! The pod sandbox process ("pause"): it creates the pod's network, UTS, PID and
+//! mount namespaces and holds them for as long as the pod lives. The mount namespace
+//! exists for the pod's own `/etc/resolv.conf` and `/etc/hosts` (files the runtime
+//! writes, bind-mounted over the node's inside the pod only: the namespace is made a
+//! slave of the node's first, so nothing mounted in it reaches the node, while the
+//! node's later unmounts still reach it). Its second
 //! process is PID 1 of the pod, so every process of the pod whose parent
 //! exits is re-parented to it and reaped there (Kubernetes'
 //! `shareProcessNamespace`); when it exits, the kernel kills what is left of
@@ -12,6 +16,9 @@
 
 use std::io::Write;
 
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MsFlags, mount};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -22,10 +29,29 @@ use podnet_kernel::Netlink;
 /// once its namespaces are ready.
 pub const READY_WORD: &str = "ready";
 
+/// Files bind-mounted over the node's inside the pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFiles {
+    /// Over `/etc/resolv.conf`.
+    pub resolv_conf: Option<PathBuf>,
+    /// Over `/etc/hosts`.
+    pub hosts: Option<PathBuf>,
+}
+
+impl PodFiles {
+    fn mounts(&self) -> impl Iterator<Item = (&Path, &'static str)> {
+        self.resolv_conf
+            .as_deref()
+            .map(|p| (p, "/etc/resolv.conf"))
+            .into_iter()
+            .chain(self.hosts.as_deref().map(|p| (p, "/etc/hosts")))
+    }
+}
+
 /// Runs the sandbox in this process; returns the exit code. Must be called
 /// before the process starts other threads.
-pub fn run(hostname: &str) -> i32 {
-    let signals = match setup(hostname) {
+pub fn run(hostname: &str, files: &PodFiles) -> i32 {
+    let signals = match setup(hostname, files) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("podnet pause: {e}");
@@ -63,20 +89,45 @@ fn handled_signals() -> SigSet {
     signals
 }
 
-fn setup(hostname: &str) -> Result<SigSet, String> {
+fn setup(hostname: &str, files: &PodFiles) -> Result<SigSet, String> {
     let signals = handled_signals();
     signals
         .thread_block()
         .map_err(|e| format!("block signals: {e}"))?;
     nix::sched::unshare(
-        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWPID,
+        CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS,
     )
-    .map_err(|e| format!("create the pod's network, UTS and PID namespaces: {e}"))?;
+    .map_err(|e| format!("create the pod's network, UTS, PID and mount namespaces: {e}"))?;
+    mount_files(files)?;
     if !hostname.is_empty() {
         nix::unistd::sethostname(hostname).map_err(|e| format!("set hostname {hostname}: {e}"))?;
     }
     bring_loopback_up()?;
     Ok(signals)
+}
+
+/// Makes the new mount namespace receive-only, then bind-mounts the pod's files.
+fn mount_files(files: &PodFiles) -> Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make the pod's mount namespace a slave of the node's: {e}"))?;
+    for (src, dst) in files.mounts() {
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+            format!(
+                "bind-mount {} on {dst} in the pod (does {dst} exist on the node?): {e}",
+                src.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Containers of the pod reach each other on 127.0.0.1 only if `lo` is up.

@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use podnet_kernel::NetNs;
 
-use super::pause::READY_WORD;
+use super::pause::{PodFiles, READY_WORD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -44,12 +44,30 @@ impl Sandbox {
     /// Starts `podnet pause --hostname HOSTNAME`, waits until it reports its
     /// namespaces ready, and names its network namespace `name`.
     pub fn start(podnet: &Path, name: &str, hostname: &str) -> Result<Sandbox, SandboxError> {
+        Sandbox::start_with(podnet, name, hostname, &PodFiles::default())
+    }
+
+    /// [`Sandbox::start`] with the pod's own resolv.conf and hosts files, bind-mounted in
+    /// its mount namespace.
+    pub fn start_with(
+        podnet: &Path,
+        name: &str,
+        hostname: &str,
+        files: &PodFiles,
+    ) -> Result<Sandbox, SandboxError> {
         let start_err = |why: String| SandboxError::Start {
             pod: name.to_string(),
             why,
         };
-        let mut child = Command::new(podnet)
-            .args(["pause", "--hostname", hostname])
+        let mut cmd = Command::new(podnet);
+        cmd.args(["pause", "--hostname", hostname]);
+        if let Some(p) = &files.resolv_conf {
+            cmd.arg("--resolv-conf").arg(p);
+        }
+        if let Some(p) = &files.hosts {
+            cmd.arg("--hosts").arg(p);
+        }
+        let mut child = cmd
             // Its own process group: a Ctrl-C meant for the runtime that
             // started it does not stop the pod.
             .process_group(0)

@@ -207,6 +207,7 @@ impl Lab {
             cni_conf_dir: root.join("net.d"),
             state_dir: root.join("state"),
             log_dir: root.join("logs"),
+            dns: Default::default(),
         };
         Lab {
             node,
