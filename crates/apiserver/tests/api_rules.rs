@@ -1706,6 +1706,98 @@ async fn graceful_pod_deletion_binding_and_scheduling() {
 // ---------------------------------------------------------------------------------------
 // 6. Node lifecycle.
 
+/// A node that stops renewing its Lease is taken out of service: once it is `Unknown`, its
+/// pods are not ready and leave every EndpointSlice (the other node's stay); when its agent
+/// reports again (the Lease, the node, the pods' status), they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_pods_leave_their_services_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path(), StoreConfig::Embedded);
+    config.controllers.node_monitor_grace = Duration::from_secs(2);
+    let ts = TestServer::start_with(dir, None, config).await;
+    let client = ts.client();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    for n in ["n1", "n2"] {
+        register_node(&client, n, "True").await;
+    }
+    let renew_n1 = Renewer::start(client.clone(), "n1");
+    let renew_n2 = Renewer::start(client.clone(), "n2");
+    let pp = PostParams::default();
+    services
+        .create(
+            &pp,
+            &service(
+                "web",
+                json!({"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    for (name, node, ip) in [
+        ("web-1", "n1", "10.244.1.10"),
+        ("web-2", "n2", "10.244.2.10"),
+    ] {
+        pods.create(&pp, &pod(name, json!({"app": "web"}), Some(node)))
+            .await
+            .unwrap();
+        make_ready(&pods, name, ip).await;
+    }
+    let up = (true, true, false);
+    let down = (false, false, false);
+    let expect = |what: &'static str, want: BTreeMap<String, (bool, bool, bool)>| {
+        let slices = slices.clone();
+        async move {
+            eventually(what, WAIT, || {
+                let (slices, want) = (slices.clone(), want.clone());
+                async move {
+                    let got = slice_endpoints(&slices, "web").await?;
+                    if got == want {
+                        Ok(())
+                    } else {
+                        Err(format!("{got:?}"))
+                    }
+                }
+            })
+            .await;
+        }
+    };
+    expect(
+        "both pods serve",
+        BTreeMap::from([("10.244.1.10".into(), up), ("10.244.2.10".into(), up)]),
+    )
+    .await;
+
+    // n2 goes silent: after the grace its pod is no endpoint any more; n1's stays.
+    renew_n2.stop().await;
+    let stopped = Instant::now();
+    expect(
+        "only n1's pod serves",
+        BTreeMap::from([("10.244.1.10".into(), up), ("10.244.2.10".into(), down)]),
+    )
+    .await;
+    eprintln!(
+        "n2's pod left the Service {:?} after n2's last Lease renewal (grace 2 s)",
+        stopped.elapsed()
+    );
+    let p = serde_json::to_value(pods.get("web-2").await.unwrap()).unwrap();
+    assert_eq!(condition_status(&p, "Ready"), "False", "{p}");
+
+    // Back: Lease, node and pod status reported again.
+    let renew_n2 = Renewer::start(client.clone(), "n2");
+    post_node_ready(&client, "n2", "True").await;
+    make_ready(&pods, "web-2", "10.244.2.10").await;
+    expect(
+        "both pods serve again",
+        BTreeMap::from([("10.244.1.10".into(), up), ("10.244.2.10".into(), up)]),
+    )
+    .await;
+    renew_n1.stop().await;
+    renew_n2.stop().await;
+    ts.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_lease_stops_goes_unknown_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,13 +24,18 @@
 //! allows, are not held back). A node going `Unknown` leaves `NetworkUnavailable` as it is,
 //! as upstream does.
 //!
+//! While a node is `Unknown`, its pods' `Ready` condition is set `False`, as the upstream
+//! controller's `MarkPodsNotReady` does: the EndpointSlice controller then takes them out of
+//! every Service, so no node keeps sending connections to a node that is gone. The node's
+//! agent posts their real status again when it is back.
+//!
 //! Not covered: the `NoExecute` taint and pod eviction, the `not-ready` and pressure taints,
 //! zone-based rate limiting of evictions.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use podnet_api::k8s::kinds::{LEASE, NODE};
+use podnet_api::k8s::kinds::{LEASE, NODE, POD};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -114,6 +119,10 @@ impl Reconciler for NodeLifecycle {
                 kind: &LEASE,
                 namespace: Some(NODE_LEASE_NAMESPACE),
             },
+            Watched {
+                kind: &POD,
+                namespace: None,
+            },
         ]
     }
 
@@ -122,10 +131,19 @@ impl Reconciler for NodeLifecycle {
     }
 
     fn keys_for(&self, _caches: &Caches, change: &Change) -> Vec<String> {
-        change
-            .object()
-            .map(|o| vec![meta::name(o).to_owned()])
-            .unwrap_or_default()
+        let Some(o) = change.object() else {
+            return Vec::new();
+        };
+        // A pod is looked at through its node.
+        if change.kind.kind == POD.kind {
+            let node = str_at(o, "/spec/nodeName");
+            return if node.is_empty() {
+                Vec::new()
+            } else {
+                vec![node.to_owned()]
+            };
+        }
+        vec![meta::name(o).to_owned()]
     }
 
     fn all_keys(&self, caches: &Caches) -> Vec<String> {
@@ -167,6 +185,10 @@ impl Reconciler for NodeLifecycle {
                 Err(e) => return Err(e),
             }
         }
+        let node_now = outcome.assumed.last().map(|(_, n)| n).unwrap_or(node);
+        if condition_status(node_now, "Ready") == "Unknown" {
+            self.mark_pods_not_ready(caches, name, &mut outcome).await?;
+        }
         if !stale {
             // Look again just after the grace would run out.
             outcome.requeue_after =
@@ -174,6 +196,54 @@ impl Reconciler for NodeLifecycle {
         }
         Ok(outcome)
     }
+}
+
+impl NodeLifecycle {
+    /// Sets `Ready=False` on every pod of `node` that is still ready.
+    async fn mark_pods_not_ready(
+        &self,
+        caches: &Caches,
+        node: &str,
+        outcome: &mut Outcome,
+    ) -> ApiResult<()> {
+        let ready: Vec<(String, String)> = caches
+            .of(&POD)
+            .iter()
+            .filter(|p| {
+                str_at(p, "/spec/nodeName") == node && condition_status(p, "Ready") == "True"
+            })
+            .map(|p| (meta::namespace(p).to_owned(), meta::name(p).to_owned()))
+            .collect();
+        for (ns, pod) in ready {
+            tracing::warn!(node, namespace = %ns, pod = %pod, "node is unreachable; marking its pod not ready");
+            let written = self
+                .registry
+                .update_with(&POD, &ns, &pod, |cur| Ok(not_ready(cur)))
+                .await;
+            match written {
+                Ok(p) => outcome.assumed.push((&POD, p)),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pod with its `Ready` condition `False` (now), or `None` when it is not `True`.
+fn not_ready(pod: &Value) -> Option<Value> {
+    if condition_status(pod, "Ready") != "True" {
+        return None;
+    }
+    let mut new = pod.clone();
+    let now = now_timestamp();
+    for c in conditions_mut(&mut new) {
+        if c.get("type").and_then(Value::as_str) == Some("Ready") {
+            c["status"] = json!("False");
+            c["lastTransitionTime"] = json!(now);
+        }
+    }
+    Some(new)
 }
 
 /// Logs what `apply` is about to change.
@@ -437,6 +507,18 @@ mod tests {
         r.create(&NODE, json!({"metadata": {"name": "silent"}}))
             .await
             .unwrap();
+        // A ready pod on n1, and one elsewhere.
+        for (name, node) in [("web-1", "n1"), ("web-2", "other")] {
+            r.create(
+                &POD,
+                json!({"metadata": {"name": name, "namespace": "default"},
+                    "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+                    "status": {"phase": "Running", "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now}]}}),
+            )
+            .await
+            .unwrap();
+        }
         r.create(
             &LEASE,
             json!({"metadata": {"name": "n1", "namespace": NODE_LEASE_NAMESPACE},
@@ -460,6 +542,8 @@ mod tests {
         let n1 = r.get(&NODE, "", "n1").await.unwrap();
         assert_eq!(condition_status(&n1, "Ready"), "True");
         assert!(!has_unreachable_taint(&n1));
+        let pod = r.get(&POD, "default", "web-1").await.unwrap();
+        assert_eq!(condition_status(&pod, "Ready"), "True");
         // The silent node went Unknown meanwhile.
         let silent = r.get(&NODE, "", "silent").await.unwrap();
         assert_eq!(condition_status(&silent, "Ready"), "Unknown");
@@ -490,6 +574,15 @@ mod tests {
         assert_eq!(condition_status(&n1, "PIDPressure"), "Unknown");
         assert!(has_unreachable_taint(&n1));
         assert_eq!(n1["spec"]["taints"][0]["key"], "other");
+        // Its pod is not ready any more (so no Service sends to it); the other is.
+        let pod = wait_for("web-1 not ready", Duration::from_secs(5), async || {
+            let p = r.get(&POD, "default", "web-1").await.unwrap();
+            (condition_status(&p, "Ready") == "False").then_some(p)
+        })
+        .await;
+        assert_eq!(pod["status"]["phase"], "Running");
+        let other = r.get(&POD, "default", "web-2").await.unwrap();
+        assert_eq!(condition_status(&other, "Ready"), "True");
 
         // Nothing more is written while it stays silent.
         let rev = r.current_revision().await.unwrap();
