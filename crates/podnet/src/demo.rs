@@ -133,6 +133,7 @@ pub fn run(
         ip_masq: None,
         vxlan_direct_routing: false,
         timeout: 60,
+        dns: Default::default(),
     })
     .and_then(|()| check_interrupted())
     .and_then(|()| show(&paths, &exe));

@@ -20,12 +20,13 @@ pub enum ProbeCmd {
         #[arg(long, default_value_t = 0)]
         count: u64,
     },
-    /// Sends DATA over TCP or UDP and prints the reply.
+    /// Sends DATA over TCP or UDP and prints the reply. HOST:PORT may be a name, resolved
+    /// as any program in the pod resolves it (its /etc/resolv.conf and search path).
     Send {
-        #[arg(long)]
-        tcp: Option<SocketAddr>,
-        #[arg(long)]
-        udp: Option<SocketAddr>,
+        #[arg(long, value_name = "HOST:PORT")]
+        tcp: Option<String>,
+        #[arg(long, value_name = "HOST:PORT")]
+        udp: Option<String>,
         #[arg(long, default_value = "hello")]
         data: String,
         /// Seconds to wait for the connection and reply.
@@ -116,12 +117,31 @@ fn serve_udp(sock: UdpSocket, name: &str, count: u64) {
     }
 }
 
+/// The first IPv4 address of HOST:PORT (getaddrinfo: the pod's resolver).
+fn resolve(target: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = target.to_socket_addrs()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{target}: no address"),
+            )
+        })
+}
+
 fn send(
-    tcp: Option<SocketAddr>,
-    udp: Option<SocketAddr>,
+    tcp: Option<String>,
+    udp: Option<String>,
     data: &str,
     timeout: Duration,
 ) -> std::io::Result<()> {
+    let tcp = tcp.as_deref().map(resolve).transpose()?;
+    let udp = udp.as_deref().map(resolve).transpose()?;
     let reply = match (tcp, udp) {
         (Some(addr), _) => {
             let mut conn = TcpStream::connect_timeout(&addr, timeout)?;

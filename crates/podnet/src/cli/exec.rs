@@ -196,6 +196,31 @@ fn container_env(pod: &Value, container: &str) -> Vec<(String, String)> {
     env
 }
 
+/// The environment the runtime gave the running container (its supervisor's, which the
+/// program inherits), so exec sees what the container sees, as kubectl exec does: the
+/// Service variables and resolved references too. `None` when it is not running.
+fn running_env(
+    record: &super::layout::PodRecord,
+    container: &str,
+) -> Option<Vec<(String, String)>> {
+    let pid = record
+        .containers
+        .iter()
+        .find(|c| c.name == container)?
+        .pid?;
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let exit_file = podnet_agent::runtime::exec::EXIT_FILE_ENV;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                (k != exit_file).then(|| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
 pub async fn run(g: GlobalArgs, args: ExecArgs) -> i32 {
     let (_client, target, found) =
         match locate(&g, &args.pod, args.container.as_deref(), "exec").await {
@@ -225,7 +250,10 @@ pub async fn run(g: GlobalArgs, args: ExecArgs) -> i32 {
     cmd.args(["sandbox", "exec", "--pid", &pid.to_string(), "--"])
         .args(&args.command)
         .env_clear()
-        .envs(container_env(&target.pod, &target.container));
+        .envs(
+            running_env(&found.record, &target.container)
+                .unwrap_or_else(|| container_env(&target.pod, &target.container)),
+        );
     if args.tty {
         cmd.env(
             "TERM",

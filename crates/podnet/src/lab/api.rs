@@ -61,6 +61,24 @@ impl Api {
     }
 }
 
+impl Api {
+    /// POST a JSON object to a collection; an object that exists already counts as made.
+    pub fn create(&self, path: &str, body: &serde_json::Value) -> Result<()> {
+        let request = http::Request::post(path)
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(body).context("encode the object")?)
+            .with_context(|| format!("build POST {path}"))?;
+        match self
+            .runtime
+            .block_on(self.client.request::<serde_json::Value>(request))
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(anyhow!("POST {path}: {}", error_chain(&e))),
+        }
+    }
+}
+
 /// An error with its causes, `a: b: c`.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

@@ -10,6 +10,7 @@
 
 mod api;
 pub mod diagnose;
+pub mod dns;
 pub mod down;
 mod http;
 mod processes;
@@ -78,6 +79,8 @@ pub struct UpArgs {
     /// How long to wait for every node to be Ready, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub dns: dns::DnsArgs,
 }
 
 /// The node network settings every agent of a lab gets.

@@ -28,6 +28,9 @@ pub struct LabState {
     /// The agents' node network settings (labs made before they were recorded: defaults).
     #[serde(default)]
     pub network: super::NetworkOptions,
+    /// The cluster DNS (labs made before it: none).
+    #[serde(default)]
+    pub dns: super::dns::DnsOptions,
 }
 
 fn default_node_cidr_size() -> u8 {

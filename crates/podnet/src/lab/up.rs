@@ -61,6 +61,7 @@ struct Plan {
     service_cidr: Ipv4Net,
     node_cidr_size: u8,
     network: NetworkOptions,
+    dns: super::dns::DnsOptions,
     ready_timeout: Duration,
 }
 
@@ -129,9 +130,11 @@ impl Plan {
         }
         let backend = args.backend.unwrap_or(Backend::Vxlan);
         let network = network_options(args, backend)?;
+        let dns = super::dns::DnsOptions::from_args(&args.dns, service_cidr)?;
         Ok(Plan {
             nodes,
             network,
+            dns,
             backend,
             proxy_mode: args.proxy_mode.unwrap_or(ProxyMode::Nftables),
             store: args.store.unwrap_or(StoreKind::Embedded),
@@ -165,6 +168,7 @@ impl Plan {
             service_cidr: state.service_cidr,
             node_cidr_size: state.node_cidr_size,
             network: state.network.clone(),
+            dns: state.dns.clone(),
             ready_timeout: Duration::from_secs(timeout.max(1)),
         })
     }
@@ -628,6 +632,7 @@ impl Builder {
             service_cidr: self.plan.service_cidr,
             node_cidr_size: self.plan.node_cidr_size,
             network: self.plan.network.clone(),
+            dns: self.plan.dns.clone(),
         };
         // Recorded first, so that `lab down` finds everything even if the
         // rest fails half-way.
@@ -679,7 +684,11 @@ impl Builder {
             Ok(((), "ok".into()))
         })?;
         drop(node_ns);
-        self.wait_nodes_ready(&state)
+        self.wait_nodes_ready(&state)?;
+        let api = self.api.as_ref().context("no API client")?;
+        step("cluster DNS", || {
+            Ok(((), super::dns::deploy(api, &state, &self.exe)?))
+        })
     }
 
     fn record(
@@ -873,6 +882,7 @@ impl Builder {
         if state.network.vxlan_direct_routing {
             cmd.arg("--vxlan-direct-routing");
         }
+        super::dns::agent_args(&state.dns, &mut cmd);
         ns.enter_on_exec(&mut cmd)?;
         let log = self.paths.log_of(&format!("agent-{}", node.name));
         let started = spawn_daemon(cmd, &log, None)
@@ -1099,6 +1109,7 @@ mod tests {
             ip_masq: None,
             vxlan_direct_routing: false,
             timeout: 60,
+            dns: Default::default(),
         }
     }
 
