@@ -260,6 +260,9 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
     }
 
     check_interrupted()?;
+    print_by_name(exe, paths, a)?;
+
+    check_interrupted()?;
     for node in [&node1, &node2] {
         print_node_tables(paths, node, &pods)?;
     }
@@ -267,6 +270,67 @@ fn show(paths: &LabPaths, exe: &Path) -> Result<()> {
         print_trace(exe, paths)?;
     }
     Ok(())
+}
+
+/// Step 5: pod-a reaches the Service as `web`, resolved by the cluster DNS (the
+/// kube-dns Service in front of the `podnet dns` pods) through the resolv.conf the
+/// runtime gave the pod. The DNS pods may still be starting: asked again for a while.
+fn print_by_name(exe: &Path, paths: &LabPaths, a: &DemoPod) -> Result<()> {
+    let Some(state) = crate::lab::state::LabState::load(paths)? else {
+        return Ok(());
+    };
+    if !state.dns.enabled() {
+        return Ok(());
+    }
+    println!(
+        "\n5. Pod to Service by name: web, answered by the cluster DNS ({}/{} {}, domain {})",
+        crate::lab::dns::NAMESPACE,
+        crate::lab::dns::SERVICE,
+        state.dns.cluster_dns,
+        state.dns.cluster_domain
+    );
+    let resolv = in_pod(exe, a, &["cat", "/etc/resolv.conf"])?;
+    println!(
+        "   pod-a's /etc/resolv.conf: {}",
+        resolv.lines().collect::<Vec<_>>().join(" | ")
+    );
+    let target = format!("web:{SERVICE_PORT}");
+    let data = "hello, web by name";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        match send_from(exe, a, &target, data, 3) {
+            Ok(r) => break r,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    println!("   pod-a -> {target} sent \"{data}\", received \"{reply}\"");
+    Ok(())
+}
+
+/// Runs a command in `pod` and returns its output.
+fn in_pod(exe: &Path, pod: &DemoPod, command: &[&str]) -> Result<String> {
+    let out = Command::new(exe)
+        .args([
+            "sandbox",
+            "exec",
+            "--pid",
+            &pod.sandbox_pid.to_string(),
+            "--",
+        ])
+        .args(command)
+        .stdin(Stdio::null())
+        .output()
+        .context("run podnet sandbox exec")?;
+    if !out.status.success() {
+        bail!(
+            "{} in {} failed: {}",
+            command.join(" "),
+            pod.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Step 4's path hop by hop, as `podnet trace` explains it from the nodes' kernel state.
