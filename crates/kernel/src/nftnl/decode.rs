@@ -75,7 +75,12 @@ fn decode(name: &str, d: &[u8]) -> Option<Expr> {
             offset: u(4).unwrap_or(0),
         },
         "lookup" if u(2) == Some(REG_1) => Expr::Lookup {
-            set: SetRef::Named(text(d, 1)?),
+            // A set created in the same batch is named by its id there (a batch read back
+            // by `simulate`); the kernel lists it by its name.
+            set: match (text(d, 1)?, u(4)) {
+                (name, Some(id)) if name.contains('%') => SetRef::Anonymous(id),
+                (name, _) => SetRef::Named(name),
+            },
             dreg: u(3),
             invert: u(5).is_some_and(|f| f & 1 != 0),
         },

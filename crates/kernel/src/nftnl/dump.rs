@@ -164,7 +164,7 @@ pub(super) fn ruleset(
     Ok(tables)
 }
 
-fn table(m: &Dumped) -> Option<ListedTable> {
+pub(super) fn table(m: &Dumped) -> Option<ListedTable> {
     Some(ListedTable {
         family: Family::from_number(m.family)?,
         name: text(&m.body, NFTA_TABLE_NAME)?,
@@ -174,7 +174,7 @@ fn table(m: &Dumped) -> Option<ListedTable> {
     })
 }
 
-fn chain(body: &[u8]) -> Option<(String, ListedChain)> {
+pub(super) fn chain(body: &[u8]) -> Option<(String, ListedChain)> {
     let base = attr(body, NFTA_CHAIN_HOOK).and_then(|hook| {
         Some(BaseChain {
             kind: match text(body, NFTA_CHAIN_TYPE)?.as_str() {
@@ -203,7 +203,7 @@ fn chain(body: &[u8]) -> Option<(String, ListedChain)> {
     ))
 }
 
-fn rule(body: &[u8]) -> Option<(String, String, ListedRule)> {
+pub(super) fn rule(body: &[u8]) -> Option<(String, String, ListedRule)> {
     Some((
         text(body, NFTA_RULE_TABLE)?,
         text(body, NFTA_RULE_CHAIN)?,
@@ -217,7 +217,7 @@ fn rule(body: &[u8]) -> Option<(String, String, ListedRule)> {
     ))
 }
 
-fn set(body: &[u8]) -> Option<(String, ListedSet)> {
+pub(super) fn set(body: &[u8]) -> Option<(String, ListedSet)> {
     let flags = be_u32(body, NFTA_SET_FLAGS).unwrap_or(0);
     let value = match be_u32(body, NFTA_SET_DATA_TYPE) {
         Some(0xffff_ff00) => SetValue::Verdict,
@@ -243,7 +243,7 @@ fn set(body: &[u8]) -> Option<(String, ListedSet)> {
 }
 
 /// The elements of one `NEWSETELEM` dump message.
-fn elements(body: &[u8]) -> Vec<ListedElement> {
+pub(super) fn elements(body: &[u8]) -> Vec<ListedElement> {
     let Some(list) = attr(body, NFTA_SET_ELEM_LIST_ELEMENTS) else {
         return Vec::new();
     };

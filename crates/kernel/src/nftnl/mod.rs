@@ -13,6 +13,7 @@ mod decode;
 mod dump;
 mod expr;
 mod objects;
+mod simulate;
 mod socket;
 mod wire;
 
@@ -24,6 +25,7 @@ pub use expr::{
     SetRef, Verdict,
 };
 pub use objects::{BaseChain, ChainKind, Hook, SetSpec, SetValue, tlv, types};
+pub use simulate::Simulated;
 pub use socket::{NftSocket, TimedElement};
 
 use crate::error::Result;
@@ -141,7 +143,7 @@ impl std::fmt::Display for Family {
 pub struct Batch {
     buf: Vec<u8>,
     /// Where each message starts in `buf`.
-    starts: Vec<usize>,
+    pub(super) starts: Vec<usize>,
     next_set_id: u32,
     family: Family,
 }
@@ -212,7 +214,7 @@ impl Batch {
     }
 
     /// The type and attributes of the message at `start`.
-    fn message(&self, start: usize) -> (u16, &[u8]) {
+    pub(super) fn message(&self, start: usize) -> (u16, &[u8]) {
         let len = u32_at(&self.buf, start) as usize;
         let kind = u16::from_ne_bytes([self.buf[start + 4], self.buf[start + 5]]) & 0xff;
         (kind, &self.buf[start + NLMSG_HDR + 4..start + len])

@@ -301,3 +301,117 @@ mod tracing {
         assert!(other.steps.iter().all(|s| s.rule != "accept"), "{other:?}");
     }
 }
+
+mod simulated {
+    use super::*;
+    use crate::nftnl::Simulated;
+
+    fn sample() -> Table {
+        let mut blocks = Set::new("blocks", vec![DataType::Ipv4Addr]);
+        blocks.interval = true;
+        blocks.elements = ip_ranges(&[net("10.0.0.0/8")], &[net("10.1.0.0/16")])
+            .into_iter()
+            .map(|(a, b)| SetElement {
+                key: vec![ip_interval(a, b)],
+                value: None,
+            })
+            .collect();
+        let mut pods = Set::new("pods", vec![DataType::Ipv4Addr]);
+        pods.value = SetData::Verdict;
+        pods.elements = vec![SetElement {
+            key: vec![Datum::Ip("10.244.0.5".parse().unwrap())],
+            value: Some(ElementValue::Verdict(Verdict::Goto("c".into()))),
+        }];
+        let mut t = Table::new(Family::Inet, "t");
+        t.comment = Some("x".into());
+        t.sets = vec![blocks, pods];
+        t.chains = vec![
+            Chain {
+                name: "hook".into(),
+                hook: Some(BaseChain {
+                    kind: ChainKind::Filter,
+                    hook: Hook::Forward,
+                    priority: 0,
+                    accept: true,
+                }),
+                rules: vec![Rule::new(
+                    vec![],
+                    vec![Action::Vmap {
+                        keys: vec![Key::IpDaddr],
+                        map: "pods".into(),
+                    }],
+                )],
+            },
+            Chain {
+                name: "c".into(),
+                hook: None,
+                rules: vec![
+                    Rule::new(
+                        vec![Match::IpInSet {
+                            addr: Addr::Saddr,
+                            set: "blocks".into(),
+                            equal: true,
+                        }],
+                        vec![Action::Verdict(Verdict::Accept)],
+                    ),
+                    Rule::new(
+                        vec![],
+                        vec![Action::RandomVmap {
+                            chains: vec!["d".into(), "e".into()],
+                        }],
+                    ),
+                ],
+            },
+            Chain {
+                name: "d".into(),
+                hook: None,
+                rules: vec![],
+            },
+            Chain {
+                name: "e".into(),
+                hook: None,
+                rules: vec![Rule::new(vec![], vec![Action::Verdict(Verdict::Drop)])],
+            },
+        ];
+        t.canonical()
+    }
+
+    fn simulated(batches: &[&crate::nftnl::Batch]) -> Vec<Table> {
+        let mut sim = Simulated::new();
+        for b in batches {
+            sim.apply(b).unwrap();
+        }
+        sim.tables.iter().map(Table::from_listing).collect()
+    }
+
+    #[test]
+    fn a_replacing_batch_gives_the_table_back() {
+        let t = sample();
+        assert_eq!(simulated(&[&t.replacing_batch()]), vec![t.clone()]);
+        // Twice: the second replaces the first.
+        let b = t.replacing_batch();
+        assert_eq!(simulated(&[&b, &b]), vec![t]);
+    }
+
+    #[test]
+    fn a_partial_plan_from_the_old_table_gives_the_new_one() {
+        let old = sample();
+        let mut new = sample();
+        new.sets[0].elements.pop();
+        new.sets[1].elements[0].value = Some(ElementValue::Verdict(Verdict::Goto("e".into())));
+        new.chains.retain(|c| c.name != "d");
+        new.chains[1].rules[1] = Rule::new(vec![], vec![Action::Verdict(Verdict::Return)]);
+        let new = new.canonical();
+        let (partial, kind) = plan(Some(&old), Some(&new));
+        assert_eq!(kind, PlanKind::Partial);
+        assert_eq!(simulated(&[&old.replacing_batch(), &partial]), vec![new]);
+    }
+
+    #[test]
+    fn a_batch_the_kernel_would_refuse_is_refused() {
+        let mut b = crate::nftnl::Batch::for_family(Family::Inet);
+        b.add_chain("missing", "c", None);
+        let err = Simulated::new().apply(&b).unwrap_err();
+        assert!(err.contains("no table inet missing"), "{err}");
+    }
+}
