@@ -15,11 +15,20 @@ use std::time::{Duration, Instant};
 use common::{Lab, PODNET, is_root};
 use serde_json::Value;
 
-fn next_matching(rx: &mpsc::Receiver<Value>, within: Duration, what: &str, ok: impl Fn(&Value) -> bool) -> (Value, Duration) {
+fn next_matching(
+    rx: &mpsc::Receiver<Value>,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> (Value, Duration) {
     let start = Instant::now();
     loop {
-        let left = within.checked_sub(start.elapsed()).unwrap_or_else(|| panic!("no {what} within {within:?}"));
-        let flow = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {what} within {within:?}"));
+        let left = within
+            .checked_sub(start.elapsed())
+            .unwrap_or_else(|| panic!("no {what} within {within:?}"));
+        let flow = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what} within {within:?}"));
         if ok(&flow) {
             return (flow, start.elapsed());
         }
@@ -43,7 +52,17 @@ fn observe_shows_connections_with_their_bytes_and_policy_drops_with_the_policy()
     let p1 = lab.pod_netns("p1");
 
     let mut child = Command::new(PODNET)
-        .args(["--kubeconfig", &lab.kubeconfig, "observe", "-o", "json", "--timeout", "60", "--from-namespace", "default"])
+        .args([
+            "--kubeconfig",
+            &lab.kubeconfig,
+            "observe",
+            "-o",
+            "json",
+            "--timeout",
+            "60",
+            "--from-namespace",
+            "default",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -69,19 +88,40 @@ fn observe_shows_connections_with_their_bytes_and_policy_drops_with_the_policy()
             && f["destination"]["name"] == "pod default/p2"
             && f["via"]["name"] == "service default/web"
     };
-    let (new, took) = next_matching(&rx, Duration::from_secs(5), "new flow", |f| is_ours(f) && f["event"] == "new");
+    let (new, took) = next_matching(&rx, Duration::from_secs(5), "new flow", |f| {
+        is_ours(f) && f["event"] == "new"
+    });
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(new["destination"]["ip"], ips["p2"].as_str());
     assert_eq!(new["via"]["ip"], cluster_ip.as_str());
-    assert!(took < Duration::from_secs(1), "the new flow came after {took:?}");
-    let (closed, _) = next_matching(&rx, Duration::from_secs(10), "closed flow", |f| is_ours(f) && f["event"] == "closed");
+    assert!(
+        took < Duration::from_secs(1),
+        "the new flow came after {took:?}"
+    );
+    let (closed, _) = next_matching(&rx, Duration::from_secs(10), "closed flow", |f| {
+        is_ours(f) && f["event"] == "closed"
+    });
     let bytes = closed["bytes"].as_array().expect("bytes of a closed flow");
-    assert!(bytes[0].as_u64().unwrap() > 0 && bytes[1].as_u64().unwrap() > 0, "{closed}");
+    assert!(
+        bytes[0].as_u64().unwrap() > 0 && bytes[1].as_u64().unwrap() > 0,
+        "{closed}"
+    );
 
     lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\nspec:\n  podSelector: {matchLabels: {app: p2}}\n  policyTypes: [Ingress]\n");
     let denied = Instant::now();
     let (drop, _) = common::wait_for(Duration::from_secs(10), "a dropped flow", || {
-        let _ = lab.in_pod("p1", &[PODNET, "probe", "send", "--tcp", &format!("{}:8080", ips["p2"]), "--timeout", "1"]);
+        let _ = lab.in_pod(
+            "p1",
+            &[
+                PODNET,
+                "probe",
+                "send",
+                "--tcp",
+                &format!("{}:8080", ips["p2"]),
+                "--timeout",
+                "1",
+            ],
+        );
         match rx.try_iter().find(|f| f["verdict"] == "dropped") {
             Some(f) => Ok(f),
             None => Err("none yet".into()),
