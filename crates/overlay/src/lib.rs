@@ -153,6 +153,12 @@ pub trait Backend: Send {
 
     /// Removes everything the backend created (device, routes, forwarder).
     fn teardown(&mut self) -> Result<(), OverlayError>;
+
+    /// The user-space tunnel's traffic and drop counters (the udp backend's forwarder);
+    /// `None` for backends whose packets the kernel carries.
+    fn tunnel_counters(&self) -> Option<udp::TunnelCounters> {
+        None
+    }
 }
 
 /// vxlan's settings (flannel's names and defaults).

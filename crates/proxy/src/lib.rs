@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use podnet_kernel::NetNs;
+pub use runner::SyncReport;
 
 /// How services are implemented on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,25 +65,54 @@ pub struct ProxyConfig {
     /// restart); not used by the nftables mode, whose state is the kernel's table.
     pub state_dir: Option<std::path::PathBuf>,
     /// Told the outcome of every sync (the proxy retries a refused sync by itself, so its
-    /// result alone never shows a proxy whose every sync fails).
+    /// result alone never shows a proxy whose every sync fails) and the changes between.
     pub on_sync: Option<SyncObserver>,
 }
 
-/// What is told the outcome of each sync: `Ok` after a sync that worked, the error of one
-/// that did not.
+/// What a [`SyncObserver`] is told: each sync's outcome, and the changes waiting for the
+/// next one (for health and metrics, without reading logs).
+#[derive(Debug)]
+pub enum ProxyEvent<'a> {
+    /// A sync worked. It took every change pending before it.
+    Synced(&'a runner::SyncReport),
+    /// A sync failed (the next one is full). It took every change pending before it too.
+    Failed {
+        /// Whether it was a full sync.
+        full: bool,
+        elapsed: Duration,
+        error: &'a str,
+    },
+    /// Service or EndpointSlice events arrived.
+    Changes(Changes),
+}
+
+/// Watch events that arrived, and what now waits for a sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Service events (added, changed, deleted; each listed one on a watch's (re)start).
+    pub service_events: usize,
+    /// EndpointSlice events, counted as for Services.
+    pub endpoint_events: usize,
+    /// Services whose own spec changed since the last sync.
+    pub services_pending: usize,
+    /// Services whose EndpointSlices changed since the last sync.
+    pub endpoints_pending: usize,
+}
+
+/// What is told the outcome of each sync and the changes between syncs.
 #[derive(Clone)]
 pub struct SyncObserver(pub std::sync::Arc<SyncFn>);
 
 /// The function a [`SyncObserver`] calls.
-pub type SyncFn = dyn Fn(Result<(), &str>) + Send + Sync;
+pub type SyncFn = dyn Fn(&ProxyEvent<'_>) + Send + Sync;
 
 impl SyncObserver {
-    pub fn new(f: impl Fn(Result<(), &str>) + Send + Sync + 'static) -> SyncObserver {
+    pub fn new(f: impl Fn(&ProxyEvent<'_>) + Send + Sync + 'static) -> SyncObserver {
         SyncObserver(std::sync::Arc::new(f))
     }
 
-    pub(crate) fn tell(&self, outcome: Result<(), &str>) {
-        (self.0)(outcome)
+    pub(crate) fn tell(&self, event: &ProxyEvent<'_>) {
+        (self.0)(event)
     }
 }
 

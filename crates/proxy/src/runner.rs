@@ -25,7 +25,7 @@ use crate::model::{self, NodeContext, Protocol, ServicePortName, ServiceState, c
 use crate::nftables::{self, Installed, TableConfig};
 use crate::tracker::{ChangeTracker, PortChange};
 use crate::userspace::{self, UserspaceConfig, UserspaceProxy};
-use crate::{ProxyConfig, ProxyError, ProxyMode};
+use crate::{Changes, ProxyConfig, ProxyError, ProxyEvent, ProxyMode, SyncObserver};
 use crate::{fastpath, fullsync};
 
 /// How long to wait before retrying a failed sync (doubling up to the maximum).
@@ -354,31 +354,41 @@ struct Watches {
     logged_synced: bool,
 }
 
+/// Notes a Service watch event; how many Service changes it brought.
 fn on_service(
     ev: Option<Result<Event<Service>, watcher::Error>>,
     w: &mut Watches,
     t: &mut ChangeTracker,
-) -> Result<(), ProxyError> {
+) -> Result<usize, ProxyError> {
     match ev {
         None => return Err(ProxyError::Watch("the watch of Services ended".into())),
         Some(Ok(Event::Init)) => w.services_buf.clear(),
         Some(Ok(Event::InitApply(s))) => w.services_buf.push(s),
         Some(Ok(Event::InitDone)) => {
+            let listed = w.services_buf.len();
             t.reset_services(std::mem::take(&mut w.services_buf));
             w.services_synced = true;
+            return Ok(listed);
         }
-        Some(Ok(Event::Apply(s))) => t.service_updated(s),
-        Some(Ok(Event::Delete(s))) => t.service_deleted(&s),
+        Some(Ok(Event::Apply(s))) => {
+            t.service_updated(s);
+            return Ok(1);
+        }
+        Some(Ok(Event::Delete(s))) => {
+            t.service_deleted(&s);
+            return Ok(1);
+        }
         Some(Err(e)) => tracing::warn!(error = %e, "watching Services failed; retrying"),
     }
-    Ok(())
+    Ok(0)
 }
 
+/// Notes an EndpointSlice watch event; how many slice changes it brought.
 fn on_slice(
     ev: Option<Result<Event<EndpointSlice>, watcher::Error>>,
     w: &mut Watches,
     t: &mut ChangeTracker,
-) -> Result<(), ProxyError> {
+) -> Result<usize, ProxyError> {
     match ev {
         None => {
             return Err(ProxyError::Watch(
@@ -388,14 +398,42 @@ fn on_slice(
         Some(Ok(Event::Init)) => w.slices_buf.clear(),
         Some(Ok(Event::InitApply(s))) => w.slices_buf.push(s),
         Some(Ok(Event::InitDone)) => {
+            let listed = w.slices_buf.len();
             t.reset_slices(std::mem::take(&mut w.slices_buf));
             w.slices_synced = true;
+            return Ok(listed);
         }
-        Some(Ok(Event::Apply(s))) => t.slice_updated(s),
-        Some(Ok(Event::Delete(s))) => t.slice_deleted(&s),
+        Some(Ok(Event::Apply(s))) => {
+            t.slice_updated(s);
+            return Ok(1);
+        }
+        Some(Ok(Event::Delete(s))) => {
+            t.slice_deleted(&s);
+            return Ok(1);
+        }
         Some(Err(e)) => tracing::warn!(error = %e, "watching EndpointSlices failed; retrying"),
     }
-    Ok(())
+    Ok(0)
+}
+
+/// Tells the observer of events that changed something, with what now waits for a sync.
+fn tell_changes(
+    observer: Option<&SyncObserver>,
+    t: &ChangeTracker,
+    service_events: usize,
+    endpoint_events: usize,
+) {
+    let Some(o) = observer else { return };
+    if service_events == 0 && endpoint_events == 0 {
+        return;
+    }
+    let (services_pending, endpoints_pending) = t.pending();
+    o.tell(&ProxyEvent::Changes(Changes {
+        service_events,
+        endpoint_events,
+        services_pending,
+        endpoints_pending,
+    }));
 }
 
 /// Makes bridged pod traffic pass through the IP hooks, so a reply from a pod to a pod on
@@ -536,11 +574,13 @@ pub(crate) async fn run(
                 continue;
             }
             ev = services.next() => {
-                on_service(ev, &mut watches, &mut tracker)?;
+                let n = on_service(ev, &mut watches, &mut tracker)?;
+                tell_changes(config.on_sync.as_ref(), &tracker, n, 0);
                 continue;
             }
             ev = slices.next() => {
-                on_slice(ev, &mut watches, &mut tracker)?;
+                let n = on_slice(ev, &mut watches, &mut tracker)?;
+                tell_changes(config.on_sync.as_ref(), &tracker, 0, n);
                 continue;
             }
             _ = tokio::time::sleep(sleep_for) => {}
@@ -549,12 +589,19 @@ pub(crate) async fn run(
             continue;
         }
         // Fold everything that has already arrived into this sync.
+        let (mut service_events, mut endpoint_events) = (0, 0);
         while let Some(ev) = services.next().now_or_never() {
-            on_service(ev, &mut watches, &mut tracker)?;
+            service_events += on_service(ev, &mut watches, &mut tracker)?;
         }
         while let Some(ev) = slices.next().now_or_never() {
-            on_slice(ev, &mut watches, &mut tracker)?;
+            endpoint_events += on_slice(ev, &mut watches, &mut tracker)?;
         }
+        tell_changes(
+            config.on_sync.as_ref(),
+            &tracker,
+            service_events,
+            endpoint_events,
+        );
         let Some(mut s) = syncer.take() else {
             return Err(ProxyError::Task("the syncer was lost".into()));
         };
@@ -562,7 +609,9 @@ pub(crate) async fn run(
             s.need_full = true;
         }
         let changes = tracker.take_changes();
-        let all = if s.wants_all() {
+        let full = s.wants_all();
+        let sync_started = Instant::now();
+        let all = if full {
             tracker.all_states()
         } else {
             BTreeMap::new()
@@ -598,13 +647,17 @@ pub(crate) async fn run(
                 );
                 health.sync(&s.health_ports());
                 if let Some(o) = &config.on_sync {
-                    o.tell(Ok(()));
+                    o.tell(&ProxyEvent::Synced(&report));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_in = ?retry, "syncing service rules failed; a full sync follows");
                 if let Some(o) = &config.on_sync {
-                    o.tell(Err(&format!("syncing the service rules failed: {e}")));
+                    o.tell(&ProxyEvent::Failed {
+                        full,
+                        elapsed: sync_started.elapsed(),
+                        error: &format!("syncing the service rules failed: {e}"),
+                    });
                 }
                 retry_at = Some(Instant::now() + retry);
                 retry = (retry * 2).min(RETRY_MAX);

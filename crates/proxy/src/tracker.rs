@@ -208,6 +208,10 @@ pub struct ChangeTracker {
     slices: HashMap<(String, String), (ServiceKey, EndpointSlice)>,
     by_service: HashMap<ServiceKey, BTreeSet<String>>,
     dirty: BTreeSet<ServiceKey>,
+    /// The dirty Services by what made them so (kube-proxy's pending service and endpoint
+    /// changes): their own spec, their EndpointSlices.
+    spec_dirty: BTreeSet<ServiceKey>,
+    endpoints_dirty: BTreeSet<ServiceKey>,
     /// The state each Service's ports had at the last sync.
     current: HashMap<ServiceKey, BTreeMap<ServicePortName, ServiceState>>,
 }
@@ -235,13 +239,15 @@ impl ChangeTracker {
     pub fn service_updated(&mut self, svc: Service) {
         let key = key_of(&svc.metadata);
         self.dirty.insert(key.clone());
+        self.spec_dirty.insert(key.clone());
         self.services.insert(key, svc);
     }
 
     pub fn service_deleted(&mut self, svc: &Service) {
         let key = key_of(&svc.metadata);
         self.services.remove(&key);
-        self.dirty.insert(key);
+        self.dirty.insert(key.clone());
+        self.spec_dirty.insert(key);
     }
 
     pub fn slice_updated(&mut self, slice: EndpointSlice) {
@@ -254,6 +260,7 @@ impl ChangeTracker {
                 .or_default()
                 .insert(name.clone());
             self.dirty.insert(svc.clone());
+            self.endpoints_dirty.insert(svc.clone());
             self.slices.insert((ns, name), (svc, slice));
         }
     }
@@ -271,7 +278,8 @@ impl ChangeTracker {
                     self.by_service.remove(&svc);
                 }
             }
-            self.dirty.insert(svc);
+            self.dirty.insert(svc.clone());
+            self.endpoints_dirty.insert(svc);
         }
     }
 
@@ -280,6 +288,8 @@ impl ChangeTracker {
     pub fn reset_services(&mut self, services: Vec<Service>) {
         self.dirty.extend(self.services.keys().cloned());
         self.dirty.extend(self.current.keys().cloned());
+        self.spec_dirty.extend(self.services.keys().cloned());
+        self.spec_dirty.extend(self.current.keys().cloned());
         self.services.clear();
         for s in services {
             self.service_updated(s);
@@ -289,6 +299,7 @@ impl ChangeTracker {
     /// Replaces every EndpointSlice with a fresh listing.
     pub fn reset_slices(&mut self, slices: Vec<EndpointSlice>) {
         self.dirty.extend(self.by_service.keys().cloned());
+        self.endpoints_dirty.extend(self.by_service.keys().cloned());
         self.slices.clear();
         self.by_service.clear();
         for s in slices {
@@ -307,6 +318,12 @@ impl ChangeTracker {
 
     pub fn has_changes(&self) -> bool {
         !self.dirty.is_empty()
+    }
+
+    /// How many Services wait for a sync because of their own spec, and how many because
+    /// of their EndpointSlices (one Service may count in both).
+    pub fn pending(&self) -> (usize, usize) {
+        (self.spec_dirty.len(), self.endpoints_dirty.len())
     }
 
     /// Every service port as it stands now.
@@ -342,6 +359,8 @@ impl ChangeTracker {
     /// what they were report nothing.
     pub fn take_changes(&mut self) -> Vec<PortChange> {
         let dirty = std::mem::take(&mut self.dirty);
+        self.spec_dirty.clear();
+        self.endpoints_dirty.clear();
         let mut changes = Vec::new();
         for key in dirty {
             let new = self.compute(&key);
@@ -457,5 +476,20 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(c.iter().all(|c| c.new.is_none()));
         assert!(t.all_states().is_empty());
+    }
+
+    #[test]
+    fn pending_changes_count_services_by_cause_until_taken() {
+        let mut t = ChangeTracker::new();
+        assert_eq!(t.pending(), (0, 0));
+        t.service_updated(web());
+        t.slice_updated(web_slice(true));
+        t.slice_updated(web_slice(false));
+        // One Service, dirty by its spec and by its slices.
+        assert_eq!(t.pending(), (1, 1));
+        t.take_changes();
+        assert_eq!(t.pending(), (0, 0));
+        t.slice_deleted(&web_slice(false));
+        assert_eq!(t.pending(), (0, 1));
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use podnet_proxy::{ProxyConfig, ProxyMode};
+use podnet_proxy::{ProxyConfig, ProxyEvent, ProxyMode};
 use tokio::sync::watch;
 
 use crate::node::backoff::Backoff;
@@ -64,8 +64,12 @@ pub async fn run(
 ) -> Result<(), podnet_proxy::ProxyError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let reports = health.clone();
-    let observer = podnet_proxy::SyncObserver::new(move |outcome| {
-        reports.report(Part::ServiceProxy, outcome.map_err(str::to_string));
+    let observer = podnet_proxy::SyncObserver::new(move |event| match event {
+        ProxyEvent::Synced(_) => reports.report(Part::ServiceProxy, Ok(())),
+        ProxyEvent::Failed { error, .. } => {
+            reports.report(Part::ServiceProxy, Err(error.to_string()))
+        }
+        ProxyEvent::Changes(_) => {}
     });
     while !stopping(&stop) {
         let started = std::time::Instant::now();

@@ -40,6 +40,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Smallest MTU an IPv4 link may have.
 const MIN_MTU: u32 = 68;
 
+/// The forwarder's counters, readable while the backend runs elsewhere (the agent's
+/// metrics read them at each scrape).
+#[derive(Debug, Clone)]
+pub struct TunnelCounters(Arc<Shared>);
+
+impl TunnelCounters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        self.0.counters.snapshot()
+    }
+}
+
 pub struct UdpBackend {
     config: BackendConfig,
     shared: Arc<Shared>,
@@ -71,6 +82,12 @@ impl UdpBackend {
     /// The forwarder's traffic and drop counters since the backend was made.
     pub fn counters(&self) -> CounterSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// A handle that reads the same counters from elsewhere (a metrics scrape), for as
+    /// long as it is kept.
+    pub fn counter_handle(&self) -> TunnelCounters {
+        TunnelCounters(Arc::clone(&self.shared))
     }
 
     /// The TUN device's address: this node's subnet address with the cluster prefix.
@@ -306,6 +323,10 @@ fn peer_line(subnet: &Ipv4Net, addr: &SocketAddrV4) -> String {
 impl Backend for UdpBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Udp
+    }
+
+    fn tunnel_counters(&self) -> Option<TunnelCounters> {
+        Some(self.counter_handle())
     }
 
     fn pod_mtu(&self) -> u32 {
