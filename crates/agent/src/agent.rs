@@ -2,11 +2,14 @@
 //! runs the pod runtime, all until shutdown. Pods keep running when the agent stops; the pod
 //! runtime adopts them when it starts again.
 //!
+//! Its metrics (`/metrics` at `--metrics-bind`) are counted by the tasks as they run and
+//! read from the kernel at each scrape ([`crate::metrics`]).
+//!
 //! The tasks share two states: the node's readiness (the network task writes it; the status
 //! loop posts it as `Ready`, the pod runtime waits for it) and the network's health (the
 //! network and proxy tasks report to it; the status loop posts it as `NetworkUnavailable`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +22,10 @@ use podnet_kernel::Netlink;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::node::files::NodeFiles;
+use crate::metrics::policy::PolicyMetrics;
+use crate::metrics::proxy::ProxyMetrics;
+use crate::metrics::{self, AgentMetrics, MetricsError};
+use crate::node::files::{self as node_files, NodeFiles};
 use crate::node::health::{Health, NetworkHealth};
 use crate::node::lease::{self, NODE_LEASE_NAMESPACE, NodeLease};
 use crate::node::network::{self, NetworkConfig, OverlaySettings};
@@ -74,6 +80,8 @@ pub struct AgentConfig {
     pub proxy: Option<ProxySettings>,
     /// The NetworkPolicy engine; `None`: policies are left to another engine.
     pub policy: Option<PolicySettings>,
+    /// Where `/metrics` is served (`--metrics-bind`); `None`: nowhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// Why the agent stopped with an error.
@@ -108,6 +116,8 @@ pub enum AgentError {
     Proxy(String),
     #[error(transparent)]
     Policy(#[from] podnet_policy::PolicyError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("the agent's {task} task ended unexpectedly")]
     TaskEnded { task: &'static str },
     #[error("the agent's {task} task panicked or was cancelled: {source}")]
@@ -178,6 +188,19 @@ pub async fn run(
             task: "underlay check",
             source,
         })??;
+    let metrics_listener = match config.metrics_bind {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let files = NodeFiles {
+        subnet_file: config.subnet_file.clone(),
+        cni_conf_dir: config.cni_conf_dir.clone(),
+        state_dir: config.state_dir.clone(),
+    };
+    let metrics = AgentMetrics::new(
+        &config.node_name,
+        files.ipam_data_dir().join(node_files::NETWORK_NAME),
+    );
     let identity = NodeIdentity {
         name: config.node_name.clone(),
         internal_ip: node_ip,
@@ -215,6 +238,11 @@ pub async fn run(
         NetworkHealth::new(config.proxy.is_some()).with_policy(config.policy.is_some()),
     );
     let mut tasks: JoinSet<TaskResult> = JoinSet::new();
+    if let Some(listener) = metrics_listener {
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics");
+        // Not one of the tasks: a failing listener is logged, and the node goes on.
+        tokio::spawn(metrics::serve(listener, metrics.clone(), stop_rx.clone()));
+    }
 
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     let node_lease = NodeLease {
@@ -242,14 +270,11 @@ pub async fn run(
         node_name: config.node_name.clone(),
         node_ip,
         cluster_cidr: config.cluster_cidr,
-        files: NodeFiles {
-            subnet_file: config.subnet_file.clone(),
-            cni_conf_dir: config.cni_conf_dir.clone(),
-            state_dir: config.state_dir.clone(),
-        },
+        files,
         resync: config.timings.network_resync,
         netns: None,
         overlay: config.overlay,
+        metrics: Some(metrics.network.clone()),
     };
     tasks.spawn(network_task(
         client.clone(),
@@ -270,7 +295,7 @@ pub async fn run(
             client.clone(),
             settings,
             node,
-            health.clone(),
+            (health.clone(), metrics.proxy.clone()),
             stop_rx.clone(),
         ));
     }
@@ -280,7 +305,7 @@ pub async fn run(
             client.clone(),
             settings,
             config.node_name.clone(),
-            health.clone(),
+            (health.clone(), metrics.policy.clone()),
             stop_rx.clone(),
         ));
     }
@@ -371,10 +396,10 @@ async fn proxy_task(
     client: kube::Client,
     settings: ProxySettings,
     node: ProxyNode,
-    health: Health,
+    (health, metrics): (Health, ProxyMetrics),
     stop: watch::Receiver<bool>,
 ) -> TaskResult {
-    let result = proxy::run(client, settings, node, health, stop).await;
+    let result = proxy::run(client, settings, node, health, metrics, stop).await;
     (
         "service proxy",
         result.map_err(|e| AgentError::Proxy(e.to_string())),
@@ -385,10 +410,10 @@ async fn policy_task(
     client: kube::Client,
     settings: PolicySettings,
     node: String,
-    health: Health,
+    (health, metrics): (Health, PolicyMetrics),
     stop: watch::Receiver<bool>,
 ) -> TaskResult {
-    let result = policy::run(client, settings, node, health, stop).await;
+    let result = policy::run(client, settings, node, health, metrics, stop).await;
     ("NetworkPolicy engine", result.map_err(AgentError::from))
 }
 

@@ -1,6 +1,6 @@
 //! The node's NetworkPolicy engine ([`podnet_policy`]), run by the agent beside the service
-//! proxy. Each sync attempt is reported to the node's health (a failing engine makes the
-//! Node `NetworkUnavailable`, reason `NetworkPolicyFailing`). Pods on one bridge talk in
+//! proxy. Each sync attempt is counted in its metrics and reported to the node's health (a
+//! failing engine makes the Node `NetworkUnavailable`, reason `NetworkPolicyFailing`). Pods on one bridge talk in
 //! bridged frames, which the policy table sees only with bridge netfilter on (as for the
 //! proxy's same-node service traffic): if it cannot be turned on, that is reported too.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 use podnet_policy::{RunConfig, SyncReport};
 use tokio::sync::watch;
 
+use crate::metrics::policy::PolicyMetrics;
 use crate::node::health::{Health, Part};
 
 /// The engine's part of the agent's configuration.
@@ -37,6 +38,7 @@ pub async fn run(
     settings: PolicySettings,
     node: String,
     health: Health,
+    metrics: PolicyMetrics,
     stop: watch::Receiver<bool>,
 ) -> Result<(), podnet_policy::PolicyError> {
     let bridge = podnet_kernel::sysctl::write_here(BRIDGE_NF, "1").map_err(|e| {
@@ -47,6 +49,7 @@ pub async fn run(
     config.resync = settings.resync;
     let report = Box::new(
         move |outcome: Result<&SyncReport, &podnet_policy::PolicyError>| {
+            metrics.observe(outcome);
             let outcome = match (outcome, &bridge) {
                 (Err(e), _) => Err(e.to_string()),
                 (Ok(_), Err(e)) => Err(e.clone()),

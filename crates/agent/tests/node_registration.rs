@@ -566,6 +566,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
             resync: Duration::from_secs(1),
             netns: Some(t.try_clone().unwrap()),
             overlay: host_gw(),
+            metrics: None,
         },
         ready_tx,
         health,
@@ -800,6 +801,7 @@ fn agent_runs_and_stops_inside_a_namespace() {
                 overlay: host_gw(),
                 proxy: None,
                 policy: None,
+                metrics_bind: None,
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let agent = tokio::spawn(agent::run(config, stop_rx));
@@ -876,6 +878,7 @@ async fn agent_reports_a_bad_kubeconfig_clearly() {
         overlay: host_gw(),
         proxy: None,
         policy: None,
+        metrics_bind: None,
     };
     let (_stop_tx, stop_rx) = watch::channel(false);
     let err = agent::run(config.clone(), stop_rx.clone())

@@ -1,7 +1,7 @@
 //! `podnet agent`: the node agent, in whatever network namespace it is started in, until
 //! SIGTERM or SIGINT. Pods keep running when it stops; it adopts them when started again.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -106,6 +106,23 @@ pub struct AgentArgs {
     /// The NFLOG group packets a NetworkPolicy refuses are logged to.
     #[arg(long, default_value_t = 100)]
     policy_nflog_group: u16,
+    /// Where Prometheus metrics are served (GET /metrics, plain HTTP; kube-proxy's port), in
+    /// this network namespace; `off`: not served.
+    #[arg(long, default_value = "127.0.0.1:10249", value_parser = metrics_bind)]
+    metrics_bind: MetricsBind,
+}
+
+/// `--metrics-bind`: an address, or none.
+#[derive(Debug, Clone, Copy)]
+struct MetricsBind(Option<SocketAddr>);
+
+fn metrics_bind(s: &str) -> Result<MetricsBind, String> {
+    if s.is_empty() || s == "off" {
+        return Ok(MetricsBind(None));
+    }
+    s.parse()
+        .map(|a| MetricsBind(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address and port (e.g. 127.0.0.1:10249), nor off"))
 }
 
 fn proxy_settings(args: &AgentArgs) -> anyhow::Result<Option<ProxySettings>> {
@@ -211,6 +228,7 @@ fn config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             log_group: args.policy_nflog_group,
             ..PolicySettings::default()
         }),
+        metrics_bind: args.metrics_bind.0,
     })
 }
 

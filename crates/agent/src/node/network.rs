@@ -49,6 +49,7 @@ use super::peers::{self, PeerChanges};
 use super::registration::Readiness;
 use super::sysinfo::mtu_of_address;
 use super::{NodeError, stopped};
+use crate::metrics::network::{NetworkMetrics, PassFacts};
 
 /// The MTU assumed when the node IP's interface cannot be found.
 pub const FALLBACK_MTU: u32 = 1500;
@@ -93,6 +94,8 @@ pub struct NetworkConfig {
     /// another one (tests).
     pub netns: Option<NetNs>,
     pub overlay: OverlaySettings,
+    /// Where each pass's peers and the node's subnet are counted, if anywhere.
+    pub metrics: Option<NetworkMetrics>,
 }
 
 /// Refuses, at start, a cluster CIDR that overlaps the subnet of the node IP's interface:
@@ -251,17 +254,40 @@ impl Pass {
         match self.sync.as_ref()? {
             Err(e) => Some(Err(format!("syncing peers: {e}"))),
             Ok(sync) => {
-                let published = |node: &str| {
-                    self.peers
-                        .iter()
-                        .any(|p| p.node == node && p.backend_type.is_some())
-                };
-                let failed = sync.failed.iter().find(|(peer, _)| published(peer));
+                let failed = self.failed_peers(sync).next();
                 Some(match failed {
                     Some((peer, why)) => Err(format!("peer {peer} not set up: {why}")),
                     None => Ok(()),
                 })
             }
+        }
+    }
+
+    /// The peers `sync` could not set up that have published their backend (one whose
+    /// agent is still starting is waited for).
+    fn failed_peers<'a>(
+        &'a self,
+        sync: &'a PeerSync,
+    ) -> impl Iterator<Item = &'a (String, String)> + 'a {
+        sync.failed.iter().filter(|(peer, _)| {
+            self.peers
+                .iter()
+                .any(|p| p.node == *peer && p.backend_type.is_some())
+        })
+    }
+
+    /// What the metrics count of this pass, with the backend `kernel` holds after it.
+    fn facts(&self, kernel: &Kernel) -> PassFacts<'_> {
+        let backend = kernel.backend.as_ref();
+        PassFacts {
+            backend: backend.map(|(subnet, b)| (*subnet, b.kind().to_string())),
+            tunnel: backend.and_then(|(_, b)| b.tunnel_counters()),
+            peers: self.peers.len(),
+            failed: match &self.sync {
+                Some(Ok(sync)) => self.failed_peers(sync).map(|(p, _)| p.as_str()).collect(),
+                _ => Vec::new(),
+            },
+            overlay_ok: self.overlay().map(|o| o.is_ok()),
         }
     }
 
@@ -391,6 +417,7 @@ pub async fn run(
         resync,
         netns,
         overlay,
+        metrics,
     } = config;
     let mut kernel = Some(
         tokio::task::spawn_blocking(move || Kernel::open(netns))
@@ -463,6 +490,9 @@ pub async fn run(
             what: "configuring the node network",
             source,
         })?;
+        if let Some(m) = &metrics {
+            m.observe(outcome.facts(&k));
+        }
         kernel = Some(k);
         if let Some(wanted) = outcome.annotations.take() {
             // A failure is logged and retried at the next pass (the Node still differs).

@@ -6,7 +6,7 @@
 //! Every failure, and every sync's outcome (told through the proxy's
 //! [`podnet_proxy::SyncObserver`]), goes to the node's [`Health`]: a proxy that keeps failing
 //! makes the Node `NetworkUnavailable` (`ServiceProxyFailing`, with the last error) instead
-//! of only filling the agent's log.
+//! of only filling the agent's log; the same events feed the proxy's metrics.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use ipnet::Ipv4Net;
 use podnet_proxy::{ProxyConfig, ProxyEvent, ProxyMode};
 use tokio::sync::watch;
 
+use crate::metrics::proxy::ProxyMetrics;
 use crate::node::backoff::Backoff;
 use crate::node::health::{Health, Part};
 use crate::node::{sleep_or_stop, stopping};
@@ -60,16 +61,20 @@ pub async fn run(
     settings: ProxySettings,
     node: ProxyNode,
     health: Health,
+    metrics: ProxyMetrics,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), podnet_proxy::ProxyError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let reports = health.clone();
-    let observer = podnet_proxy::SyncObserver::new(move |event| match event {
-        ProxyEvent::Synced(_) => reports.report(Part::ServiceProxy, Ok(())),
-        ProxyEvent::Failed { error, .. } => {
-            reports.report(Part::ServiceProxy, Err(error.to_string()))
+    let observer = podnet_proxy::SyncObserver::new(move |event| {
+        metrics.observe(event);
+        match event {
+            ProxyEvent::Synced(_) => reports.report(Part::ServiceProxy, Ok(())),
+            ProxyEvent::Failed { error, .. } => {
+                reports.report(Part::ServiceProxy, Err(error.to_string()))
+            }
+            ProxyEvent::Changes(_) => {}
         }
-        ProxyEvent::Changes(_) => {}
     });
     while !stopping(&stop) {
         let started = std::time::Instant::now();
