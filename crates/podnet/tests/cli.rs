@@ -128,11 +128,23 @@ impl Server {
         out.stdout
     }
 
-    /// kubectl against the same server, when it is installed.
+    /// kubectl against the same server, when it is installed and new enough: podnet prints
+    /// what kubectl 1.22 and later print (older ones add `selfLink: ""` to lists and know
+    /// no `endPort`), so an older one is not compared with.
     fn kubectl(&self, args: &[&str]) -> Option<Out> {
         let bin = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
             .into_iter()
             .find(|p| Path::new(p).exists())?;
+        match kubectl_minor(bin) {
+            Some(minor) if minor >= MIN_KUBECTL_MINOR => {}
+            other => {
+                eprintln!(
+                    "SKIPPED: {bin} is kubectl 1.{} (podnet prints as kubectl 1.{MIN_KUBECTL_MINOR} and later do)",
+                    other.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+                );
+                return None;
+            }
+        }
         let mut cmd = self.command(bin);
         cmd.env("KUBECONFIG", &self.kubeconfig).args(args);
         Some(Self::output(cmd, None))
@@ -903,16 +915,41 @@ impl Drop for LabDirs {
     }
 }
 
-fn pod_record(sandbox_pid: i32, main_restarts: u32, main_log: &Path) -> String {
+fn pod_record(sandbox_pid: i32, side_pid: u32, main_restarts: u32, main_log: &Path) -> String {
     serde_json::json!({
         "namespace": "shop", "name": "web-0", "uid": "x", "sandbox_name": "x", "netns": "/x",
         "sandbox_pid": sandbox_pid,
         "containers": [
             {"name": "main", "restart_count": main_restarts, "pid": sandbox_pid,
              "log_path": main_log},
-            {"name": "side", "restart_count": 0, "pid": sandbox_pid}]
+            {"name": "side", "restart_count": 0, "pid": side_pid}]
     })
     .to_string()
+}
+
+/// A running process standing for the side container, with the environment the runtime
+/// gives it (exec reads a running container's environment from its process); killed on drop.
+struct SideContainer(std::process::Child);
+
+impl SideContainer {
+    fn start() -> SideContainer {
+        let child = Command::new("sleep")
+            .arg("120")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOSTNAME", "web-0")
+            .env("MODE", "sidecar")
+            .spawn()
+            .expect("start the side container's process");
+        SideContainer(child)
+    }
+}
+
+impl Drop for SideContainer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// exec and logs on the machine that runs the pod: the runtime's record and log files in
@@ -962,7 +999,12 @@ fn exec_and_logs_use_the_node_runtime_files() {
     ));
     let pid = sandbox.0.as_ref().unwrap().pid();
     let record = state_dir.join(format!("{uid}.json"));
-    std::fs::write(&record, pod_record(pid, 1, &log_dir.join("main/1.log"))).unwrap();
+    let side = SideContainer::start();
+    std::fs::write(
+        &record,
+        pod_record(pid, side.0.id(), 1, &log_dir.join("main/1.log")),
+    )
+    .unwrap();
 
     let podnet = |args: &[&str], stdin: Option<&str>| {
         let mut all = vec!["--lab", lab.as_str(), "-n", "shop"];
@@ -1050,7 +1092,11 @@ fn exec_and_logs_use_the_node_runtime_files() {
         .unwrap();
     f.write_all(b"line4\n").unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(&record, pod_record(pid, 2, &log_dir.join("main/2.log"))).unwrap();
+    std::fs::write(
+        &record,
+        pod_record(pid, side.0.id(), 2, &log_dir.join("main/2.log")),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while follow.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -1194,4 +1240,18 @@ fn network_policies_get_and_describe_as_kubectl() {
     assert!(web.contains("Spec:\n  PodSelector:     app=web,tier in (a,b)\n  Allowing ingress traffic:\n    To Port: 80/TCP\n    To Port: http/TCP\n    To Port Range: 32000-32768/UDP\n    From:\n      NamespaceSelector: team=front\n      PodSelector: role=client\n    From:\n      IPBlock:\n        CIDR: 172.17.0.0/16\n        Except: 172.17.1.0/24, 172.17.2.0/24\n    From:\n      PodSelector: <none>\n    ----------\n"), "{web}");
     let egress = s.ok(&["describe", "netpol", "egress-only", "-n", "shop"]);
     assert!(egress.ends_with("Spec:\n  PodSelector:     app=db\n  Not affecting ingress traffic\n  Allowing egress traffic:\n    <none> (Selected pods are isolated for egress connectivity)\n  Policy Types: Egress\n"), "{egress}");
+}
+
+/// The oldest kubectl whose output podnet's is compared with.
+const MIN_KUBECTL_MINOR: u32 = 22;
+
+/// kubectl's minor version (`"minor": "32"`, or `"20+"` in some builds).
+fn kubectl_minor(bin: &str) -> Option<u32> {
+    let out = Command::new(bin)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let minor = v["clientVersion"]["minor"].as_str()?;
+    minor.trim_end_matches('+').parse().ok()
 }
