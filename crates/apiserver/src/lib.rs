@@ -8,6 +8,7 @@ pub mod http;
 pub mod leader;
 pub mod listeners;
 pub mod meta;
+pub mod metrics;
 pub mod registry;
 pub mod rest;
 pub mod selector;

@@ -18,6 +18,7 @@ use crate::alloc::{AllocatorConfig, Allocators};
 use crate::controllers::ControllerConfig;
 use crate::error::ApiError;
 use crate::http::{self, AppState};
+use crate::metrics::{ApiMetrics, MeasuredStore};
 use crate::registry::Registry;
 use crate::rest::Rest;
 use crate::tls::{self, TlsConfig, TlsListener};
@@ -142,7 +143,11 @@ impl ApiServer {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = open_store(&config).await?;
+        let metrics = ApiMetrics::new();
+        let store: Arc<dyn Store> = Arc::new(MeasuredStore::new(
+            open_store(&config).await?,
+            metrics.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|source| StartError::Bind {
@@ -178,6 +183,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             ready: Default::default(),
             shutdown: shutdown_rx.clone(),
+            metrics,
         });
         let served = match &tls_setup {
             Some(t) => {

@@ -122,6 +122,23 @@ async fn api_requests_without_the_token_get_401() {
         matches!(&err, kube::Error::Api(s) if s.code == 401),
         "{err:?}"
     );
+    // Nor are the metrics (kube-apiserver's /metrics needs authorization too).
+    let metrics = || {
+        axum::http::Request::get("/metrics")
+            .body(Vec::new())
+            .unwrap()
+    };
+    let err = anonymous.request_text(metrics()).await.unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 401),
+        "{err:?}"
+    );
+    let text = client_from(&path)
+        .await
+        .request_text(metrics())
+        .await
+        .unwrap();
+    assert!(text.contains("\napiserver_request_total{"), "{text}");
     ts.stop().await;
 }
 

@@ -3,6 +3,7 @@
 
 mod discovery;
 mod list;
+mod metrics;
 mod openapi_docs;
 mod query;
 mod watch;
@@ -21,6 +22,7 @@ use podnet_api::k8s::kinds::{self, ResourceKind};
 use podnet_api::k8s::patch::PatchType;
 use podnet_api::k8s::{openapi, table};
 use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
@@ -45,6 +47,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Becomes true when the server stops; open watches end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Requests, watches and store latency, served on `/metrics`.
+    pub metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
 /// The API's router.
@@ -53,7 +57,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::measure,
+        ))
         .with_state(state)
 }
 
@@ -354,11 +363,18 @@ async fn watch_response(
         state.shutdown.clone(),
     )
     .await?;
+    // Counted open for as long as the stream is: it drops when the client goes.
+    let labels = metrics::resource_labels(&Method::GET, target, q, &HeaderMap::new());
+    let open = state.metrics.watch_opened(&labels, kind);
+    let stream = ReceiverStream::new(rx).map(move |chunk| {
+        let _ = &open;
+        chunk
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(format!("building the watch response: {e}")))
 }
 
