@@ -12,9 +12,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
+use common::kubectl::Kubectl;
 use common::{Backend, TestServer};
 use podnet_api::k8s::{kinds, openapi};
 
@@ -77,84 +76,6 @@ items:
 /// The Accept header kubectl 1.32 sends for `/api` and `/apis`.
 const AGGREGATED_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 
-fn kubectl_binary() -> Option<PathBuf> {
-    let found = ["/usr/bin/kubectl", "/usr/local/bin/kubectl"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        eprintln!(
-            "SKIPPED: kubectl is not installed (apt-get install -y kubernetes-client); \
-             this test runs kubectl against the apiserver"
-        );
-    }
-    found
-}
-
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    home: tempfile::TempDir,
-}
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Kubectl {
-    /// kubectl with a HOME of its own (so no discovery or OpenAPI cache is shared), or `None`
-    /// (said on stderr) if it is not installed.
-    fn new(ts: &TestServer) -> Option<Self> {
-        Some(Kubectl {
-            binary: kubectl_binary()?,
-            kubeconfig: ts.server().kubeconfig_path().to_path_buf(),
-            home: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(&self.binary)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert_eq!(
-            out.code, 0,
-            "kubectl {args:?} failed:\n{}\n{}",
-            out.stdout, out.stderr
-        );
-        out.stdout
-    }
-
-    /// Writes `text` to a file in kubectl's HOME (so messages name a file, as a user sees them).
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.home.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_string_lossy().into_owned()
-    }
-}
-
 /// A response to a plain HTTP/1.1 request.
 struct HttpResponse {
     status: u16,
@@ -211,9 +132,7 @@ fn get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Http
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_applies_a_list_of_namespaces_pods_and_services() {
     let ts = TestServer::start(Backend::Embedded).await;
-    let Some(k) = Kubectl::new(&ts) else {
-        return;
-    };
+    let k = Kubectl::new(&ts);
     tokio::task::spawn_blocking(move || {
         let file = k.file("list.yaml", LIST);
         let out = k.ok(&["apply", "-f", &file], None);
@@ -335,9 +254,7 @@ items:
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_applies_a_list_of_every_served_kind() {
     let ts = TestServer::start(Backend::Embedded).await;
-    let Some(k) = Kubectl::new(&ts) else {
-        return;
-    };
+    let k = Kubectl::new(&ts);
     tokio::task::spawn_blocking(move || {
         let file = k.file("every.yaml", EVERY_KIND);
         let out = k.ok(&["apply", "-f", &file], None);
@@ -430,45 +347,13 @@ async fn kubectl_applies_a_list_of_every_served_kind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_explain_answers_with_field_docs() {
     let ts = TestServer::start(Backend::Embedded).await;
-    let Some(k) = Kubectl::new(&ts) else {
-        return;
-    };
+    let k = Kubectl::new(&ts);
     tokio::task::spawn_blocking(move || {
-        let out = k.ok(&["explain", "pod.spec"], None);
-        assert!(
-            out.starts_with("KIND:       Pod\nVERSION:    v1\n"),
-            "{out}"
-        );
-        assert!(out.contains("FIELD: spec <PodSpec>"), "{out}");
-        assert!(
-            out.contains("Specification of the desired behavior of the pod."),
-            "{out}"
-        );
-        assert!(
-            out.contains("containers\t<[]Container> -required-"),
-            "{out}"
-        );
-        assert!(
-            out.contains("There must be at least one container in a Pod."),
-            "{out}"
-        );
-        assert!(out.contains("restartPolicy\t<string>"), "{out}");
-
-        let out = k.ok(&["explain", "svc.spec.ports.targetPort"], None);
-        assert!(out.contains("FIELD: targetPort <IntOrString>"), "{out}");
-        assert!(
-            out.contains("Number or name of the port to access on the pods"),
-            "{out}"
-        );
-        let out = k.ok(&["explain", "pod.spec.containers.resources.limits"], None);
-        assert!(out.contains("FIELD: limits <map[string]Quantity>"), "{out}");
-
-        let out = k.ok(&["explain", "endpointslices.endpoints"], None);
-        assert!(out.contains("GROUP:      discovery.k8s.io"), "{out}");
-        assert!(out.contains("addresses\t<[]string> -required-"), "{out}");
-        let out = k.ok(&["explain", "leases.spec"], None);
-        assert!(out.contains("holderIdentity\t<string>"), "{out}");
-
+        if k.minor() >= 27 {
+            explained_from_v3(&k);
+        } else {
+            explained_from_v2(&k);
+        }
         let out = k.run(&["explain", "pod.spec.nosuchfield"], None);
         assert_eq!(out.code, 1);
         assert!(
@@ -482,12 +367,92 @@ async fn kubectl_explain_answers_with_field_docs() {
     ts.stop().await;
 }
 
+/// `kubectl explain` as 1.27 and later print it, from the OpenAPI v3 schemas.
+fn explained_from_v3(k: &Kubectl) {
+    let out = k.ok(&["explain", "pod.spec"], None);
+    assert!(
+        out.starts_with("KIND:       Pod\nVERSION:    v1\n"),
+        "{out}"
+    );
+    assert!(out.contains("FIELD: spec <PodSpec>"), "{out}");
+    assert!(
+        out.contains("Specification of the desired behavior of the pod."),
+        "{out}"
+    );
+    assert!(
+        out.contains("containers\t<[]Container> -required-"),
+        "{out}"
+    );
+    assert!(
+        out.contains("There must be at least one container in a Pod."),
+        "{out}"
+    );
+    assert!(out.contains("restartPolicy\t<string>"), "{out}");
+
+    let out = k.ok(&["explain", "svc.spec.ports.targetPort"], None);
+    assert!(out.contains("FIELD: targetPort <IntOrString>"), "{out}");
+    assert!(
+        out.contains("Number or name of the port to access on the pods"),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "pod.spec.containers.resources.limits"], None);
+    assert!(out.contains("FIELD: limits <map[string]Quantity>"), "{out}");
+
+    let out = k.ok(&["explain", "endpointslices.endpoints"], None);
+    assert!(out.contains("GROUP:      discovery.k8s.io"), "{out}");
+    assert!(out.contains("addresses\t<[]string> -required-"), "{out}");
+    let out = k.ok(&["explain", "leases.spec"], None);
+    assert!(out.contains("holderIdentity\t<string>"), "{out}");
+}
+
+/// `kubectl explain` as kubectl before 1.27 (Debian 12's 1.20) prints it, from the OpenAPI
+/// v2 document (which it fetches as protobuf).
+fn explained_from_v2(k: &Kubectl) {
+    let out = k.ok(&["explain", "pod.spec"], None);
+    assert!(
+        out.starts_with("KIND:     Pod\nVERSION:  v1\n\nRESOURCE: spec <Object>\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Specification of the desired behavior of the pod."),
+        "{out}"
+    );
+    assert!(
+        out.contains("   containers\t<[]Object> -required-\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("There must be at least one container in a Pod."),
+        "{out}"
+    );
+    assert!(out.contains("   restartPolicy\t<string>\n"), "{out}");
+
+    let out = k.ok(&["explain", "svc.spec.ports.targetPort"], None);
+    assert!(out.contains("FIELD:    targetPort <string>"), "{out}");
+    assert!(
+        out.contains("Number or name of the port to access on the pods"),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "pod.spec.containers.resources.limits"], None);
+    assert!(
+        out.contains("FIELD:    limits <map[string]string>"),
+        "{out}"
+    );
+
+    let out = k.ok(&["explain", "endpointslices.endpoints"], None);
+    assert!(out.contains("VERSION:  discovery.k8s.io/v1"), "{out}");
+    assert!(
+        out.contains("   addresses\t<[]string> -required-\n"),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "leases.spec"], None);
+    assert!(out.contains("   holderIdentity\t<string>\n"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_strict_validation_refuses_unknown_fields() {
     let ts = TestServer::start(Backend::Embedded).await;
-    let Some(k) = Kubectl::new(&ts) else {
-        return;
-    };
+    let k = Kubectl::new(&ts);
     tokio::task::spawn_blocking(move || {
         let typo = LIST.replacen(
             "image: busybox:1.36\n",
@@ -495,8 +460,10 @@ async fn kubectl_strict_validation_refuses_unknown_fields() {
             1,
         );
         // A List is checked by kubectl itself, against the v2 schemas.
+        // `--validate=strict` is 1.25's; before, validation was on or off.
+        let strict = if k.minor() >= 25 { "--validate=strict" } else { "--validate=true" };
         let file = k.file("list.yaml", &typo);
-        let out = k.run(&["apply", "--validate=strict", "-f", &file], None);
+        let out = k.run(&["apply", strict, "-f", &file], None);
         assert_eq!(out.code, 1, "{}", out.stdout);
         assert!(
             out.stderr.contains(&format!(
@@ -520,19 +487,24 @@ async fn kubectl_strict_validation_refuses_unknown_fields() {
         let all = k.ok(&["get", "pods,svc", "-A", "-o", "name"], None);
         assert!(!all.contains("web-0") && !all.contains("service/web"), "{all}");
 
-        // One object is left to the server (its PATCH takes fieldValidation).
+        // One object is left to the server (its PATCH takes fieldValidation) by kubectl
+        // 1.25 and later; older ones check it against the v2 schemas themselves.
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: default}\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    imagePullPolicyy: Always\n";
         let file = k.file("pod.yaml", pod);
-        let out = k.run(&["apply", "--validate=strict", "-f", &file], None);
+        let out = k.run(&["apply", strict, "-f", &file], None);
         assert_eq!(out.code, 1);
-        assert!(
-            out.stderr.contains(&format!(
+        let refused = if k.minor() >= 25 {
+            format!(
                 "Error from server (BadRequest): error when creating \"{file}\": Pod in version \"v1\" \
                  cannot be handled as a Pod: strict decoding error: unknown field \"spec.containers[0].imagePullPolicyy\""
-            )),
-            "{}",
-            out.stderr
-        );
+            )
+        } else {
+            format!(
+                "error validating \"{file}\": error validating data: ValidationError(Pod.spec.containers[0]): \
+                 unknown field \"imagePullPolicyy\" in io.k8s.api.core.v1.Container"
+            )
+        };
+        assert!(out.stderr.contains(&refused), "{}", out.stderr);
         assert_eq!(k.run(&["get", "pod", "bad"], None).code, 1);
 
         // Without validation the List goes through (the server drops the unknown field).
@@ -588,35 +560,34 @@ async fn discovery_as_kubectl_1_32_asks_for_it() {
     })
     .await
     .unwrap();
-    if let Some(k) = Kubectl::new(&ts) {
-        tokio::task::spawn_blocking(move || {
-            let out = k.ok(&["api-resources", "--no-headers", "-o", "name"], None);
-            let mut names: Vec<&str> = out.lines().collect();
-            names.sort_unstable();
-            let mut want: Vec<String> = kinds::ALL
-                .iter()
-                .map(|k| match k.group {
-                    "" => k.plural.to_owned(),
-                    g => format!("{}.{g}", k.plural),
-                })
-                .collect();
-            want.sort_unstable();
-            assert_eq!(names, want);
-            let versions = k.ok(&["api-versions"], None);
-            assert_eq!(
-                versions.lines().collect::<Vec<_>>(),
-                [
-                    "coordination.k8s.io/v1",
-                    "discovery.k8s.io/v1",
-                    "networking.k8s.io/v1",
-                    "policy.networking.k8s.io/v1alpha2",
-                    "v1"
-                ]
-            );
-        })
-        .await
-        .unwrap();
-    }
+    let k = Kubectl::new(&ts);
+    tokio::task::spawn_blocking(move || {
+        let out = k.ok(&["api-resources", "--no-headers", "-o", "name"], None);
+        let mut names: Vec<&str> = out.lines().collect();
+        names.sort_unstable();
+        let mut want: Vec<String> = kinds::ALL
+            .iter()
+            .map(|k| match k.group {
+                "" => k.plural.to_owned(),
+                g => format!("{}.{g}", k.plural),
+            })
+            .collect();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        let versions = k.ok(&["api-versions"], None);
+        assert_eq!(
+            versions.lines().collect::<Vec<_>>(),
+            [
+                "coordination.k8s.io/v1",
+                "discovery.k8s.io/v1",
+                "networking.k8s.io/v1",
+                "policy.networking.k8s.io/v1alpha2",
+                "v1"
+            ]
+        );
+    })
+    .await
+    .unwrap();
     ts.stop().await;
 }
 

@@ -17,6 +17,8 @@ pub enum Backend {
     Etcd,
 }
 
+pub mod kubectl;
+
 pub struct TestServer {
     pub server: Option<ApiServer>,
     pub dir: tempfile::TempDir,
