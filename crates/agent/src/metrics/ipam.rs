@@ -55,12 +55,12 @@ pub fn encode(
     for (name, help, n) in [
         (
             "podnet_ipam_addresses_used",
-            "Pod addresses of the node's subnet allocated by the CNI plugin",
+            "Pod addresses of the node's subnet allocated by the CNI plugin.",
             used,
         ),
         (
             "podnet_ipam_addresses_free",
-            "Pod addresses of the node's subnet still free (the gateway is not counted)",
+            "Pod addresses of the node's subnet still free (the gateway is not counted).",
             capacity.saturating_sub(used),
         ),
     ] {

@@ -141,7 +141,7 @@ pub fn encode(encoder: &mut DescriptorEncoder) -> Result<bool, std::fmt::Error> 
     let gauge_type = ConstGauge::new(0i64).metric_type();
     let mut metric = encoder.encode_descriptor(
         "kubeproxy_sync_proxy_rules_nftables_objects",
-        "Objects in the service proxy's nftables tables, by table and kind (chains, rules, sets and maps, their elements)",
+        "Objects in the service proxy's nftables tables, by table and kind (chains, rules, sets and maps, their elements).",
         None,
         gauge_type,
     )?;
@@ -153,7 +153,7 @@ pub fn encode(encoder: &mut DescriptorEncoder) -> Result<bool, std::fmt::Error> 
     }
     let mut metric = encoder.encode_descriptor(
         "podnet_policy_nftables_objects",
-        "Objects in the NetworkPolicy table, by kind (chains, rules, sets and maps, their elements)",
+        "Objects in the NetworkPolicy table, by kind (chains, rules, sets and maps, their elements).",
         None,
         gauge_type,
     )?;
@@ -174,12 +174,12 @@ fn encode_drops(
     for (name, help, bytes) in [
         (
             "podnet_policy_drops",
-            "Packets refused by each NetworkPolicy (its isolation) and ClusterNetworkPolicy (its Deny rules), by direction",
+            "Packets refused by each NetworkPolicy (its isolation) and ClusterNetworkPolicy (its Deny rules), by direction.",
             false,
         ),
         (
             "podnet_policy_drop_bytes",
-            "Bytes of the packets counted by podnet_policy_drops",
+            "Bytes of the packets counted by podnet_policy_drops.",
             true,
         ),
     ] {

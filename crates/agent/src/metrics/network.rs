@@ -174,7 +174,7 @@ pub fn encode_tunnel(
     let families: [CounterFamily<'_>; 3] = [
         (
             "podnet_udp_tunnel_packets",
-            "Packets through the udp tunnel: read from and written to the TUN device, UDP datagrams sent to and received from peers (a GSO train's segments each count)",
+            "Packets through the udp tunnel: read from and written to the TUN device, UDP datagrams sent to and received from peers (a GSO train's segments each count).",
             "direction",
             &[
                 ("tun_read", c.tun_read_packets),
@@ -185,7 +185,7 @@ pub fn encode_tunnel(
         ),
         (
             "podnet_udp_tunnel_bytes",
-            "Bytes through the udp tunnel, as for podnet_udp_tunnel_packets",
+            "Bytes through the udp tunnel, as for podnet_udp_tunnel_packets.",
             "direction",
             &[
                 ("tun_read", c.tun_read_bytes),
@@ -196,7 +196,7 @@ pub fn encode_tunnel(
         ),
         (
             "podnet_udp_tunnel_drops",
-            "Packets the udp tunnel dropped, by reason",
+            "Packets the udp tunnel dropped, by reason.",
             "reason",
             &[
                 ("no_route", c.drop_no_route),
@@ -218,7 +218,7 @@ pub fn encode_tunnel(
     }
     let icmp = encoder.encode_descriptor(
         "podnet_udp_tunnel_icmp_unreachable_sent",
-        "ICMP unreachable errors the udp tunnel sent for packets to no node's subnet",
+        "ICMP unreachable errors the udp tunnel sent for packets to no node's subnet.",
         None,
         counter_type,
     )?;
