@@ -253,3 +253,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         agent.await.with_context(|| format!("agent of node {node}"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_bind_is_an_address_or_off() {
+        let on = metrics_bind("0.0.0.0:9100").map(|m| m.0);
+        assert_eq!(on, Ok(Some("0.0.0.0:9100".parse().expect("an address"))));
+        assert_eq!(metrics_bind("off").map(|m| m.0), Ok(None));
+        assert_eq!(metrics_bind("").map(|m| m.0), Ok(None));
+        let err = metrics_bind("10249").err().unwrap_or_default();
+        assert!(err.contains("e.g. 127.0.0.1:10249"), "{err}");
+    }
+}
