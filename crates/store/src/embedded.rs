@@ -110,6 +110,22 @@ fn is_already_open(err: &StoreError) -> bool {
     }
 }
 
+/// Makes the store file readable by its owner only (created so, or tightened), as etcd keeps
+/// its data directory: it holds every object of the cluster.
+fn keep_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 struct RedbBackend {
     db: Database,
     durable: bool,
@@ -119,6 +135,7 @@ impl RedbBackend {
     fn open(path: &Path, durable: bool) -> Result<Self> {
         let ctx = path.display().to_string();
         let err = |e: redb::Error| StoreError::backend(Op::Open, &ctx, e);
+        keep_private(path).map_err(|e| StoreError::backend(Op::Open, &ctx, e))?;
         let db = Database::create(path).map_err(|e| err(e.into()))?;
         let txn = db.begin_write().map_err(|e| err(e.into()))?;
         {

@@ -49,6 +49,29 @@ async fn embedded_survives_close_and_reopen() {
     assert!(s.get("/d").await.unwrap().is_none());
 }
 
+/// The store file holds every object: its owner's only, as etcd keeps its data directory;
+/// a file that was readable by others is tightened on open, and its data kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_file_is_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let s = EmbeddedStore::open(&path, EmbeddedOptions::default())
+            .await
+            .unwrap();
+        s.create("/a", b"1".to_vec(), None).await.unwrap();
+    }
+    assert_eq!(mode(&path), 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = EmbeddedStore::open(&path, EmbeddedOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(s.get("/a").await.unwrap().unwrap().value, b"1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_expired_lease_is_revoked_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
