@@ -24,6 +24,8 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# A one-off build gains nothing from incremental state, which would double the disk it needs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo build --workspace --all-targets
 # The agent's pod-runtime tests run these binaries; built above, so the tests do not run
 # cargo themselves (which would rebuild them while other tests execute them).

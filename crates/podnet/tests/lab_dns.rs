@@ -258,9 +258,9 @@ fn cluster_dns_on_a_three_node_lab() {
     // Every record type, with a real dig.
     assert_eq!(
         short(&lab, &["web.shop.svc.cluster.local"]),
-        [web_ip.clone()]
+        vec![web_ip.clone()]
     );
-    assert_eq!(short(&lab, &["+search", "web"]), [web_ip.clone()]);
+    assert_eq!(short(&lab, &["+search", "web"]), vec![web_ip.clone()]);
     assert_eq!(
         short(&lab, &["SRV", "_http._tcp.web.shop.svc.cluster.local"]),
         ["0 100 80 web.shop.svc.cluster.local."]
@@ -343,7 +343,7 @@ fn cluster_dns_on_a_three_node_lab() {
     // Over TCP too; outside the zone without upstreams: refused, nothing sent out.
     assert_eq!(
         short(&lab, &["+tcp", "web.shop.svc.cluster.local"]),
-        [web_ip.clone()]
+        vec![web_ip.clone()]
     );
     assert_eq!(status(&dig(&lab, &["example.com"])), "REFUSED");
 
