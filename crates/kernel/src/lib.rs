@@ -18,6 +18,7 @@ pub mod netns;
 pub mod nflog;
 pub mod nft;
 pub mod nftnl;
+pub mod nftrace;
 pub mod preflight;
 pub mod route;
 pub mod ruleset;
