@@ -1,13 +1,17 @@
 //! `podnet trace SRC DST[:PORT[/PROTO]]`: the path of a new connection, explained from the
 //! cluster's objects and each node's kernel state. The nodes' and pods' namespaces are read
-//! on this machine over netlink, so it works on a lab (each node a namespace here).
+//! on this machine over netlink, so it works on a lab (each node a namespace here). With
+//! `--live`, a real probe is sent from the source pod and the kernel's own trace of it is
+//! reported instead ([`podnet_trace::live`]).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use podnet_kernel::NetNs;
+use podnet_trace::live::{Place, Probe, Role};
 use podnet_trace::{Destination, NodeView, PodView, ServiceView, Snapshot, Source, World};
 use serde_json::Value;
 
@@ -31,6 +35,10 @@ pub struct TraceArgs {
     /// Output format: json for the hops as JSON.
     #[arg(short = 'o', long, value_name = "FORMAT")]
     pub output: Option<String>,
+    /// Send a real probe (a TCP SYN or UDP datagram) from the source pod and report the
+    /// hops the kernel traced for it (nftrace on every node), and where it died.
+    #[arg(long)]
+    pub live: bool,
 }
 
 /// `DST` split into its target, port and protocol.
@@ -242,6 +250,9 @@ async fn trace(g: &GlobalArgs, args: &TraceArgs) -> Result<String, CliError> {
         .clone()
         .unwrap_or_else(|| client.default_namespace.clone());
     let world = world(g, &client).await?;
+    if args.live {
+        return live(g, &client, &world, &namespace, args).await;
+    }
     let (target, port, proto) = split_destination(&args.destination)?;
     let dst = Destination {
         ip: resolve(&world, target, &namespace)?,
@@ -272,6 +283,119 @@ async fn trace(g: &GlobalArgs, args: &TraceArgs) -> Result<String, CliError> {
         ))),
         None => Ok(podnet_trace::render::text(&explained)),
     }
+}
+
+/// How long a live trace waits for its probe's fate.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this many pods are watched for a probe to a Service (any may be its endpoint).
+const LIVE_MAX_PODS: usize = 32;
+
+/// `--live`: the probe sent from the source pod, followed through the kernel of every
+/// namespace it may cross.
+async fn live(
+    g: &GlobalArgs,
+    client: &Client,
+    world: &World,
+    namespace: &str,
+    args: &TraceArgs,
+) -> Result<String, CliError> {
+    let (target, port, proto) = split_destination(&args.destination)?;
+    let daddr = resolve(world, target, namespace)?;
+    if args.source.parse::<Ipv4Addr>().is_ok() {
+        return Err(CliError::other(
+            "--live sends its probe from a pod: SRC must be NAMESPACE/NAME".into(),
+        ));
+    }
+    let (ns, name) = ns_name(
+        args.source.strip_prefix("pod/").unwrap_or(&args.source),
+        namespace,
+    );
+    let src = world
+        .pods
+        .iter()
+        .find(|p| p.namespace == ns && p.name == name)
+        .ok_or_else(|| CliError::other(format!("no running pod {ns}/{name} on this machine")))?;
+    let pods: Vec<Pod> = list(client, &podnet_api::k8s::kinds::POD).await?;
+    let lab = g
+        .lab
+        .clone()
+        .or_else(|| client.lab())
+        .unwrap_or_else(|| g.lab_name());
+    let places = live_places(&lab, &pods, world, src, daddr)?;
+    let probe = Probe {
+        saddr: src.ip,
+        daddr,
+        dport: port,
+        proto,
+    };
+    let traced =
+        tokio::task::spawn_blocking(move || podnet_trace::live(&places, probe, LIVE_TIMEOUT))
+            .await
+            .map_err(|e| CliError::other(format!("the live trace failed: {e}")))?
+            .map_err(|e| CliError::other(e.to_string()))?;
+    match args.output.as_deref() {
+        Some("json") => serde_json::to_string_pretty(&traced)
+            .map(|s| s + "\n")
+            .map_err(|e| CliError::other(format!("encoding the trace: {e}"))),
+        Some(other) => Err(CliError::other(format!(
+            "unknown output format {other:?}: json, or none for text"
+        ))),
+        None => Ok(podnet_trace::live::text(&traced)),
+    }
+}
+
+/// The namespaces a live probe may cross: the source pod, every node, and the destination
+/// pod (every other pod, up to a bound, when the destination is not a pod: a Service's
+/// endpoint is picked by the kernel).
+fn live_places(
+    lab: &str,
+    pods: &[Pod],
+    world: &World,
+    src: &PodView,
+    daddr: Ipv4Addr,
+) -> Result<Vec<Place>, CliError> {
+    let pod_ns = |view: &PodView| -> Result<NetNs, CliError> {
+        let pod = pods.iter().find(|p| {
+            p.metadata.namespace.as_deref() == Some(view.namespace.as_str())
+                && p.metadata.name.as_deref() == Some(view.name.as_str())
+        });
+        let (path, _) = pod.and_then(|p| pod_runtime(lab, p)).ok_or_else(|| {
+            CliError::other(format!(
+                "pod {}/{}: its network namespace is not on this machine",
+                view.namespace, view.name
+            ))
+        })?;
+        NetNs::open_path(&path).map_err(|e| CliError::other(e.to_string()))
+    };
+    let place = |view: &PodView, role: Role| -> Result<Place, CliError> {
+        Ok(Place {
+            label: format!("pod {}/{}", view.namespace, view.name),
+            ns: pod_ns(view)?,
+            role,
+            links: view.state.links.clone(),
+        })
+    };
+    let mut places = vec![place(src, Role::Source)?];
+    for n in &world.nodes {
+        places.push(Place {
+            label: n.name.clone(),
+            ns: NetNs::open(&n.name).map_err(|e| CliError::other(e.to_string()))?,
+            role: if n.name == src.node {
+                Role::SourceNode
+            } else {
+                Role::Node
+            },
+            links: n.state.links.clone(),
+        });
+    }
+    let targets: Vec<&PodView> = match world.pod_with_ip(daddr) {
+        Some(p) => vec![p],
+        None => world.pods.iter().take(LIVE_MAX_PODS).collect(),
+    };
+    for p in targets.into_iter().filter(|p| p.ip != src.ip) {
+        places.push(place(p, Role::Pod)?);
+    }
+    Ok(places)
 }
 
 #[cfg(test)]
