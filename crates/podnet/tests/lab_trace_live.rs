@@ -127,6 +127,7 @@ fn a_live_probe_follows_the_explained_path_and_dies_at_the_denying_policy() {
     );
     assert!(people.contains("=> delivered"), "{people}");
     no_trace_tables(&lab);
+    services_and_udp(&lab);
 
     lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\nspec:\n  podSelector: {matchLabels: {app: p3}}\n  policyTypes: [Ingress]\n");
     let (v, shown) = common::wait_for(
@@ -165,4 +166,55 @@ fn a_live_probe_follows_the_explained_path_and_dies_at_the_denying_policy() {
     eprintln!("{people}");
     assert!(people.contains("by NetworkPolicy default/deny"), "{people}");
     no_trace_tables(&lab);
+}
+
+/// To a ClusterIP: node 1's prerouting DNATs the probe to the pod (the rule shown, the
+/// packet shown anew in the next hop), and it is delivered there. A UDP probe is delivered too.
+fn services_and_udp(lab: &Lab) {
+    lab.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: p3}\n  ports:\n  - {port: 80, targetPort: 8080}\n");
+    let svc: Value = serde_json::from_str(&lab.ok(&["get", "svc", "web", "-o", "json"])).unwrap();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let p3 = lab.ready_ips(&["p3"])["p3"].clone();
+    let (v, shown) = common::wait_for(
+        Duration::from_secs(10),
+        "the Service in the live trace",
+        || {
+            let (v, shown) = live(lab, "default/p1", "svc/default/web:80");
+            (v["verdict"] == "delivered")
+                .then_some((v, shown.clone()))
+                .ok_or(shown)
+        },
+    )
+    .0;
+    let pre = hop(&v, &lab.node(1), "prerouting", &shown);
+    let dnat = pre["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["rule"].as_str())
+        .find(|r| r.contains("dnat"))
+        .unwrap_or_else(|| panic!("no dnat rule in node 1's prerouting:\n{shown}"));
+    // The endpoint comes from the rule's map: the packet after the hook shows it.
+    assert!(dnat.contains("map @endpoints-"), "{dnat}");
+    let forward = hop(&v, &lab.node(1), "forward", &shown);
+    assert!(
+        forward["what"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("→ {p3}:8080")),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("{cluster_ip}:80")), "{shown}");
+    eprintln!(
+        "{}",
+        lab.ok(&["trace", "--live", "default/p1", "svc/default/web:80"])
+    );
+
+    let (v, shown) = live(lab, "default/p1", "default/p3:8081/udp");
+    assert_eq!(v["verdict"], "delivered", "{shown}");
+    assert_eq!(hops(&v).last().unwrap()["hook"], "input", "{shown}");
+    eprintln!(
+        "{}",
+        lab.ok(&["trace", "--live", "default/p1", "default/p3:8081/udp"])
+    );
 }

@@ -480,15 +480,18 @@ fn traced_rules(place: usize, walk: &Walk, book: &RuleBook) -> (Vec<TracedRule>,
         .collect();
     let rules = matched.iter().filter(|e| e.kind == TraceKind::Rule).count();
     // Backwards: a jump is shown when the chain it enters decided.
-    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    // A chain is known by its table too: every proxy shard has a `services` chain.
+    let mut wanted: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut shown = Vec::new();
     for e in matched.iter().rev() {
         let leads = match &e.verdict {
-            Some(TraceVerdict::Jump(c) | TraceVerdict::Goto(c)) => wanted.contains(c.as_str()),
+            Some(TraceVerdict::Jump(c) | TraceVerdict::Goto(c)) => {
+                wanted.contains(&(e.table.as_str(), c.as_str()))
+            }
             _ => false,
         };
         if decisive(e) || leads {
-            wanted.insert(e.chain.as_str());
+            wanted.insert((e.table.as_str(), e.chain.as_str()));
             shown.push(traced_rule(place, e, book));
         }
     }
@@ -519,6 +522,13 @@ fn traced_rule(place: usize, e: &TraceEvent, book: &RuleBook) -> TracedRule {
         rule,
         verdict,
     }
+}
+
+/// Whether a rule rewrites addresses (the next hop shows the packet anew).
+fn nat(rule: &str) -> bool {
+    ["dnat", "snat", "masquerade", "redirect"]
+        .iter()
+        .any(|w| rule.split_whitespace().any(|t| t == *w))
 }
 
 /// The device an event names, by its index in the place's links.
@@ -577,7 +587,10 @@ fn hop(
         None if walk.hook == Some(Hook::Postrouting) => {
             what.push_str(&format!("leaves by {}", oif.as_deref().unwrap_or("?")))
         }
-        None => what.push_str("accepted"),
+        None => match rules.iter().find(|r| nat(&r.rule)) {
+            Some(r) => what.push_str(&format!("accepted, NAT by {} {}", r.table, r.chain)),
+            None => what.push_str("accepted"),
+        },
     }
     LiveHop {
         at: place.label.clone(),
