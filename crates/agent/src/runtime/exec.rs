@@ -118,6 +118,12 @@ fn join_pod(pid: i32) -> Result<(), String> {
     // Joining a mount namespace moves the working directory to its root: keep it (the
     // pod's namespace is a copy of the node's, so the path is there).
     let cwd = std::env::current_dir().ok();
+    // Joining a mount namespace also sets the root to that namespace's root mount, which
+    // is not the sandbox's root when the runtime runs chrooted: take the sandbox's own
+    // root afterwards, as `nsenter --root` does.
+    let root = File::open(format!("/proc/{pid}/root"))
+        .map_err(|e| format!("open /proc/{pid}/root (is sandbox {pid} running?): {e}"))?;
+    let mut joined_mnt = false;
     for (kind, flag) in [
         ("net", CloneFlags::CLONE_NEWNET),
         ("uts", CloneFlags::CLONE_NEWUTS),
@@ -133,6 +139,12 @@ fn join_pod(pid: i32) -> Result<(), String> {
             .map_err(|e| format!("open {path} (is sandbox {pid} running?): {e}"))?;
         nix::sched::setns(&file, flag)
             .map_err(|e| format!("join the {kind} namespace of sandbox {pid}: {e}"))?;
+        joined_mnt |= kind == "mnt";
+    }
+    if joined_mnt {
+        nix::unistd::fchdir(&root)
+            .and_then(|()| nix::unistd::chroot("."))
+            .map_err(|e| format!("take the root of sandbox {pid}: {e}"))?;
     }
     if let Some(dir) = cwd {
         let _ = std::env::set_current_dir(dir);

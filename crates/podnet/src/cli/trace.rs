@@ -70,7 +70,7 @@ fn ns_name<'a>(arg: &'a str, namespace: &'a str) -> (&'a str, &'a str) {
     arg.split_once('/').unwrap_or((namespace, arg))
 }
 
-async fn list<T: serde::de::DeserializeOwned>(
+pub(crate) async fn list<T: serde::de::DeserializeOwned>(
     client: &Client,
     kind: &podnet_api::k8s::kinds::ResourceKind,
 ) -> Result<Vec<T>, CliError> {
@@ -207,7 +207,7 @@ fn resolve(world: &World, target: &str, namespace: &str) -> Result<Ipv4Addr, Cli
         })
 }
 
-async fn world(g: &GlobalArgs, client: &Client) -> Result<World, CliError> {
+pub(crate) async fn world(g: &GlobalArgs, client: &Client) -> Result<World, CliError> {
     use podnet_api::k8s::kinds::{NODE, POD, SERVICE};
     let nodes: Vec<Node> = list(client, &NODE).await?;
     let pods: Vec<Pod> = list(client, &POD).await?;
@@ -228,6 +228,33 @@ async fn world(g: &GlobalArgs, client: &Client) -> Result<World, CliError> {
         ));
     }
     Ok(world)
+}
+
+/// The path from `source` to `destination`, given as the command's SRC and DST (`podnet ui`
+/// asks the same way), in `world`; names without a namespace are in `namespace`.
+pub(crate) fn explain_in(
+    world: &World,
+    namespace: &str,
+    source: &str,
+    destination: &str,
+) -> Result<podnet_trace::Explanation, CliError> {
+    let (target, port, proto) = split_destination(destination)?;
+    let dst = Destination {
+        ip: resolve(world, target, namespace)?,
+        port,
+        proto,
+    };
+    let src = match source.parse::<Ipv4Addr>() {
+        Ok(ip) => Source::Outside(ip),
+        Err(_) => {
+            let (ns, name) = ns_name(source.strip_prefix("pod/").unwrap_or(source), namespace);
+            Source::Pod {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            }
+        }
+    };
+    podnet_trace::explain(world, &src, dst).map_err(|e| CliError::other(e.to_string()))
 }
 
 pub async fn run(g: GlobalArgs, args: TraceArgs) -> i32 {
@@ -253,27 +280,7 @@ async fn trace(g: &GlobalArgs, args: &TraceArgs) -> Result<String, CliError> {
     if args.live {
         return live(g, &client, &world, &namespace, args).await;
     }
-    let (target, port, proto) = split_destination(&args.destination)?;
-    let dst = Destination {
-        ip: resolve(&world, target, &namespace)?,
-        port,
-        proto,
-    };
-    let src = match args.source.parse::<Ipv4Addr>() {
-        Ok(ip) => Source::Outside(ip),
-        Err(_) => {
-            let (ns, name) = ns_name(
-                args.source.strip_prefix("pod/").unwrap_or(&args.source),
-                &namespace,
-            );
-            Source::Pod {
-                namespace: ns.to_string(),
-                name: name.to_string(),
-            }
-        }
-    };
-    let explained =
-        podnet_trace::explain(&world, &src, dst).map_err(|e| CliError::other(e.to_string()))?;
+    let explained = explain_in(&world, &namespace, &args.source, &args.destination)?;
     match args.output.as_deref() {
         Some("json") => serde_json::to_string_pretty(&explained)
             .map(|s| s + "\n")
