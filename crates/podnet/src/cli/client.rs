@@ -172,6 +172,11 @@ impl Client {
         })
     }
 
+    /// The kube-rs client underneath, for watches (`podnet ui`).
+    pub fn kube(&self) -> kube::Client {
+        self.kube.clone()
+    }
+
     /// The lab of the kubeconfig in use, if it is a lab's.
     pub fn lab(&self) -> Option<String> {
         match &self.source {

@@ -102,7 +102,7 @@ fn proto_name(p: u8) -> &'static str {
 
 /// Names of the cluster's addresses.
 #[derive(Default)]
-struct Names {
+pub(crate) struct Names {
     by_ip: HashMap<Ipv4Addr, String>,
 }
 
@@ -127,7 +127,7 @@ async fn items<T: serde::de::DeserializeOwned>(
         .collect())
 }
 
-async fn names(client: &Client) -> Result<(Names, Vec<String>), CliError> {
+pub(crate) async fn names(client: &Client) -> Result<(Names, Vec<String>), CliError> {
     use podnet_api::k8s::kinds::{NODE, POD, SERVICE};
     let mut n = Names::default();
     let nodes: Vec<Node> = items(client, &NODE).await?;
@@ -182,14 +182,14 @@ async fn names(client: &Client) -> Result<(Names, Vec<String>), CliError> {
 }
 
 /// What a node's listeners send the main loop.
-enum Seen {
+pub(crate) enum Seen {
     Conn(String, podnet_kernel::conntrack::Event),
     Drop(String, podnet_kernel::nflog::Logged),
     Failed(String),
 }
 
 /// Starts the two listeners of node `name` on threads of their own.
-fn listen(
+pub(crate) fn listen(
     name: String,
     group: u16,
     tx: mpsc::UnboundedSender<Seen>,
@@ -257,7 +257,11 @@ fn end(names: &Names, ip: Option<Ipv4Addr>, port: Option<u16>) -> Option<End> {
     })
 }
 
-fn conn_flow(names: &Names, node: String, e: &podnet_kernel::conntrack::Event) -> Option<Flow> {
+pub(crate) fn conn_flow(
+    names: &Names,
+    node: String,
+    e: &podnet_kernel::conntrack::Event,
+) -> Option<Flow> {
     let o = &e.entry.original;
     // A TCP connection was reported closed when it ended; its entry's removal after
     // TIME_WAIT is not news.
@@ -294,7 +298,7 @@ fn conn_flow(names: &Names, node: String, e: &podnet_kernel::conntrack::Event) -
     })
 }
 
-fn drop_flow(names: &Names, node: String, l: &podnet_kernel::nflog::Logged) -> Flow {
+pub(crate) fn drop_flow(names: &Names, node: String, l: &podnet_kernel::nflog::Logged) -> Flow {
     let policy = l.prefix.split_whitespace().last().map(str::to_string);
     Flow {
         time: now(),
