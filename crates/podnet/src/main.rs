@@ -9,6 +9,7 @@ mod dns_cmd;
 mod lab;
 mod preflight;
 mod probe;
+mod ui;
 
 use clap::{Parser, Subcommand};
 
@@ -76,6 +77,9 @@ enum Cmd {
     /// A live flow log of the lab's nodes: connections as they start and end (with their
     /// bytes), and the packets NetworkPolicy drops, named after pods and Services.
     Observe(cli::observe::ObserveArgs),
+    /// Serves a live picture of the cluster on loopback: nodes, pods, Services and their
+    /// endpoints, the flows of the last seconds, and `trace` between a pod and a Service.
+    Ui(ui::UiArgs),
     /// Tiny TCP/UDP client and server used inside pods by the demo and tests.
     Probe {
         #[command(subcommand)]
@@ -114,6 +118,9 @@ enum LabCmd {
     },
     /// Shows a lab's nodes, agents and apiserver, and their health.
     Status(lab::StatusArgs),
+    /// Writes the lab's topology (nodes, pods, Services, endpoints, overlay links) as a
+    /// static picture: SVG (the UI's drawing) or Graphviz DOT.
+    Graph(ui::GraphArgs),
 }
 
 #[derive(Subcommand)]
@@ -150,6 +157,7 @@ fn main() {
         Cmd::Exec(args) => cli::exec(&cli.global, args),
         Cmd::Trace(args) => cli::trace(&cli.global, args),
         Cmd::Observe(args) => cli::observe(&cli.global, args),
+        Cmd::Ui(args) => ui::run(&cli.global, args),
         Cmd::Logs(args) => cli::logs(&cli.global, args),
         Cmd::Dns(args) => {
             init_logging();
@@ -173,6 +181,7 @@ fn main() {
             LabCmd::Up(args) => report(lab::up::run(args)),
             LabCmd::Down { name } => report(lab::down::run(&name)),
             LabCmd::Status(args) => report(lab::status::run(args)),
+            LabCmd::Graph(args) => ui::graph(&cli.global, args),
         },
     };
     std::process::exit(code);
