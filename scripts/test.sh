@@ -13,7 +13,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
   iproute2 nftables iputils-ping containernetworking-plugins \
   etcd-server protobuf-compiler libprotobuf-dev openssl ca-certificates iperf3 ethtool conntrack \
-  bind9-dnsutils curl >/dev/null
+  bind9-dnsutils curl chromium >/dev/null
 
 # The kubectl tests use the machine's kubectl; Debian's is the fallback.
 if ! command -v kubectl >/dev/null 2>&1; then
