@@ -497,6 +497,9 @@ fn the_ui_shows_the_lab_live_in_a_real_browser() {
     )
     .unwrap();
     assert!(errors.is_empty(), "the page shows errors: {errors:?}");
+    // Every node's flows are read (a lab's nodes are namespaces here): no warning.
+    let warnings = cdp.eval("document.getElementById('warnings').innerText");
+    assert_eq!(warnings, "", "the page warns");
     assert!(
         cdp.errors().is_empty(),
         "the browser reported: {:#?}",

@@ -115,3 +115,48 @@ pub async fn run(client: Arc<Client>, hub: Arc<Hub>, group: u16) {
     }
     listeners.stop.store(true, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ui::topology::Topology;
+
+    #[test]
+    fn a_failed_listener_is_a_warning_and_is_started_again_later() {
+        let hub = Hub::new(Topology::default());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut listeners = Listeners {
+            group: 100,
+            tx,
+            stop: Arc::new(AtomicBool::new(true)),
+            nodes: ["n1".to_string(), "n2".to_string()].into(),
+        };
+        let failed = Seen::Failed("n1: conntrack events: no buffer space".into());
+        take(failed, &Names::default(), &mut listeners, &hub);
+        assert_eq!(listeners.nodes, ["n2".to_string()].into());
+        assert_eq!(
+            hub.warnings(),
+            ["flows of node n1 are not shown: n1: conntrack events: no buffer space"]
+        );
+    }
+
+    #[test]
+    fn a_node_that_is_not_a_namespace_here_is_a_warning_not_a_failure() {
+        let t = Topology::from_objects(&crate::ui::topology::tests::sample());
+        let hub = Hub::new(t);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut listeners = Listeners {
+            group: 100,
+            tx,
+            stop: Arc::new(AtomicBool::new(true)),
+            nodes: BTreeSet::new(),
+        };
+        // The sample's nodes n1 and n2 are no namespaces of this machine.
+        listeners.cover(&hub);
+        assert_eq!(listeners.nodes.len(), 2);
+        let warnings = hub.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("flows of node n1 are not shown: node n1:"));
+    }
+}

@@ -210,7 +210,7 @@ fn service(out: &mut String, s: &ServiceBox, r: &Rect) {
         r.y + 18.0,
         "title",
         &format!("svc {}", s.name),
-        28,
+        32,
     );
     text(
         out,
@@ -218,10 +218,10 @@ fn service(out: &mut String, s: &ServiceBox, r: &Rect) {
         r.y + 34.0,
         "sub",
         &format!("{} · {} {ip}", s.namespace, s.type_),
-        32,
+        38,
     );
     let eps = format!("{} · {ready}/{} ready", ports.join(" "), s.endpoints.len());
-    text(out, r.x + 10.0, r.y + 50.0, "sub", &eps, 32);
+    text(out, r.x + 10.0, r.y + 50.0, "sub", &eps, 38);
     out.push_str("</g>\n");
 }
 

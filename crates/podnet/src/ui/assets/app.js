@@ -207,7 +207,12 @@ function clearSelection() {
 
 // What `podnet trace` takes as the destination for a clicked element.
 function destinationOf(el) {
-  if (el.dataset.kind === 'pod') return 'pod/' + el.dataset.name;
+  if (el.dataset.kind === 'pod') {
+    // The pod's first declared port (`8080/TCP`), as a connection to it would use.
+    const pod = state.topology.pods.find((p) => `${p.namespace}/${p.name}` === el.dataset.name);
+    const port = pod && pod.ports[0];
+    return 'pod/' + el.dataset.name + (port ? ':' + port.toLowerCase() : '');
+  }
   const svc = state.topology.services.find((s) => `${s.namespace}/${s.name}` === el.dataset.name);
   const port = svc && svc.ports[0];
   const suffix = port ? `:${port.port}/${port.protocol.toLowerCase()}` : '';
@@ -252,7 +257,10 @@ async function trace(from, to) {
 
 function listen() {
   const events = new EventSource('/api/events');
-  events.addEventListener('open', () => setStatus('live', $('status').textContent.replace(/^.*lost.*$/, 'connected')));
+  // Back after a loss: what changed meanwhile may have been missed.
+  events.addEventListener('open', () => {
+    if ($('status').className === 'down') load();
+  });
   events.addEventListener('error', () => setStatus('down', 'connection to podnet ui lost; retrying…'));
   events.addEventListener('topology', (e) => {
     if (JSON.parse(e.data).revision !== state.revision) load();
