@@ -238,7 +238,12 @@ async fn trace(State(app): State<Arc<App>>, Query(q): Query<TraceQuery>) -> Resp
         Ok(w) => w,
         Err(e) => return error(status_of(&e), e.alone()),
     };
-    let namespace = app.client.default_namespace.clone();
+    // Names without a namespace are in -n's, as for `podnet trace`.
+    let namespace = app
+        .global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| app.client.default_namespace.clone());
     match crate::cli::trace::explain_in(&world, &namespace, &from, &to) {
         Ok(explained) => axum::Json(json!({
             "command": format!("podnet trace {from} {to}"),
