@@ -131,8 +131,8 @@ impl Syncer {
             podnet_kernel::nftnl::Family::Inet,
             TABLE,
         )?
-        .map(without_counts);
-        if found.as_ref() == wanted.cloned().map(without_counts).as_ref() {
+        .map(comparable);
+        if found.as_ref() == wanted.cloned().map(comparable).as_ref() {
             self.installed = Some(wanted.cloned());
         }
         Ok(())
@@ -149,8 +149,8 @@ impl Syncer {
             podnet_kernel::nftnl::Family::Inet,
             TABLE,
         )?
-        .map(without_counts);
-        let same = found == installed.clone().map(without_counts);
+        .map(comparable);
+        let same = found == installed.clone().map(comparable);
         if !same {
             self.installed = None;
         }
@@ -169,8 +169,11 @@ impl Syncer {
     }
 }
 
-/// The table with its counters at zero: what a rule counted is not a difference.
-fn without_counts(mut t: Table) -> Table {
+/// The table as two holding the same compare: in name order (a partial sync's new sets
+/// and chains are listed last) and with its counters at zero (what a rule counted is not
+/// a difference).
+fn comparable(mut t: Table) -> Table {
+    t = t.by_name();
     for c in &mut t.chains {
         for r in &mut c.rules {
             for a in &mut r.actions {

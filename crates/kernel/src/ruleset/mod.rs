@@ -138,6 +138,15 @@ impl Table {
         self
     }
 
+    /// The table with its sets and chains in name order. A listing gives them in the
+    /// order they were created (a partial sync's new ones last) and their order means
+    /// nothing to the kernel: two tables that hold the same compare equal in this form.
+    pub fn by_name(mut self) -> Table {
+        self.sets.sort_by(|a, b| a.name.cmp(&b.name));
+        self.chains.sort_by(|a, b| a.name.cmp(&b.name));
+        self
+    }
+
     pub fn chain(&self, name: &str) -> Option<&Chain> {
         self.chains.iter().find(|c| c.name == name)
     }
