@@ -733,6 +733,57 @@ mod tests {
         );
     }
 
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Two datagrams received from a 6.18 kernel on a lab node whose NetworkPolicy denies
+    /// the probe: the ingress-forward chain's verdict map sending it to the policy chain
+    /// (the chain's first event, with devices and headers; the kernel adds conntrack
+    /// attributes this parser skips), then that chain's drop rule.
+    const GOTO: &str = "08010000110a000000000000000000000100000008000f000000000208000400000000030800060019abe33114000200696e67726573732d666f72776172640012000100706f646e65742d706f6c6963790000000c00030000000000000000152400050008000100fffffffc17000200696e67726573732d36613263653662373039000008000a000000000306000b000001000008000c000000000406000d0000010000180008004500003c3e5940003e06e7750af400030af4010318000900f0171f90a5c4a03800000000a002fd5c171c000012000700c68a9811390432c76d786f2e080000000800150000000008050013000000000008001200eb79a2590800140000000100";
+    const DROP: &str = "70000000110a000000000000000000000100000008000f000000000208000400000000030800060019abe33117000200696e67726573732d36613263653662373039000012000100706f646e65742d706f6c6963790000000c000300000000000000001d0c0005000800010000000000";
+
+    #[test]
+    fn events_captured_from_the_kernel_read_back() {
+        let goto = parse_datagram(&unhex(GOTO));
+        let drop = parse_datagram(&unhex(DROP));
+        assert_eq!((goto.len(), drop.len()), (1, 1));
+        let (g, d) = (&goto[0], &drop[0]);
+        assert_eq!(g.id, d.id, "one packet");
+        assert_eq!((g.family, g.kind, g.nfproto), (1, TraceKind::Rule, Some(2)));
+        assert_eq!(
+            (g.table.as_str(), g.chain.as_str()),
+            ("podnet-policy", "ingress-forward")
+        );
+        assert_eq!(g.rule_handle, Some(21));
+        assert_eq!(
+            g.verdict,
+            Some(TraceVerdict::Goto("ingress-6a2ce6b709".into()))
+        );
+        assert_eq!((g.iif, g.oif), (Some(3), Some(4)));
+        assert_eq!(
+            g.packet,
+            Some(TracedPacket {
+                saddr: Ipv4Addr::new(10, 244, 0, 3),
+                daddr: Ipv4Addr::new(10, 244, 1, 3),
+                proto: 6,
+                sport: Some(61463),
+                dport: Some(8080),
+            })
+        );
+        assert_eq!(d.chain, "ingress-6a2ce6b709");
+        assert_eq!(
+            (d.rule_handle, d.verdict.clone()),
+            (Some(29), Some(TraceVerdict::Drop))
+        );
+        // Devices and headers come with a base chain's first event only.
+        assert_eq!((d.iif, d.packet), (None, None));
+    }
+
     #[test]
     fn the_probe_rule_marks_only_the_probe_flow() {
         let m = ProbeMatch {
