@@ -72,7 +72,7 @@ enum Cmd {
     Logs(cli::logs::LogsArgs),
     /// Explains the path of a connection from SRC to DST: routes, veths, bridges, the
     /// nftables rules that decide it (service DNAT, NetworkPolicy), the overlay, and
-    /// whether anything listens.
+    /// whether anything listens; with --live, a real probe traced by the kernel.
     Trace(cli::trace::TraceArgs),
     /// A live flow log of the lab's nodes: connections as they start and end (with their
     /// bytes), and the packets NetworkPolicy drops, named after pods and Services.
