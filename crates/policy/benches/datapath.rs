@@ -1,7 +1,9 @@
 //! Issue 14 (c): TCP connect latency and iperf3 throughput between two pods with 1,000
 //! NetworkPolicies installed vs none.
 //!
-//! A node namespace (`node-0`) with the bridge `cni0` (10.244.0.1/24, bridge netfilter on:
+//! A node namespace (`node-0`, with the masquerade table every podnet node has: its NAT hook
+//! puts conntrack on every packet, with or without policies) with the bridge `cni0`
+//! (10.244.0.1/24, bridge netfilter on:
 //! `net.bridge.bridge-nf-call-iptables=1`, as the agent sets it) and two pod namespaces on
 //! veths: the server (10.244.0.250, namespace ns-099, `app=bench-server`) and the client
 //! (10.244.0.251, ns-098, `app=bench-client`). The table is the model's for node-0 of the
@@ -321,6 +323,14 @@ fn main() {
         return;
     }
     let topo = Topology::new();
+    // Every podnet node has its masquerade table, whose NAT hook puts conntrack on every
+    // packet: "no policy" is such a node, not a bridge that bypasses netfilter.
+    podnet_overlay::masq::ensure(
+        Some(&topo.node),
+        "10.244.0.0/16".parse().unwrap(),
+        "10.244.0.0/24".parse().unwrap(),
+    )
+    .expect("the node's masquerade table");
     let _acceptor = Acceptor::start(&topo.server);
     let server = Command::new("ip")
         .args([
