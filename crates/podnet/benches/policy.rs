@@ -265,6 +265,8 @@ impl Bench {
     }
 
     fn measure(&mut self, changes: usize, what: &str, mode: Mode) {
+        let before = cpu_snapshot(&lab_name());
+        let wall = Instant::now();
         let mut every = [Vec::new(), Vec::new()];
         let mut per_node = [
             vec![Vec::new(); NODES as usize],
@@ -279,6 +281,17 @@ impl Bench {
                 }
             }
         }
+        let after = cpu_snapshot(&lab_name());
+        let per_change: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .map(|((c, a), (_, b))| format!("{c} {:.1}", (b - a) / changes as f64))
+            .collect();
+        println!(
+            "{NODES} nodes, {what}: CPU per change (a create and a delete, {:.0} ms of wall time each), ms: {}",
+            wall.elapsed().as_secs_f64() * 1000.0 / changes as f64,
+            per_change.join(", ")
+        );
         let how = match mode {
             Mode::Probe => ["a probe refused", "a probe passes"],
             Mode::Chain => ["its chain in the kernel", "its chain gone"],
@@ -424,6 +437,47 @@ impl Bench {
 
 fn lab_name() -> String {
     format!("bpol{}", std::process::id() % 100_000)
+}
+
+/// (component, pid) of the lab's processes, from its processes.json.
+fn lab_processes(lab: &str) -> Vec<(String, i64)> {
+    let path = format!("/run/podnet/{lab}/processes.json");
+    let doc: serde_json::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    doc["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["component"].as_str()?.to_string(), p["pid"].as_i64()?)))
+        .collect()
+}
+
+/// CPU time (user + system) a process has used, in ms; `self` for this one.
+fn cpu_ms(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10.0
+}
+
+/// The CPU time of the apiserver, each agent and this bench (its probes), in ms.
+fn cpu_snapshot(lab: &str) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = lab_processes(lab)
+        .into_iter()
+        .filter(|(c, _)| c == "agent" || c == "apiserver")
+        .map(|(c, pid)| (c, cpu_ms(&pid.to_string())))
+        .collect();
+    out.push(("bench (probes)".into(), cpu_ms("self")));
+    out
 }
 
 /// The lab's processes' RSS: apiserver, and each agent.
