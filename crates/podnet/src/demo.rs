@@ -147,6 +147,10 @@ pub fn run(
         println!("  export KUBECONFIG={}", kubeconfig.display());
         println!("  podnet get pods -o wide; podnet get svc web");
         println!(
+            "  podnet trace default/pod-a svc/default/web:{SERVICE_PORT} (--live: a real probe, traced)"
+        );
+        println!("  podnet ui    # the live picture: open http://127.0.0.1:7480/");
+        println!(
             "  podnet exec pod-a -c client -- {} probe send --tcp <pod-c IP>:{PORT} --data hi",
             exe.display()
         );

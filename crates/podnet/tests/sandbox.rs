@@ -390,6 +390,10 @@ fn lab_demo_keep_leaves_the_lab_up_until_lab_down() {
         "{text}"
     );
     assert!(
+        text.contains("podnet ui    # the live picture: open http://127.0.0.1:7480/"),
+        "{text}"
+    );
+    assert!(
         kept.contains(&format!("{lab}-node2")),
         "kept: {kept:?}\n{text}"
     );
