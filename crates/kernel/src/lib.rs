@@ -15,6 +15,7 @@ pub mod link;
 pub mod neigh;
 pub mod netlink;
 pub mod netns;
+mod nflisten;
 pub mod nflog;
 pub mod nft;
 pub mod nftnl;

@@ -7,10 +7,11 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::{Socket, SocketAddr};
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::netns::NetNs;
+use crate::nflisten::Listener;
 
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u16 = 0;
@@ -39,8 +40,7 @@ pub struct Logged {
 
 /// A listener bound to one log group.
 pub struct Nflog {
-    socket: Socket,
-    buf: Vec<u8>,
+    listener: Listener,
 }
 
 fn message(kind: u16, flags: u16, res_id: u16, attrs: &[u8]) -> Vec<u8> {
@@ -88,60 +88,27 @@ fn bind(socket: &mut Socket, group: u16) -> io::Result<()> {
 impl Nflog {
     /// Binds log `group` in `ns` (or here). `EBUSY`: another listener has it.
     pub fn bind(ns: Option<&NetNs>, group: u16) -> Result<Nflog> {
-        let open = || -> io::Result<Socket> {
-            let mut socket = Socket::new(NETLINK_NETFILTER)?;
-            socket.bind_auto()?;
-            socket.connect(&SocketAddr::new(0, 0))?;
-            bind(&mut socket, group)?;
-            Ok(socket)
-        };
-        let socket = match ns {
-            Some(ns) => ns.run(open)?,
-            None => open(),
-        }
-        .map_err(|source| KernelError::Netlink {
-            action: format!("listen to NFLOG group {group}"),
-            netns: ns
-                .map(|n| n.label().to_string())
-                .unwrap_or("current".into()),
-            source,
-        })?;
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: Duration::from_millis(500).as_micros() as libc::suseconds_t,
-        };
-        use std::os::fd::AsRawFd;
-        // SAFETY: `tv` is a live timeval of the size passed, for the duration of the call.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
-        Ok(Nflog {
-            socket,
-            buf: Vec::with_capacity(64 * 1024),
-        })
+        let listener = Listener::open(
+            ns,
+            &format!("listen to NFLOG group {group}"),
+            64 * 1024,
+            Duration::from_millis(500),
+            |socket| {
+                socket.bind_auto()?;
+                socket.connect(&SocketAddr::new(0, 0))?;
+                bind(socket, group)
+            },
+        )?;
+        Ok(Nflog { listener })
     }
 
     /// The packets of the next datagram; empty after half a second without one.
     pub fn receive(&mut self) -> io::Result<Vec<Logged>> {
-        self.buf.clear();
-        match self.socket.recv(&mut self.buf, 0) {
-            Ok(_) => Ok(parse_datagram(&self.buf)),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR)
-                ) =>
-            {
-                Ok(Vec::new())
-            }
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .listener
+            .datagram()?
+            .map(parse_datagram)
+            .unwrap_or_default())
     }
 }
 

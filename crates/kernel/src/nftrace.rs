@@ -12,10 +12,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::SocketAddr;
 
 use crate::error::{KernelError, Result};
 use crate::netns::NetNs;
+use crate::nflisten::Listener;
 use crate::nftnl::{self, BaseChain, Batch, ChainKind, CmpOp, Expr, Family, Hook, MetaKey};
 use crate::nftnl::{NftSocket, PayloadBase, REG_1};
 
@@ -165,74 +166,34 @@ pub struct TraceEvent {
 
 /// A subscription to a namespace's trace events.
 pub struct Tracer {
-    socket: Socket,
-    buf: Vec<u8>,
+    listener: Listener,
 }
 
 impl Tracer {
     /// Subscribes in `ns` (or here); the socket stays in that namespace. Waits at most
     /// `wait` for each datagram.
     pub fn subscribe(ns: Option<&NetNs>, wait: Duration) -> Result<Tracer> {
-        let open = || -> io::Result<Socket> {
-            let mut socket = Socket::new(NETLINK_NETFILTER)?;
-            socket.bind(&SocketAddr::new(0, 0))?;
-            socket.add_membership(GROUP_NFTRACE)?;
-            Ok(socket)
-        };
-        let socket = match ns {
-            Some(ns) => ns.run(open)?,
-            None => open(),
-        }
-        .map_err(|source| KernelError::Netlink {
-            action: "subscribe to nftables trace events".into(),
-            netns: label(ns),
-            source,
-        })?;
-        set_timeout(&socket, wait);
-        Ok(Tracer {
-            socket,
-            buf: Vec::with_capacity(64 * 1024),
-        })
+        let listener = Listener::open(
+            ns,
+            "subscribe to nftables trace events",
+            64 * 1024,
+            wait,
+            |socket| {
+                socket.bind(&SocketAddr::new(0, 0))?;
+                socket.add_membership(GROUP_NFTRACE)
+            },
+        )?;
+        Ok(Tracer { listener })
     }
 
     /// The events of the next datagram; empty when none came in time. Lost events
     /// (`ENOBUFS`) are not an error: what comes next is read.
     pub fn receive(&mut self) -> io::Result<Vec<TraceEvent>> {
-        self.buf.clear();
-        match self.socket.recv(&mut self.buf, 0) {
-            Ok(_) => Ok(parse_datagram(&self.buf)),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR)
-                ) =>
-            {
-                Ok(Vec::new())
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-fn label(ns: Option<&NetNs>) -> String {
-    ns.map(|n| n.label().to_string())
-        .unwrap_or_else(|| "current".into())
-}
-
-fn set_timeout(socket: &Socket, t: Duration) {
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `tv` is a live timeval of the size passed, for the duration of the call.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
+        Ok(self
+            .listener
+            .datagram()?
+            .map(parse_datagram)
+            .unwrap_or_default())
     }
 }
 

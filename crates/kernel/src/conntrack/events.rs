@@ -6,11 +6,12 @@
 use std::io;
 use std::time::Duration;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::SocketAddr;
 
 use super::{Entry, NFNL_SUBSYS_CTNETLINK, attrs, parse_entry, u16_ne, u32_at};
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::netns::NetNs;
+use crate::nflisten::Listener;
 
 /// `NFNLGRP_CONNTRACK_NEW`, `_UPDATE` and `_DESTROY`.
 const GROUP_NEW: u32 = 1;
@@ -58,74 +59,36 @@ pub struct Event {
 
 /// A subscription to a namespace's new and ended connections.
 pub struct Events {
-    socket: Socket,
-    buf: Vec<u8>,
+    listener: Listener,
 }
 
 impl Events {
     /// Subscribes in `ns` (or here); the socket stays in that namespace.
     pub fn subscribe(ns: Option<&NetNs>) -> Result<Events> {
-        let open = || -> io::Result<Socket> {
-            let mut socket = Socket::new(NETLINK_NETFILTER)?;
-            socket.bind(&SocketAddr::new(0, 0))?;
-            socket.add_membership(GROUP_NEW)?;
-            socket.add_membership(GROUP_UPDATE)?;
-            socket.add_membership(GROUP_DESTROY)?;
-            Ok(socket)
-        };
-        let socket = match ns {
-            Some(ns) => ns.run(open)?,
-            None => open(),
-        }
-        .map_err(|source| KernelError::Netlink {
-            action: "subscribe to connection tracking events".into(),
-            netns: ns
-                .map(|n| n.label().to_string())
-                .unwrap_or("current".into()),
-            source,
-        })?;
-        set_timeout(&socket, Duration::from_millis(500));
-        Ok(Events {
-            socket,
-            buf: Vec::with_capacity(256 * 1024),
-        })
+        let listener = Listener::open(
+            ns,
+            "subscribe to connection tracking events",
+            256 * 1024,
+            Duration::from_millis(500),
+            |socket| {
+                socket.bind(&SocketAddr::new(0, 0))?;
+                socket.add_membership(GROUP_NEW)?;
+                socket.add_membership(GROUP_UPDATE)?;
+                socket.add_membership(GROUP_DESTROY)
+            },
+        )?;
+        Ok(Events { listener })
     }
 
     /// The events of the next datagram; empty after half a second without one (so the
     /// caller can check whether to stop). A full receive buffer (`ENOBUFS`: events were
     /// lost) is not an error: what comes next is read.
     pub fn receive(&mut self) -> io::Result<Vec<Event>> {
-        self.buf.clear();
-        match self.socket.recv(&mut self.buf, 0) {
-            Ok(_) => Ok(parse_datagram(&self.buf)),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR)
-                ) =>
-            {
-                Ok(Vec::new())
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-fn set_timeout(socket: &Socket, t: Duration) {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `tv` is a live timeval of the size passed, for the duration of the call.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
+        Ok(self
+            .listener
+            .datagram()?
+            .map(parse_datagram)
+            .unwrap_or_default())
     }
 }
 
