@@ -171,7 +171,22 @@ impl Ipam {
     /// (`IOCB_CMD_FSYNC`, run by a kernel worker), 40 ms, because tearing down an AIO context,
     /// by `io_destroy` or at exit, waits for two RCU grace periods.
     pub fn allocate(&self, pool: &Pool, container_id: &str, ifname: &str) -> Result<Allocation> {
-        let (allocation, new) = self.allocate_locked(pool, container_id, ifname)?;
+        self.allocate_ip(pool, container_id, ifname, None)
+    }
+
+    /// [`Ipam::allocate`], of exactly `requested` when it is given (CNI_ARGS `IP=`, the `ips`
+    /// capability), as host-local reserves a requested address: it must be one the range
+    /// hands out (in the range, not the gateway) and free. Taken by another attachment:
+    /// code 103 naming it. The same attachment asking again for the address it has gets it
+    /// again; asking for another one is refused (DEL it first), never silently ignored.
+    pub fn allocate_ip(
+        &self,
+        pool: &Pool,
+        container_id: &str,
+        ifname: &str,
+        requested: Option<Ipv4Addr>,
+    ) -> Result<Allocation> {
+        let (allocation, new) = self.allocate_locked(pool, container_id, ifname, requested)?;
         if new && let Err(e) = sync_dir(&self.dir) {
             // Not reported, so not kept: the address goes back to the pool.
             let _ = self.release(container_id, ifname);
@@ -187,9 +202,13 @@ impl Ipam {
         pool: &Pool,
         container_id: &str,
         ifname: &str,
+        requested: Option<Ipv4Addr>,
     ) -> Result<(Allocation, bool)> {
         validate_container_id(container_id)?;
         validate_ifname(ifname)?;
+        if let Some(ip) = requested {
+            check_requested(pool, ip)?;
+        }
         let _lock = self.lock()?;
         let names = self.names()?;
         self.remove_tmp(&names.tmp);
@@ -201,7 +220,29 @@ impl Ipam {
         if let Some(ip) = self.indexed(container_id, ifname, &names)?
             && pool.subnet.contains(&ip)
         {
-            return Ok((alloc(ip), false));
+            return match requested {
+                Some(want) if want != ip => Err(CniError::address_in_use(format!(
+                    "requested IP {want} cannot be given to container {container_id} interface {ifname}: \
+                     it already has {ip}; delete the attachment (CNI DEL) before asking for another address"
+                ))),
+                _ => Ok((alloc(ip), false)),
+            };
+        }
+        if let Some(ip) = requested {
+            if names.taken.contains(&ip) {
+                let holder = match self.read_record(ip)? {
+                    Some(r) if !r.container_id.is_empty() => {
+                        format!("container {} interface {}", r.container_id, r.ifname)
+                    }
+                    _ => "an attachment whose record cannot be read".to_string(),
+                };
+                return Err(CniError::address_in_use(format!(
+                    "requested IP {ip} is already allocated in {} (to {holder}): ask for a free address, or none",
+                    pool.subnet
+                )));
+            }
+            self.record_new(container_id, ifname, ip)?;
+            return Ok((alloc(ip), true));
         }
         let used = &names.taken;
         let start = u32::from(pool.range_start);
@@ -227,14 +268,7 @@ impl Ipam {
             if !pool.is_allocatable(ip) || used.contains(&ip) {
                 continue;
             }
-            // The index first, then the record as a second name of the same file: a record
-            // on disk always has its index, so a missing index means this attachment has no
-            // address. A link allocates no inode, unlike a file of its own (ext4 scans past
-            // every inode deleted in the last minutes for a new one: 50-80 us per file when
-            // pods come and go quickly).
-            let index = index_name(container_id, ifname);
-            self.write_new(&index, format!("{container_id}\r\n{ifname}").as_bytes())?;
-            self.link_new(&index, &ip.to_string())?;
+            self.record_new(container_id, ifname, ip)?;
             // A hint, written before the fsync so that one covers it too.
             self.write_hint(&ip.to_string(), hint_len)?;
             return Ok((alloc(ip), true));
@@ -244,6 +278,18 @@ impl Ipam {
             "no free address in {} (range {}-{}, {in_use} in use): free addresses by deleting pods, or give the network a larger subnet",
             pool.subnet, pool.range_start, pool.range_end
         )))
+    }
+
+    /// Writes the record of `ip` for (`container_id`, `ifname`), which the caller checked is
+    /// free under the lock. The index first, then the record as a second name of the same
+    /// file: a record on disk always has its index, so a missing index means this attachment
+    /// has no address. A link allocates no inode, unlike a file of its own (ext4 scans past
+    /// every inode deleted in the last minutes for a new one: 50-80 us per file when pods
+    /// come and go quickly).
+    fn record_new(&self, container_id: &str, ifname: &str, ip: Ipv4Addr) -> Result<()> {
+        let index = index_name(container_id, ifname);
+        self.write_new(&index, format!("{container_id}\r\n{ifname}").as_bytes())?;
+        self.link_new(&index, &ip.to_string())
     }
 
     /// Releases the addresses of (`container_id`, `ifname`); nothing to release is fine.
@@ -500,6 +546,29 @@ impl Ipam {
             ))
         })
     }
+}
+
+/// Refuses a requested address the pool does not hand out, saying why (code 7: the request
+/// does not fit the network's configuration).
+fn check_requested(pool: &Pool, ip: Ipv4Addr) -> Result<()> {
+    let why = if !pool.subnet.contains(&ip) {
+        format!("is outside the subnet {}", pool.subnet)
+    } else if ip == pool.subnet.network() || ip == pool.subnet.broadcast() {
+        format!("is the network or broadcast address of {}", pool.subnet)
+    } else if ip == pool.gateway {
+        format!("is the gateway of {}", pool.subnet)
+    } else if ip < pool.range_start || ip > pool.range_end {
+        format!(
+            "is outside the range {}-{} of {} that addresses are handed out from",
+            pool.range_start, pool.range_end, pool.subnet
+        )
+    } else {
+        return Ok(());
+    };
+    Err(CniError::invalid_config(format!(
+        "requested IP {ip} {why}: ask for an address between {} and {} other than the gateway {}, or none",
+        pool.range_start, pool.range_end, pool.gateway
+    )))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -125,6 +125,8 @@ pub struct VethPair<'a> {
     /// TX and RX queues of each end (`None`: the kernel's default, one per CPU, which
     /// it then cuts down to one real queue under the RTNL lock, waiting for RCU twice).
     pub queues: Option<u32>,
+    /// The peer's MAC address (`None`: a random one, as the kernel picks it).
+    pub peer_mac: Option<[u8; 6]>,
 }
 
 fn up_flags(msg: &mut LinkMessage, up: bool) {
@@ -141,6 +143,9 @@ fn veth_message(pair: &VethPair) -> LinkMessage {
     }
     if let Some(mtu) = pair.mtu {
         peer.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = pair.peer_mac {
+        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
     let mut msg = by_name_request(pair.name);
     if let Some(q) = pair.queues {
@@ -322,6 +327,20 @@ impl Netlink {
     /// Makes sure a bridge called `name` exists and returns it. A link of
     /// another kind with that name is an error, not silently reused.
     pub fn ensure_bridge(&mut self, name: &str, mtu: Option<u32>) -> Result<Link> {
+        self.ensure_bridge_with_mac(name, mtu, None)
+    }
+
+    /// [`Netlink::ensure_bridge`], creating a missing bridge with the MAC address `mac`.
+    /// A bridge created without one has a kernel-assigned address (`addr_assign_type` 1)
+    /// and takes the lowest MAC of its ports, so it changes as ports come and go; one
+    /// created with an address keeps it (`addr_assign_type` 3). An existing bridge is
+    /// returned as it is.
+    pub fn ensure_bridge_with_mac(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Link> {
         if let Some(link) = self.link_by_name(name)? {
             return self.expect_kind(link, "bridge");
         }
@@ -332,6 +351,9 @@ impl Netlink {
             )]));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         match self.change(
             RouteNetlinkMessage::NewLink(msg),

@@ -38,6 +38,9 @@ impl CniError {
     pub const POOL_EXHAUSTED: u32 = 101;
     /// Code 102 (podnet): a kernel operation failed.
     pub const KERNEL: u32 = 102;
+    /// Code 103 (podnet): the requested address is taken (CNI_ARGS `IP=`, the `ips`
+    /// capability).
+    pub const ADDRESS_IN_USE: u32 = 103;
 
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
         CniError {
@@ -88,6 +91,9 @@ impl CniError {
     }
     pub fn kernel(msg: impl Into<String>) -> Self {
         Self::new(Self::KERNEL, msg)
+    }
+    pub fn address_in_use(msg: impl Into<String>) -> Self {
+        Self::new(Self::ADDRESS_IN_USE, msg)
     }
 
     /// The spec's error object as a JSON value; `details` is left out when empty.

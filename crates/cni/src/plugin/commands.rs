@@ -11,7 +11,7 @@ use podnet_kernel::{NetNs, Netlink};
 
 use super::naming::{host_veth_name, is_host_veth_name, is_tombstone_name};
 use super::wiring::{self, Attachment, kernel};
-use super::{deferred, masq};
+use super::{deferred, masq, request};
 use crate::ipam::Ipam;
 
 /// Crash testing: with `PODNET_CNI_FAULT=<point>` the plugin stops dead at
@@ -77,9 +77,11 @@ fn host_netlink() -> Result<Netlink, CniError> {
 pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
     let pod_ns = open_netns(env)?;
     let resolved = resolve(conf)?;
+    let requested = request::requested(env, conf)?;
     let ipam = Ipam::open(&conf.ipam.data_dir(), &conf.name)?;
     // Durable when it returns, so a reported address always is.
-    let allocation = ipam.allocate(&resolved.pool, &env.container_id, &env.ifname)?;
+    let allocation =
+        ipam.allocate_ip(&resolved.pool, &env.container_id, &env.ifname, requested.ip)?;
     fault_point("after-alloc");
     let host_veth = host_veth_name(&env.container_id, &env.ifname);
     let address = resolved.pool.address(allocation.ip);
@@ -93,6 +95,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<String, CniError> {
         is_gateway: conf.is_gateway,
         hairpin: conf.hairpin_mode,
         routes: &resolved.routes,
+        mac: requested.mac,
     };
     let mut host = host_netlink()?;
     let built = build(

@@ -6,6 +6,7 @@ mod commands;
 mod deferred;
 pub mod masq;
 pub mod naming;
+pub mod request;
 pub mod wiring;
 
 use std::io::{Read, Write};

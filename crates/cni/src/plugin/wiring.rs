@@ -24,6 +24,8 @@ pub struct Attachment<'a> {
     pub is_gateway: bool,
     pub hairpin: bool,
     pub routes: &'a [ResultRoute],
+    /// The pod interface's MAC (CNI_ARGS `MAC=`, the `mac` capability); `None`: random.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// The interfaces as the result reports them.
@@ -49,6 +51,12 @@ pub fn kernel_using(action: &str, feature: Feature, e: podnet_kernel::KernelErro
 
 /// The node's bridge as it is now, made when missing. One look-up when it
 /// exists (every ADD but the first).
+///
+/// A bridge is made with a MAC address of its own, as the reference bridge plugin fixes
+/// its bridge's: without one the kernel lets the bridge take the lowest MAC of its ports
+/// (`addr_assign_type` 1), so it changes when that pod leaves, and the other pods' ARP
+/// entries for the gateway point nowhere until they expire (tens of seconds of lost
+/// traffic). The address is random and locally administered, so it is no port's.
 fn bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
     let found = host
         .link_by_name(a.bridge)
@@ -57,9 +65,24 @@ fn bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
         Some(link) if link.kind.as_deref() == Some("bridge") => Ok(link),
         // Missing, or in the way: ensure_bridge makes it or says what is wrong.
         _ => host
-            .ensure_bridge(a.bridge, a.mtu)
+            .ensure_bridge_with_mac(a.bridge, a.mtu, Some(random_mac()?))
             .map_err(|e| kernel_using(&format!("bridge {}", a.bridge), Feature::Bridge, e)),
     }
+}
+
+/// A random unicast, locally administered MAC address.
+pub fn random_mac() -> Result<[u8; 6], CniError> {
+    let mut mac = [0u8; 6];
+    // SAFETY: the buffer is valid for writes of its length.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if usize::try_from(n).ok() != Some(mac.len()) {
+        return Err(CniError::kernel(format!(
+            "getrandom for the bridge's MAC address: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
 }
 
 /// Wires the pod: the bridge (made on first use, holding the gateway
@@ -73,7 +96,7 @@ pub fn attach(host: &mut Netlink, pod_ns: &NetNs, a: &Attachment) -> Result<Wire
     let bridge = bridge(host, a)?;
     let mut pod =
         Netlink::open_in(pod_ns).map_err(|e| kernel("open the pod's network namespace", e))?;
-    let host_end = match create_pair(host, &bridge, pod_ns, a) {
+    let (host_end, bridge_now) = match create_pair(host, &bridge, pod_ns, a) {
         // Names taken: by what an interrupted ADD left, or by a stranger
         // (remove_leftovers refuses to touch that).
         Err(e) if e.is_exists() => {
@@ -89,7 +112,7 @@ pub fn attach(host: &mut Netlink, pod_ns: &NetNs, a: &Attachment) -> Result<Wire
         .map_err(|e| kernel("enable IPv4 forwarding", e))?;
     let pod_end = configure_pod(&mut pod, a, host_end.peer_index)?;
     Ok(Wired {
-        bridge,
+        bridge: bridge_now.unwrap_or(bridge),
         host: host_end,
         pod: pod_end,
     })
@@ -97,14 +120,15 @@ pub fn attach(host: &mut Netlink, pod_ns: &NetNs, a: &Attachment) -> Result<Wire
 
 /// One batch: the gateway address and the bridge up (when needed), then the
 /// pair created complete (names, MTU, host end on the bridge and up, pod end
-/// in the pod), then hairpin. Returns the host end as the kernel
-/// echoed it.
+/// in the pod, with its MAC when one is asked for), then hairpin, then a read
+/// of the bridge. Returns the host end as the kernel echoed it, and the bridge
+/// as it is with the new port (its MAC as the result reports it).
 fn create_pair(
     host: &mut Netlink,
     bridge: &Link,
     pod_ns: &NetNs,
     a: &Attachment,
-) -> podnet_kernel::Result<Link> {
+) -> podnet_kernel::Result<(Link, Option<Link>)> {
     let mut batch = Batch::new();
     // The prefix comes from a valid network, so the gateway's always builds.
     if a.is_gateway
@@ -123,15 +147,18 @@ fn create_pair(
         master: Some(bridge.index),
         up: true,
         queues: Some(1),
+        peer_mac: a.mac,
     });
     if a.hairpin {
         batch.set_hairpin_by_name(a.host_veth, true);
     }
+    let read_bridge = batch.get_link_by_name(a.bridge);
     let replies = host.run_batch(batch)?;
+    let bridge_now = replies.link(read_bridge);
     match replies.link(veth) {
-        Some(link) => Ok(link),
+        Some(link) => Ok((link, bridge_now)),
         // A kernel that does not echo creations (before 6.3): ask.
-        None => host.require_link(a.host_veth),
+        None => host.require_link(a.host_veth).map(|l| (l, bridge_now)),
     }
 }
 
