@@ -610,7 +610,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     let conflist = std::fs::read_to_string(files.cni_conf_dir.join("10-podnet.conflist")).unwrap();
     let expected = format!(
         r#"{{
-  "cniVersion": "1.1.0",
+  "cniVersion": "1.0.0",
   "name": "podnet",
   "plugins": [
     {{

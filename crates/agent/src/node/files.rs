@@ -20,8 +20,10 @@ pub const CONFLIST_FILE: &str = "10-podnet.conflist";
 pub const NETWORK_NAME: &str = "podnet";
 /// The node's pod bridge.
 pub const BRIDGE: &str = "cni0";
-/// The CNI spec version of the conflist.
-pub const CNI_VERSION: &str = "1.1.0";
+/// The CNI spec version of the conflist: 1.0.0, the newest that the CNI library of today's
+/// runtimes reads (podman 4.3's and containerd 1.6's libcni refuse a 1.1.0 result and fail
+/// the ADD). podnet-cni answers in the config's version, and reads 1.1.0 too.
+pub const CNI_VERSION: &str = "1.0.0";
 
 /// The `subnet.env` for a node whose pod subnet is `pod_cidr`: `FLANNEL_SUBNET` is the
 /// subnet's first address (the bridge's gateway address) with its prefix; `FLANNEL_IPMASQ`
@@ -226,9 +228,18 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             value,
-            serde_json::json!({"cniVersion":"1.1.0","name":"podnet","plugins":[{"type":"podnet-cni","bridge":"cni0","isGateway":true,"isDefaultGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"podnet-cni","subnetFile":"/run/flannel/subnet.env","dataDir":"/run/podnet/agent/n1/ipam"}}]})
+            serde_json::json!({"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"podnet-cni","bridge":"cni0","isGateway":true,"isDefaultGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"podnet-cni","subnetFile":"/run/flannel/subnet.env","dataDir":"/run/podnet/agent/n1/ipam"}}]})
         );
-        // The plugin's own parser accepts it.
+        // The plugin's own parser accepts it, as a runtime hands it over (the list's name
+        // and version copied into the plugin's config); the result will be a 1.0.0 one.
+        let list = podnet_api::cni::config::NetConfList::parse(text.as_bytes()).unwrap();
+        let plugin =
+            podnet_api::cni::NetConf::parse(&list.plugin_config(0, None).unwrap()).unwrap();
+        assert_eq!(plugin.cni_version, "1.0.0");
+        assert_eq!(
+            podnet_api::cni::CniResult::new(plugin.cni_version).to_value()["cniVersion"],
+            "1.0.0"
+        );
         let conf: podnet_api::cni::config::NetConf =
             serde_json::from_value(value["plugins"][0].clone()).unwrap();
         assert_eq!(conf.ip_masq, Some(false));
