@@ -765,6 +765,149 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     );
 }
 
+/// How many PATCHes of Node objects (not of their status) the apiserver has served, from
+/// its `apiserver_request_total`.
+async fn node_patches(client: &kube::Client) -> u64 {
+    let request = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains("verb=\"PATCH\"")
+                && l.contains("resource=\"nodes\"")
+                && l.contains("subresource=\"\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Writes to the Node's status every 20 ms while `stop` is false, as the node role's status
+/// reports and a busy cluster do: each one is a watch event, so a network pass.
+fn status_churn(nodes: Api<Node>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while !*stop.borrow() {
+            n += 1;
+            let patch = json!({"status": {"nodeInfo": {"bootID": format!("churn-{n}")}}});
+            let _ = nodes
+                .patch_status("self", &PatchParams::default(), &Patch::Merge(patch))
+                .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn overlay_annotations_are_written_once_and_not_again_on_restart() {
+    let t = with_underlay("annot");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = start_apiserver(&dir.path().join("api")).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let id = NodeIdentity {
+        name: "self".into(),
+        internal_ip: Ipv4Addr::new(172, 30, 0, 1),
+        system: SystemInfo::detect(),
+    };
+    registration::register(&nodes, &id, &Readiness::not_ready("starting"))
+        .await
+        .expect("register");
+    let files = NodeFiles {
+        subnet_file: dir.path().join("run/flannel/subnet.env"),
+        cni_conf_dir: dir.path().join("etc/cni/net.d"),
+        state_dir: dir.path().join("state"),
+    };
+    let start = || {
+        let (ready_tx, ready_rx) = watch::channel(Readiness::not_ready("starting"));
+        let (health, _health_rx) = Health::channel(NetworkHealth::new(false));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(network::run(
+            client.clone(),
+            NetworkConfig {
+                node_name: "self".into(),
+                node_ip: id.internal_ip,
+                cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+                files: files.clone(),
+                resync: Duration::from_secs(1),
+                netns: Some(t.try_clone().unwrap()),
+                overlay: host_gw(),
+                metrics: None,
+            },
+            ready_tx,
+            health,
+            stop_rx,
+        ));
+        (task, ready_rx, stop_tx, _health_rx)
+    };
+    let published = |nodes: Api<Node>| async move {
+        let n = nodes.get("self").await.map_err(|e| e.to_string())?;
+        let a = n.metadata.annotations.unwrap_or_default();
+        match (
+            a.get("podnet.io/backend-type").map(String::as_str),
+            a.get("podnet.io/public-ip").map(String::as_str),
+        ) {
+            (Some("host-gw"), Some("172.30.0.1")) => Ok(()),
+            _ => Err(format!("{a:?}")),
+        }
+    };
+
+    for round in ["start", "restart with unchanged values"] {
+        let before = node_patches(&client).await;
+        let (churn_stop, churn_rx) = watch::channel(false);
+        let churn = status_churn(nodes.clone(), churn_rx);
+        let (task, mut ready_rx, stop_tx, _health) = start();
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| r.ready))
+            .await
+            .expect("the node network becomes ready")
+            .unwrap();
+        eventually(
+            "the annotations are published",
+            Duration::from_secs(5),
+            || published(nodes.clone()),
+        )
+        .await;
+        // Passes keep coming: the status churn's events and two resyncs.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        churn_stop.send(true).unwrap();
+        churn.await.unwrap();
+        let writes = node_patches(&client).await - before;
+        let expected = if round == "start" { 1 } else { 0 };
+        assert_eq!(writes, expected, "Node annotation writes at {round}");
+
+        if round == "restart with unchanged values" {
+            // Still level-triggered: an annotation removed by hand is put back, once.
+            nodes
+                .patch(
+                    "self",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"podnet.io/backend-type": null}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+            eventually("the annotation is restored", Duration::from_secs(5), || {
+                published(nodes.clone())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(
+                node_patches(&client).await - before,
+                2,
+                "the removal and one repair"
+            );
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the node network stops")
+            .unwrap()
+            .expect("without error");
+    }
+    server.stop().await;
+}
+
 /// The whole agent (`agent::run`), with its apiserver, on a runtime whose threads live in a
 /// test namespace: node IP detection, registration, Ready once the network is set up, the
 /// Lease, and a clean stop.

@@ -498,7 +498,7 @@ pub async fn run(
         kernel = Some(k);
         if let Some(wanted) = outcome.annotations.take() {
             // A failure is logged and retried at the next pass (the Node still differs).
-            publish(&api, &node_name, wanted).await;
+            publish_if_changed(&api, &node_name, wanted).await;
         }
         if outcome.failed() {
             retry_at = Some(tokio::time::Instant::now() + retry.next_delay());
@@ -528,6 +528,28 @@ fn report_health(pass: &Pass, health: &Health) {
             masq.as_ref().map(|_| ()).map_err(Clone::clone),
         );
     }
+}
+
+/// Merge-patches the own Node's overlay annotations (`null` removes one), unless the
+/// server's latest copy of the Node already carries them. The pass compared them with the
+/// watch's copy, which lags behind our own writes: right after a patch, every pass that
+/// runs before the watch delivers it (the node's status reports and Lease renewals make
+/// several at start) would send the same patch again. As flannel does, the write is made
+/// only when the values differ from what the server has.
+async fn publish_if_changed(api: &Api<Node>, node: &str, wanted: BTreeMap<String, Option<String>>) {
+    match api.get(node).await {
+        Ok(latest) => {
+            if annotations_to_patch(&latest, wanted.clone()).is_none() {
+                tracing::debug!(node, "the overlay annotations are already published");
+                return;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(node, error = %e, "reading the Node before publishing the overlay annotations failed; retrying at the next resync");
+            return;
+        }
+    }
+    publish(api, node, wanted).await;
 }
 
 /// Merge-patches the own Node's overlay annotations (`null` removes one).
