@@ -137,3 +137,41 @@ fn the_bridge_keeps_its_mac_when_the_pod_with_the_lowest_mac_leaves() {
         Some(bridge_mac)
     );
 }
+
+#[test]
+fn a_bridge_made_without_a_fixed_mac_is_fixed_when_it_takes_a_new_ports() {
+    let node = Node::new();
+    // As an earlier podnet-cni (or someone else) made it: a kernel-assigned MAC.
+    let mut host = Netlink::open_in(&node.ns.ns).expect("netlink in the node");
+    host.ensure_bridge("cni0", None).expect("bridge");
+    let assign_type = || {
+        in_ns(
+            &node.ns.name,
+            &["cat", "/sys/class/net/cni0/addr_assign_type"],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(assign_type(), "1", "kernel-assigned to begin with");
+
+    let conf = node.config("1.0.0", "10.66.45.0/24", json!({}));
+    let first = TestNs::new("bf0");
+    let r0 = add(&node, &first, "pod-bf0", &conf);
+    // The bridge took its only port's MAC, and keeps it from now on.
+    assert_eq!(mac_of(&r0, 0), mac_of(&r0, 1), "{r0}");
+    assert_eq!(assign_type(), "3");
+    let fixed = mac_of(&r0, 0);
+
+    let second = TestNs::new("bf1");
+    let r1 = add(&node, &second, "pod-bf1", &conf);
+    assert_eq!(mac_of(&r1, 0), fixed, "{r1}");
+    node.plugin("DEL", "pod-bf0", Some(&first.path()), "eth0")
+        .run(&conf)
+        .ok();
+    assert_eq!(
+        host.require_link("cni0").expect("bridge").mac,
+        Some(fixed),
+        "the MAC stayed when the port it came from left"
+    );
+    three_pings_answered(&second.name, "10.66.45.1".parse().expect("ip"));
+}

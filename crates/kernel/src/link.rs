@@ -445,6 +445,16 @@ impl Netlink {
         })
     }
 
+    /// Sets link `index`'s MAC address. On a bridge this also fixes it (`addr_assign_type`
+    /// 3): from then on the bridge no longer takes its lowest port's MAC.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let mut msg = by_index(index);
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.change(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("set MAC {} on link #{index}", format_mac(&mac))
+        })
+    }
+
     /// Makes link `index` a port of bridge `master`.
     pub fn set_master(&mut self, index: u32, master: u32) -> Result<()> {
         let mut msg = by_index(index);

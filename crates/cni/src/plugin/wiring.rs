@@ -70,6 +70,29 @@ fn bridge(host: &mut Netlink, a: &Attachment) -> Result<Link, CniError> {
     }
 }
 
+/// A bridge made before podnet-cni fixed its MAC (or by someone else) still takes its
+/// lowest port's. When it has just taken the new port's, that shows (an extra round trip
+/// only then): its address is set to the one it has, as the reference bridge plugin does,
+/// which fixes it without changing it. Bridges of ours are never in this case.
+fn fix_taken_mac(
+    host: &mut Netlink,
+    bridge: Option<Link>,
+    port: &Link,
+) -> Result<Option<Link>, CniError> {
+    let Some(bridge) = bridge else {
+        return Ok(None);
+    };
+    match (bridge.mac, port.mac) {
+        (Some(mac), Some(port_mac)) if mac == port_mac => {
+            host.set_mac(bridge.index, mac).map_err(|e| {
+                kernel(&format!("fix the MAC address of bridge {}", bridge.name), e)
+            })?;
+            Ok(Some(bridge))
+        }
+        _ => Ok(Some(bridge)),
+    }
+}
+
 /// A random unicast, locally administered MAC address.
 pub fn random_mac() -> Result<[u8; 6], CniError> {
     let mut mac = [0u8; 6];
@@ -110,6 +133,7 @@ pub fn attach(host: &mut Netlink, pod_ns: &NetNs, a: &Attachment) -> Result<Wire
     // nothing leaves the node.
     sysctl::write_here("net.ipv4.ip_forward", "1")
         .map_err(|e| kernel("enable IPv4 forwarding", e))?;
+    let bridge_now = fix_taken_mac(host, bridge_now, &host_end)?;
     let pod_end = configure_pod(&mut pod, a, host_end.peer_index)?;
     Ok(Wired {
         bridge: bridge_now.unwrap_or(bridge),
