@@ -155,6 +155,20 @@ fn ready_status(node: &Node) -> String {
 }
 
 /// The backend these tests run: plain routes, what the node network did before the overlay.
+/// The network part's config of node "self" (host-gw, resync every second) in `ns`.
+fn self_network(id: &NodeIdentity, files: &NodeFiles, ns: &OwnedNetNs) -> NetworkConfig {
+    NetworkConfig {
+        node_name: "self".into(),
+        node_ip: id.internal_ip,
+        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+        files: files.clone(),
+        resync: Duration::from_secs(1),
+        netns: Some(ns.try_clone().unwrap()),
+        overlay: host_gw(),
+        metrics: None,
+    }
+}
+
 fn host_gw() -> OverlaySettings {
     OverlaySettings {
         backend: podnet_overlay::BackendKind::HostGw,
@@ -558,16 +572,7 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let net = tokio::spawn(network::run(
         client.clone(),
-        NetworkConfig {
-            node_name: "self".into(),
-            node_ip: id.internal_ip,
-            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-            files: files.clone(),
-            resync: Duration::from_secs(1),
-            netns: Some(t.try_clone().unwrap()),
-            overlay: host_gw(),
-            metrics: None,
-        },
+        self_network(&id, &files, &t),
         ready_tx,
         health,
         stop_rx,
@@ -824,16 +829,7 @@ async fn overlay_annotations_are_written_once_and_not_again_on_restart() {
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(network::run(
             client.clone(),
-            NetworkConfig {
-                node_name: "self".into(),
-                node_ip: id.internal_ip,
-                cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-                files: files.clone(),
-                resync: Duration::from_secs(1),
-                netns: Some(t.try_clone().unwrap()),
-                overlay: host_gw(),
-                metrics: None,
-            },
+            self_network(&id, &files, &t),
             ready_tx,
             health,
             stop_rx,

@@ -82,15 +82,13 @@ fn fix_taken_mac(
     let Some(bridge) = bridge else {
         return Ok(None);
     };
-    match (bridge.mac, port.mac) {
-        (Some(mac), Some(port_mac)) if mac == port_mac => {
-            host.set_mac(bridge.index, mac).map_err(|e| {
-                kernel(&format!("fix the MAC address of bridge {}", bridge.name), e)
-            })?;
-            Ok(Some(bridge))
-        }
-        _ => Ok(Some(bridge)),
+    if let (Some(mac), Some(port_mac)) = (bridge.mac, port.mac)
+        && mac == port_mac
+    {
+        host.set_mac(bridge.index, mac)
+            .map_err(|e| kernel(&format!("fix the MAC address of bridge {}", bridge.name), e))?;
     }
+    Ok(Some(bridge))
 }
 
 /// A random unicast, locally administered MAC address.
