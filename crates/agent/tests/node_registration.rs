@@ -96,6 +96,7 @@ fn apiserver_config(dir: &Path) -> Config {
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
         extra_listeners: Vec::new(),
+        versions: Default::default(),
     }
 }
 

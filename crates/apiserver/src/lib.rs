@@ -15,3 +15,4 @@ pub mod selector;
 pub mod server;
 pub mod tls;
 mod typed;
+pub mod versions;

@@ -74,6 +74,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Listening sockets inherited from the parent, served too (always with TLS).
     pub extra_listeners: Vec<ExtraListener>,
+    /// The group versions served: all but those switched off (`--runtime-config`).
+    pub versions: crate::versions::ServedVersions,
 }
 
 /// A listening socket inherited from the parent (`--listen-fd`), e.g. one the lab opened
@@ -184,6 +186,7 @@ impl ApiServer {
             ready: Default::default(),
             shutdown: shutdown_rx.clone(),
             metrics,
+            versions: config.versions.clone(),
         });
         let served = match &tls_setup {
             Some(t) => {

@@ -276,6 +276,7 @@ fn change_latency(rt: &tokio::runtime::Runtime, changes: usize) -> (f64, f64) {
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
         extra_listeners: Vec::new(),
+        versions: Default::default(),
     };
     rt.block_on(async move {
         let server = ApiServer::start(config).await.expect("apiserver");

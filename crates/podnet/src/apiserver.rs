@@ -10,6 +10,7 @@ use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
 use podnet_apiserver::server::{ApiServer, Config, ExtraListener, StoreConfig};
 use podnet_apiserver::tls::{TlsConfig, TlsMode};
+use podnet_apiserver::versions::ServedVersions;
 
 #[derive(Args, Debug)]
 pub struct ApiserverArgs {
@@ -68,6 +69,10 @@ pub struct ApiserverArgs {
     /// How long a node may miss Lease renewals before it is marked NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_seconds: u64,
+    /// API group versions switched off, as kube-apiserver's: GROUP/VERSION=false, comma
+    /// separated (e.g. discovery.k8s.io/v1=false to stand in for a cluster older than 1.21).
+    #[arg(long, value_name = "GROUP/VERSION=BOOL,...", default_value = "")]
+    runtime_config: String,
 }
 
 pub fn run(args: ApiserverArgs) -> anyhow::Result<()> {
@@ -117,6 +122,8 @@ fn config(args: &ApiserverArgs) -> anyhow::Result<Config> {
             extra_sans: args.tls_sans.clone(),
         },
         extra_listeners: extra_listeners(args)?,
+        versions: ServedVersions::from_runtime_config(&args.runtime_config)
+            .map_err(anyhow::Error::msg)?,
     })
 }
 

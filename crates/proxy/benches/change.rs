@@ -132,6 +132,7 @@ async fn main() {
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
         extra_listeners: Vec::new(),
+        versions: Default::default(),
     })
     .await
     .expect("apiserver starts");

@@ -175,6 +175,7 @@ impl Lab {
             bookmark_interval: Duration::from_secs(1),
             tls: Default::default(),
             extra_listeners: Vec::new(),
+            versions: Default::default(),
         })
         .await
         .expect("apiserver starts");

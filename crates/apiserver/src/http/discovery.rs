@@ -2,6 +2,8 @@
 //! kubectl and kube-rs read them.
 
 use podnet_api::k8s::kinds::{self, ResourceKind};
+
+use crate::versions::ServedVersions;
 use serde_json::{Value, json};
 
 /// The Kubernetes version whose API podnet serves.
@@ -39,9 +41,17 @@ pub fn core_versions(server_address: &str) -> Value {
     })
 }
 
+/// The API groups served (besides the core group), each with its one version.
+fn served_groups(served: &ServedVersions) -> Vec<(&'static str, &'static str)> {
+    kinds::groups()
+        .into_iter()
+        .filter(|(g, v)| served.serves_version(g, v))
+        .collect()
+}
+
 /// `/apis`.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = kinds::groups()
+pub fn group_list(served: &ServedVersions) -> Value {
+    let groups: Vec<Value> = served_groups(served)
         .into_iter()
         .map(|(g, v)| group(g, v))
         .collect();
@@ -49,8 +59,8 @@ pub fn group_list() -> Value {
 }
 
 /// `/apis/GROUP`, if served.
-pub fn api_group(name: &str) -> Option<Value> {
-    kinds::groups()
+pub fn api_group(name: &str, served: &ServedVersions) -> Option<Value> {
+    served_groups(served)
         .into_iter()
         .find(|(g, _)| *g == name)
         .map(|(g, v)| {
@@ -67,10 +77,10 @@ fn group(name: &str, version: &str) -> Value {
 }
 
 /// `/api/v1` or `/apis/GROUP/VERSION`: the resources served there.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(group: &str, version: &str, versions: &ServedVersions) -> Option<Value> {
     let served: Vec<&ResourceKind> = kinds::ALL
         .iter()
-        .filter(|k| k.group == group && k.version == version)
+        .filter(|k| k.group == group && k.version == version && versions.serves(k))
         .collect();
     if served.is_empty() {
         return None;
@@ -120,7 +130,8 @@ mod tests {
 
     #[test]
     fn documents() {
-        let core = resource_list("", "v1").unwrap();
+        let all = ServedVersions::default();
+        let core = resource_list("", "v1", &all).unwrap();
         let names: Vec<&str> = core["resources"]
             .as_array()
             .unwrap()
@@ -132,12 +143,12 @@ mod tests {
                 && names.contains(&"pods/status")
                 && names.contains(&"endpoints")
         );
-        assert!(resource_list("apps", "v1").is_none());
-        assert_eq!(group_list()["groups"].as_array().unwrap().len(), 4);
-        let netpol = resource_list("networking.k8s.io", "v1").unwrap();
+        assert!(resource_list("apps", "v1", &all).is_none());
+        assert_eq!(group_list(&all)["groups"].as_array().unwrap().len(), 4);
+        let netpol = resource_list("networking.k8s.io", "v1", &all).unwrap();
         assert_eq!(netpol["resources"][0]["name"], "networkpolicies");
         assert_eq!(netpol["resources"][0]["shortNames"], json!(["netpol"]));
-        let cnp = resource_list("policy.networking.k8s.io", "v1alpha2").unwrap();
+        let cnp = resource_list("policy.networking.k8s.io", "v1alpha2", &all).unwrap();
         let names: Vec<&str> = cnp["resources"]
             .as_array()
             .unwrap()
@@ -150,8 +161,15 @@ mod tests {
         );
         assert_eq!(cnp["resources"][0]["namespaced"], false);
         assert_eq!(
-            api_group("discovery.k8s.io").unwrap()["preferredVersion"]["version"],
+            api_group("discovery.k8s.io", &all).unwrap()["preferredVersion"]["version"],
             "v1"
+        );
+        let no_slices = ServedVersions::from_runtime_config("discovery.k8s.io/v1=false").unwrap();
+        assert!(api_group("discovery.k8s.io", &no_slices).is_none());
+        assert!(resource_list("discovery.k8s.io", "v1", &no_slices).is_none());
+        assert_eq!(
+            group_list(&no_slices)["groups"].as_array().unwrap().len(),
+            3
         );
     }
 }

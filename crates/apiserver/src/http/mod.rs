@@ -49,6 +49,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Requests, watches and store latency, served on `/metrics`.
     pub metrics: Arc<crate::metrics::ApiMetrics>,
+    /// The group versions served (`--runtime-config`).
+    pub versions: crate::versions::ServedVersions,
 }
 
 /// The API's router.
@@ -94,6 +96,9 @@ async fn handle(state: &AppState, req: Request) -> ApiResult<Response> {
         return Ok(json_response(StatusCode::OK, &doc));
     }
     let target = Target::parse(&path)?;
+    if !state.versions.serves(target.kind) {
+        return Err(ApiError::path_not_found(&path));
+    }
     let method = req.method().clone();
     let headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
@@ -199,14 +204,16 @@ fn document(state: &AppState, path: &str) -> Option<Value> {
     match path {
         "/version" => Some(discovery::version()),
         "/api" => Some(discovery::core_versions(&state.server_address)),
-        "/apis" => Some(discovery::group_list()),
-        "/api/v1" => discovery::resource_list("", "v1"),
+        "/apis" => Some(discovery::group_list(&state.versions)),
+        "/api/v1" => discovery::resource_list("", "v1", &state.versions),
         "/openapi/v3" => Some(openapi::v3_root()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {
-                ["apis", group] => discovery::api_group(group),
-                ["apis", group, version] => discovery::resource_list(group, version),
+                ["apis", group] => discovery::api_group(group, &state.versions),
+                ["apis", group, version] => {
+                    discovery::resource_list(group, version, &state.versions)
+                }
                 _ => None,
             }
         }

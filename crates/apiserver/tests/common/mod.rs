@@ -45,6 +45,7 @@ pub fn config(dir: &Path, store: StoreConfig) -> Config {
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
         extra_listeners: Vec::new(),
+        versions: Default::default(),
     }
 }
 

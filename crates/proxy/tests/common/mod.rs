@@ -269,6 +269,7 @@ fn apiserver_config(dir: &std::path::Path) -> Config {
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
         extra_listeners: Vec::new(),
+        versions: Default::default(),
     }
 }
 
