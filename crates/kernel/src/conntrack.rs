@@ -8,11 +8,13 @@
 //! sent it).
 
 mod events;
+mod poll;
 
 use std::io;
 use std::net::Ipv4Addr;
 
 pub use events::{Counters, Event, EventKind, Events};
+pub use poll::Poller;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 

@@ -64,6 +64,48 @@ impl Listener {
             Err(e) => Err(e),
         }
     }
+
+    /// Hands every datagram already queued to `each`, without waiting; how many there were.
+    /// A full receive buffer (`ENOBUFS`: messages were lost) is read past.
+    pub(crate) fn drain(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
+        let mut n = 0;
+        loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(_) => {
+                    n += 1;
+                    each(&self.buf);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => {
+                    return Ok(n);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Asks for a receive buffer of `bytes` (past `rmem_max` when privileged), so a reader
+    /// that drains now and then loses nothing in between; the kernel's default otherwise.
+    pub(crate) fn set_receive_buffer(&self, bytes: usize) {
+        use std::os::fd::AsRawFd;
+        let size = bytes as libc::c_int;
+        for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: `size` is a live c_int of the size passed, for the duration of the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                return;
+            }
+        }
+    }
 }
 
 fn set_timeout(socket: &Socket, t: Duration) {

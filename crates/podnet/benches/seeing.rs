@@ -1,17 +1,19 @@
 //! Issue 16's figures on real labs, in one run:
 //!
-//! 1. **`podnet observe` running vs not**, on a 2-node lab (vxlan), pod `p1` on node 1 to pod
-//!    `p2` on node 2: TCP connect latency in `PODNET_BENCH_SLICES` (10) slices of
-//!    `PODNET_BENCH_CONNECTS` (250) connects per state, the states alternating (and their
-//!    order swapped every slice) with a paired ratio per slice, as the machine's load drifts
-//!    more than the difference; then iperf3 (one TCP stream, `PODNET_BENCH_SECONDS` (4) s) in
-//!    `PODNET_BENCH_ROUNDS` (3) rounds of each. "Running" is `podnet observe -o json` reading
-//!    both nodes' conntrack events and NFLOG group, its output read by the bench (each
-//!    slice's flows are counted, so the collector is proven to be at work); "not" is no
-//!    collector and connection accounting off (`nf_conntrack_acct` 0, a node's default;
-//!    observe turns it on). Per state: the CPU the two agents used and their RSS; with the
-//!    collector on, its own CPU and RSS too (podnet's flow collector is the observe process,
-//!    which reads the nodes' namespaces directly).
+//! 1. **A flow collector running vs not**, on a 2-node lab (vxlan), pod `p1` on node 1 to
+//!    pod `p2` on node 2, in four states: no collector (connection accounting off,
+//!    `nf_conntrack_acct` 0, a node's default); the reference, conntrack-tools' `conntrack
+//!    -E` in each node namespace (reading the kernel's events); `podnet observe -o json`
+//!    (its default: table dumps compared, twice a second); and `podnet observe --events`
+//!    (ctnetlink's events, drained twice a second). TCP connect latency in
+//!    `PODNET_BENCH_SLICES` (12) slices of `PODNET_BENCH_CONNECTS` (250) connects per
+//!    state, the states' order rotated every slice, with paired ratios of each slice's
+//!    medians (the machine's load drifts more than the differences); then iperf3 (one TCP
+//!    stream, `PODNET_BENCH_SECONDS` (4) s) in `PODNET_BENCH_ROUNDS` (4) rounds of each.
+//!    Each collector writes to a file whose lines are counted (so it is seen at work; a
+//!    pipe read by the bench would wake it per line). Per state: the CPU the two agents
+//!    used and their RSS, and the collector's CPU and RSS (podnet's collector is the
+//!    observe process, which reads the nodes' namespaces itself).
 //! 2. **`podnet trace` answer time** on a `PODNET_BENCH_TRACE_NODES` (30) node lab with
 //!    `PODNET_BENCH_SERVICES` (1000) Services (each selecting the server pod on the last
 //!    node), every one in node 1's kernel table before the clock starts: the wall time of
@@ -26,12 +28,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddrV4, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Lab, PODNET, is_root, wait_for};
@@ -42,7 +41,17 @@ use kube::api::PostParams;
 use podnet_kernel::NetNs;
 use serde_json::{Value, json};
 
-const NAMES: [&str; 2] = ["observe off", "observe on"];
+const NAMES: [&str; N] = [
+    "no collector",
+    "conntrack -E",
+    "podnet observe",
+    "podnet observe --events",
+];
+const N: usize = 4;
+const OFF: usize = 0;
+const REFERENCE: usize = 1;
+const OBSERVE: usize = 2;
+const EVENTS: usize = 3;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -99,44 +108,89 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-/// `podnet observe -o json` on the lab, its flows counted by a thread of the bench.
-struct Observer {
-    proc: Proc,
-    flows: Arc<AtomicUsize>,
+/// A flow collector of the lab, its output lines counted: podnet's
+/// (`podnet observe -o json`, one process for all nodes) or the reference, conntrack-tools'
+/// `conntrack -E` (one per node namespace, reading the same kernel events).
+struct Collector {
+    procs: Vec<Proc>,
+    /// Where each process writes (a file: a pipe read by the bench would wake it per line).
+    logs: Vec<PathBuf>,
 }
 
-impl Observer {
-    fn start(lab: &Lab) -> Observer {
-        let mut child = Command::new(PODNET)
-            .args(["--kubeconfig", &lab.kubeconfig, "observe", "-o", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start podnet observe");
-        let out = child.stdout.take().unwrap();
-        let flows = Arc::new(AtomicUsize::new(0));
-        let counted = flows.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if serde_json::from_str::<Value>(&line).is_ok() {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        Observer {
-            proc: Proc(child),
-            flows,
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.procs.clear();
+        for l in &self.logs {
+            let _ = std::fs::remove_file(l);
         }
     }
+}
 
-    fn pid(&self) -> u32 {
-        self.proc.0.id()
+impl Collector {
+    fn start(lab: &Lab, state: usize) -> Collector {
+        let commands: Vec<Command> = if state == OBSERVE || state == EVENTS {
+            let mut c = Command::new(PODNET);
+            c.args(["--kubeconfig", &lab.kubeconfig, "observe", "-o", "json"]);
+            if state == EVENTS {
+                c.arg("--events");
+            }
+            vec![c]
+        } else {
+            (1..=2)
+                .map(|i| {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", &lab.node(i), "conntrack", "-E"]);
+                    if let Ok(events) = std::env::var("PODNET_BENCH_CT_EVENTS") {
+                        c.args(["-e", &events]);
+                    }
+                    c
+                })
+                .collect()
+        };
+        let logs: Vec<PathBuf> = (0..commands.len())
+            .map(|i| {
+                std::env::temp_dir().join(format!("podnet-seeing-{}-{i}.log", std::process::id()))
+            })
+            .collect();
+        let procs = commands
+            .into_iter()
+            .zip(&logs)
+            .map(|(mut c, log)| {
+                let file = std::fs::File::create(log).expect("the collector's log file");
+                Proc(
+                    c.stdin(Stdio::null())
+                        .stdout(file)
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("start the flow collector (apt-get install -y conntrack)"),
+                )
+            })
+            .collect();
+        Collector { procs, logs }
     }
 
+    /// The collector's processes (for `ip netns exec`, the one it became).
+    fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.0.id()).collect()
+    }
+
+    fn cpu(&self) -> f64 {
+        self.pids().into_iter().map(cpu_seconds).sum()
+    }
+
+    fn rss(&self) -> f64 {
+        self.pids().into_iter().map(rss_mib).sum()
+    }
+
+    /// The lines the collector has written so far.
     fn flows(&self) -> usize {
-        self.flows.load(Ordering::Relaxed)
+        self.logs
+            .iter()
+            .map(|l| {
+                let text = std::fs::read(l).unwrap_or_default();
+                text.iter().filter(|&&b| b == b'\n').count()
+            })
+            .sum()
     }
 }
 
@@ -181,52 +235,55 @@ struct Usage {
     wall: f64,
     agents_cpu: f64,
     agents_rss: f64,
-    observe_cpu: f64,
-    observe_rss: f64,
+    collector_cpu: f64,
+    collector_rss: f64,
 }
 
-/// The 2-node lab in one of the two states, switched in turn.
+/// The 2-node lab in one of the states, switched in turn.
 struct States<'a> {
     lab: &'a Lab,
     client: NetNs,
     server: SocketAddrV4,
     agents: [u32; 2],
-    observer: Option<Observer>,
-    used: [Usage; 2],
+    /// The running collector and the state it belongs to.
+    collector: Option<(usize, Collector)>,
+    used: [Usage; N],
 }
 
 impl States<'_> {
-    /// Puts the lab in `state` (0: no collector, accounting off; 1: `podnet observe`
-    /// running and seen to report a connection).
+    /// Puts the lab in `state`: no collector with accounting off, or a collector running
+    /// and seen to report a connection.
     fn enter(&mut self, state: usize) {
-        if state == 0 {
-            self.observer = None;
-            for i in 1..=2 {
-                let ns = NetNs::open(&self.lab.node(i)).unwrap();
-                podnet_kernel::sysctl::write(&ns, "net.netfilter.nf_conntrack_acct", "0")
-                    .expect("turn connection accounting off");
-            }
+        if self.collector.as_ref().is_some_and(|(s, _)| *s == state) {
             return;
         }
-        if self.observer.is_none() {
-            let o = Observer::start(self.lab);
-            wait_for(Duration::from_secs(20), "podnet observe reporting", || {
-                connects(&self.client, self.server, 1);
-                (o.flows() > 0)
-                    .then_some(())
-                    .ok_or("no flow yet".to_string())
-            });
-            self.observer = Some(o);
+        self.collector = None;
+        for i in 1..=2 {
+            let ns = NetNs::open(&self.lab.node(i)).unwrap();
+            let acct = if state == OFF { "0" } else { "1" };
+            podnet_kernel::sysctl::write(&ns, "net.netfilter.nf_conntrack_acct", acct)
+                .expect("set connection accounting");
         }
+        if state == OFF {
+            return;
+        }
+        let c = Collector::start(self.lab, state);
+        wait_for(Duration::from_secs(20), "the collector reporting", || {
+            connects(&self.client, self.server, 1);
+            (c.flows() > 0)
+                .then_some(())
+                .ok_or("no flow yet".to_string())
+        });
+        self.collector = Some((state, c));
     }
 
-    /// Runs `work` in `state`, adding what the agents and the collector used to its tally.
+    /// Runs `work` in `state`, adding what the agents and the collector used to its tally;
+    /// with the flows the collector reported meanwhile.
     fn measured<R>(&mut self, state: usize, work: impl FnOnce(&Self) -> R) -> (R, usize) {
         self.enter(state);
         let agents = |s: &Self| s.agents.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-        let observe = |s: &Self| s.observer.as_ref().map(|o| cpu_seconds(o.pid()));
-        let flows_before = self.observer.as_ref().map(Observer::flows).unwrap_or(0);
-        let (a0, o0, t) = (agents(self), observe(self), Instant::now());
+        let collector = |s: &Self| s.collector.as_ref().map(|(_, c)| (c.cpu(), c.flows()));
+        let (a0, c0, t) = (agents(self), collector(self), Instant::now());
         let r = work(self);
         let wall = t.elapsed().as_secs_f64();
         let agents_cpu = agents(self) - a0;
@@ -236,64 +293,96 @@ impl States<'_> {
         u.agents_cpu += agents_cpu;
         u.agents_rss = u.agents_rss.max(rss);
         let mut flows = 0;
-        if let (Some(o), Some(o0)) = (&self.observer, o0) {
-            u.observe_cpu += cpu_seconds(o.pid()) - o0;
-            u.observe_rss = u.observe_rss.max(rss_mib(o.pid()));
-            // Its own output is read on another thread: give it a moment to catch up.
-            std::thread::sleep(Duration::from_millis(300));
-            flows = o.flows() - flows_before;
+        if let (Some((_, c)), Some((cpu0, flows0))) = (&self.collector, c0) {
+            u.collector_cpu += c.cpu() - cpu0;
+            u.collector_rss = u.collector_rss.max(c.rss());
+            // It reads the kernel twice a second: give it the time to write what it saw.
+            std::thread::sleep(Duration::from_millis(700));
+            flows = c.flows() - flows0;
         }
         (r, flows)
     }
 }
 
+/// The states in the order of round `k`: rotated, so none always follows another.
+fn order(k: usize) -> [usize; N] {
+    let mut o = [OFF, REFERENCE, OBSERVE, EVENTS];
+    o.rotate_left(k % N);
+    o
+}
+
+/// Paired ratios of each slice's medians: with a collector / without, and podnet's event
+/// mode / the reference, which reads the same events.
+const PAIRS: [(usize, usize); 4] = [
+    (OBSERVE, OFF),
+    (EVENTS, OFF),
+    (REFERENCE, OFF),
+    (EVENTS, REFERENCE),
+];
+
 fn latency(s: &mut States<'_>, slices: usize, n: usize) {
-    let mut all: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut ratios = Vec::new();
+    let mut all: [Vec<f64>; N] = Default::default();
+    let mut ratios: [Vec<f64>; PAIRS.len()] = Default::default();
     for slice in 0..slices {
-        let mut medians = [0.0; 2];
-        let mut seen = 0;
-        let order = if slice % 2 == 0 { [0, 1] } else { [1, 0] };
-        for state in order {
+        let mut medians = [0.0; N];
+        let mut seen = [0; N];
+        for state in order(slice) {
             let (l, flows) = s.measured(state, |s| connects(&s.client, s.server, n));
             medians[state] = median(l.clone());
             all[state].extend(l);
-            seen += flows;
+            seen[state] = flows;
         }
-        ratios.push(medians[1] / medians[0]);
+        for (k, (a, b)) in PAIRS.iter().enumerate() {
+            ratios[k].push(medians[*a] / medians[*b]);
+        }
+        let shown: Vec<String> = (0..N)
+            .map(|i| format!("{:.1} µs {} ({} lines)", medians[i], NAMES[i], seen[i]))
+            .collect();
         println!(
-            "slice {}: connect median {:.1} µs {}, {:.1} µs {} ({n} connects each, {seen} flows reported): ratio {:.3}",
+            "slice {}: connect median {}; {n} connects each",
             slice + 1,
-            medians[0],
-            NAMES[0],
-            medians[1],
-            NAMES[1],
-            medians[1] / medians[0]
+            shown.join(", ")
         );
     }
-    let r = median(ratios.clone());
     println!(
-        "connect latency over {slices} slices of {n} connects per state: medians {:.1} µs {}, {:.1} µs {} (p99 {:.1} / {:.1} µs); paired ratio median {r:.3} (spread {:.3}-{:.3}; target <= 1.10: {})",
-        median(all[0].clone()),
-        NAMES[0],
-        median(all[1].clone()),
-        NAMES[1],
-        percentile(all[0].clone(), 0.99),
-        percentile(all[1].clone(), 0.99),
-        percentile(ratios.clone(), 0.0),
-        percentile(ratios, 1.0),
-        if r <= 1.10 { "met" } else { "NOT met" }
+        "connect latency over {slices} slices of {n} connects per state: medians {}",
+        (0..N)
+            .map(|i| format!(
+                "{:.1} µs {} (p99 {:.1})",
+                median(all[i].clone()),
+                NAMES[i],
+                percentile(all[i].clone(), 0.99)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+    for (k, (a, b)) in PAIRS.iter().enumerate() {
+        let r = median(ratios[k].clone());
+        let target = if *b == OFF && *a != REFERENCE {
+            format!(
+                "; target <= 1.10: {}",
+                if r <= 1.10 { "met" } else { "NOT met" }
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  paired ratio {} / {}: median {r:.3} (spread {:.3}-{:.3}){target}",
+            NAMES[*a],
+            NAMES[*b],
+            percentile(ratios[k].clone(), 0.0),
+            percentile(ratios[k].clone(), 1.0),
+        );
+    }
 }
 
 fn throughput(s: &mut States<'_>, client: &Path, server: &str, rounds: usize, secs: usize) {
-    let mut gbit: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut gbit: [Vec<f64>; N] = Default::default();
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for state in order {
+        for state in order(round) {
             let (g, flows) = s.measured(state, |_| iperf(client, server, secs));
             println!(
-                "round {}: {:<11}: iperf3 {} ({flows} flows reported)",
+                "round {}: {:<23}: iperf3 {} ({flows} lines)",
                 round + 1,
                 NAMES[state],
                 g.map(|g| format!("{g:.2} Gbit/s"))
@@ -302,35 +391,47 @@ fn throughput(s: &mut States<'_>, client: &Path, server: &str, rounds: usize, se
             gbit[state].extend(g);
         }
     }
-    if gbit[0].is_empty() || gbit[1].is_empty() {
-        println!("throughput skipped: the iperf3 runs failed");
+    if gbit.iter().any(Vec::is_empty) {
+        println!("throughput skipped: iperf3 runs failed");
         return;
     }
-    let (g0, g1) = (median(gbit[0].clone()), median(gbit[1].clone()));
+    let g: Vec<f64> = gbit.iter().map(|v| median(v.clone())).collect();
+    let shown: Vec<String> = (0..N)
+        .map(|i| format!("{} {:.2} Gbit/s", NAMES[i], g[i]))
+        .collect();
     println!(
-        "iperf3 throughput, medians over {rounds} rounds of {secs} s: {} {g0:.2} Gbit/s, {} {g1:.2} Gbit/s; ratio {:.3} (target >= 0.95: {})",
-        NAMES[0],
-        NAMES[1],
-        g1 / g0,
-        if g1 / g0 >= 0.95 { "met" } else { "NOT met" }
+        "iperf3 throughput, medians over {rounds} rounds of {secs} s: {}",
+        shown.join(", ")
     );
+    for i in [OBSERVE, EVENTS, REFERENCE] {
+        let r = g[i] / g[OFF];
+        let target = if i == REFERENCE {
+            String::new()
+        } else {
+            format!(
+                " (target >= 0.95: {})",
+                if r >= 0.95 { "met" } else { "NOT met" }
+            )
+        };
+        println!("  {} / {}: {r:.3}{target}", NAMES[i], NAMES[OFF]);
+    }
 }
 
 fn usage(s: &States<'_>) {
     for (state, u) in s.used.iter().enumerate() {
         let mut line = format!(
-            "{:<11}: the two agents used {:.1} % of a core together ({:.2} CPU s over {:.1} s), RSS max {:.1} MiB",
+            "{:<23}: the two agents used {:.1} % of a core together ({:.2} CPU s over {:.1} s), RSS max {:.1} MiB",
             NAMES[state],
             100.0 * u.agents_cpu / u.wall,
             u.agents_cpu,
             u.wall,
             u.agents_rss
         );
-        if state == 1 {
+        if state != OFF {
             line.push_str(&format!(
-                "; the collector (podnet observe) {:.1} % of a core, RSS max {:.1} MiB",
-                100.0 * u.observe_cpu / u.wall,
-                u.observe_rss
+                "; the collector {:.1} % of a core, RSS {:.1} MiB",
+                100.0 * u.collector_cpu / u.wall,
+                u.collector_rss
             ));
         }
         println!("{line}");
@@ -360,19 +461,19 @@ fn observe_bench() {
         client: NetNs::open_path(&p1).unwrap(),
         server: format!("{}:8080", ips["p2"]).parse().unwrap(),
         agents: [lab.agent_pid(1) as u32, lab.agent_pid(2) as u32],
-        observer: None,
-        used: [Usage::default(); 2],
+        collector: None,
+        used: [Usage::default(); N],
     };
     latency(
         &mut states,
-        env_usize("PODNET_BENCH_SLICES", 10),
+        env_usize("PODNET_BENCH_SLICES", 12),
         env_usize("PODNET_BENCH_CONNECTS", 250),
     );
     throughput(
         &mut states,
         &p1,
         &ips["p2"],
-        env_usize("PODNET_BENCH_ROUNDS", 3),
+        env_usize("PODNET_BENCH_ROUNDS", 4),
         env_usize("PODNET_BENCH_SECONDS", 4),
     );
     usage(&states);

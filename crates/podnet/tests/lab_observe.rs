@@ -51,61 +51,13 @@ fn observe_shows_connections_with_their_bytes_and_policy_drops_with_the_policy()
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let p1 = lab.pod_netns("p1");
 
-    let mut child = Command::new(PODNET)
-        .args([
-            "--kubeconfig",
-            &lab.kubeconfig,
-            "observe",
-            "-o",
-            "json",
-            "--timeout",
-            "60",
-            "--from-namespace",
-            "default",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    // Give the listeners their moment to subscribe (they print nothing until a flow).
-    std::thread::sleep(Duration::from_millis(500));
-
-    let target = format!("{cluster_ip}:80");
-    let started = Instant::now();
-    let answer = lab.tcp_from(&p1, &target, Duration::from_secs(5));
-    assert!(answer.starts_with("p2 got:"), "{answer}");
-    let is_ours = |f: &Value| {
-        f["source"]["name"] == "pod default/p1"
-            && f["destination"]["name"] == "pod default/p2"
-            && f["via"]["name"] == "service default/web"
-    };
-    let (new, took) = next_matching(&rx, Duration::from_secs(5), "new flow", |f| {
-        is_ours(f) && f["event"] == "new"
-    });
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(new["destination"]["ip"], ips["p2"].as_str());
-    assert_eq!(new["via"]["ip"], cluster_ip.as_str());
-    assert!(
-        took < Duration::from_secs(1),
-        "the new flow came after {took:?}"
-    );
-    let (closed, _) = next_matching(&rx, Duration::from_secs(10), "closed flow", |f| {
-        is_ours(f) && f["event"] == "closed"
-    });
-    let bytes = closed["bytes"].as_array().expect("bytes of a closed flow");
-    assert!(
-        bytes[0].as_u64().unwrap() > 0 && bytes[1].as_u64().unwrap() > 0,
-        "{closed}"
-    );
+    // Read from table dumps (the default), and from ctnetlink's events.
+    let mut events = start_observe(&lab, &["--events"]);
+    connection_is_seen(&lab, &events.1, &p1, &cluster_ip, &ips["p2"]);
+    let _ = events.0.kill();
+    let _ = events.0.wait();
+    let (mut child, rx) = start_observe(&lab, &[]);
+    connection_is_seen(&lab, &rx, &p1, &cluster_ip, &ips["p2"]);
 
     lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\nspec:\n  podSelector: {matchLabels: {app: p2}}\n  policyTypes: [Ingress]\n");
     let denied = Instant::now();
@@ -133,4 +85,65 @@ fn observe_shows_connections_with_their_bytes_and_policy_drops_with_the_policy()
     assert!(denied.elapsed() < Duration::from_secs(10));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `podnet observe -o json` on the lab with `extra` flags; its flows as they come.
+fn start_observe(lab: &Lab, extra: &[&str]) -> (std::process::Child, mpsc::Receiver<Value>) {
+    let mut child = Command::new(PODNET)
+        .args(["--kubeconfig", &lab.kubeconfig, "observe", "-o", "json"])
+        .args(["--timeout", "60", "--from-namespace", "default"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    // Give the listeners their moment to start (they print nothing until a flow).
+    std::thread::sleep(Duration::from_millis(500));
+    (child, rx)
+}
+
+/// A connection from p1 through Service web shows as new within a second, then as closed
+/// with the bytes it carried each way.
+fn connection_is_seen(
+    lab: &Lab,
+    rx: &mpsc::Receiver<Value>,
+    p1: &std::path::Path,
+    cluster_ip: &str,
+    p2: &str,
+) {
+    let started = Instant::now();
+    let answer = lab.tcp_from(p1, &format!("{cluster_ip}:80"), Duration::from_secs(5));
+    assert!(answer.starts_with("p2 got:"), "{answer}");
+    let is_ours = |f: &Value| {
+        f["source"]["name"] == "pod default/p1"
+            && f["destination"]["name"] == "pod default/p2"
+            && f["via"]["name"] == "service default/web"
+    };
+    let (new, took) = next_matching(rx, Duration::from_secs(5), "new flow", |f| {
+        is_ours(f) && f["event"] == "new"
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(new["destination"]["ip"], p2);
+    assert_eq!(new["via"]["ip"], cluster_ip);
+    assert!(
+        took < Duration::from_secs(1),
+        "the new flow came after {took:?}"
+    );
+    let (closed, _) = next_matching(rx, Duration::from_secs(10), "closed flow", |f| {
+        is_ours(f) && f["event"] == "closed"
+    });
+    let bytes = closed["bytes"].as_array().expect("bytes of a closed flow");
+    assert!(
+        bytes[0].as_u64().unwrap() > 0 && bytes[1].as_u64().unwrap() > 0,
+        "{closed}"
+    );
 }

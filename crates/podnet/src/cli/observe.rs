@@ -1,6 +1,7 @@
-//! `podnet observe`: a live flow log, as Hubble's. From every node of the lab: connection
-//! tracking events (a connection's first packet, its end with the bytes it carried each way)
-//! and the packets NetworkPolicy dropped (its NFLOG group, with the policy's name), named
+//! `podnet observe`: a live flow log, as Hubble's. From every node of the lab: its tracked
+//! connections (a connection's first packet, its end with the bytes it carried each way;
+//! from table dumps compared, or with `--events` from ctnetlink's events) and the packets
+//! NetworkPolicy dropped (its NFLOG group, with the policy's name), named
 //! after the pods, Services and nodes they are between. Follows until interrupted (or
 //! `--count` flows, or `--timeout`).
 
@@ -50,6 +51,12 @@ pub struct ObserveArgs {
     /// The NFLOG group the agents log refused packets to (their --policy-nflog-group).
     #[arg(long, default_value_t = 100)]
     pub log_group: u16,
+    /// Read connections from ctnetlink's event subscription (each change told the moment
+    /// the kernel makes it) instead of dumps of the table twice a second. While anyone
+    /// subscribes, the kernel builds a message in the path of every connection's packets (a
+    /// cross-node connect in the lab takes 20 % longer); dumps cost the connections nothing.
+    #[arg(long)]
+    pub events: bool,
     /// Output format: json for one JSON object per line.
     #[arg(short = 'o', long, value_name = "FORMAT")]
     pub output: Option<String>,
@@ -188,36 +195,80 @@ pub(crate) enum Seen {
     Failed(String),
 }
 
+/// How a node's connections are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Source {
+    /// Table dumps every [`POLL_EVERY`], compared (see `conntrack::Poller`): costs the
+    /// connections nothing.
+    #[default]
+    Poll,
+    /// ctnetlink's event subscription: each change told as the kernel makes it, at the price
+    /// of a message built in the path of every connection's packets.
+    Events,
+}
+
+/// How often a node's table is dumped, or its queued events read: often enough that a
+/// flow shows within a second, seldom enough that a busy table costs little to dump.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// What reads a node's connections.
+enum Reader {
+    Poll(podnet_kernel::conntrack::Poller),
+    Events(Events, NetNs),
+}
+
+impl Reader {
+    fn open(ns: &NetNs, source: Source) -> Result<Reader, podnet_kernel::KernelError> {
+        Ok(match source {
+            Source::Poll => Reader::Poll(podnet_kernel::conntrack::Poller::new(Some(ns))?),
+            Source::Events => Reader::Events(Events::subscribe(Some(ns))?, ns.try_clone()?),
+        })
+    }
+
+    /// What changed since the last read. Events are drained on a timer, not read as each
+    /// comes (see `Events::pending`); a TCP connection's end is told without its counts
+    /// then, so they are read from its entry, which lasts until TIME_WAIT is over.
+    fn next(&mut self) -> Result<Vec<podnet_kernel::conntrack::Event>, String> {
+        std::thread::sleep(POLL_EVERY);
+        match self {
+            Reader::Poll(p) => p.poll().map_err(|e| format!("conntrack table: {e}")),
+            Reader::Events(events, ns) => {
+                let mut list = events
+                    .pending()
+                    .map_err(|e| format!("conntrack events: {e}"))?;
+                for e in list.iter_mut().filter(|e| e.kind == EventKind::Closed) {
+                    e.counters = podnet_kernel::conntrack::counters_of(Some(ns), &e.entry)
+                        .ok()
+                        .flatten();
+                }
+                Ok(list)
+            }
+        }
+    }
+}
+
 /// Starts the two listeners of node `name` on threads of their own.
 pub(crate) fn listen(
     name: String,
     group: u16,
+    source: Source,
     tx: mpsc::UnboundedSender<Seen>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
     let ns = NetNs::open(&name).map_err(|e| CliError::other(format!("node {name}: {e} (podnet observe reads the nodes' namespaces, so it runs where the nodes are: a lab)")))?;
     // Without accounting a connection's end carries no byte counts.
     let _ = podnet_kernel::sysctl::write(&ns, "net.netfilter.nf_conntrack_acct", "1");
-    let mut events = Events::subscribe(Some(&ns)).map_err(|e| CliError::other(e.to_string()))?;
+    let mut reader = Reader::open(&ns, source).map_err(|e| CliError::other(e.to_string()))?;
     let nflog = Nflog::bind(Some(&ns), group);
     let (n1, tx1, s1) = (name.clone(), tx.clone(), stop.clone());
-    let counting = ns.try_clone().map_err(|e| CliError::other(e.to_string()))?;
     std::thread::spawn(move || {
         while !s1.load(Ordering::Relaxed) {
-            match events.receive() {
-                Ok(list) => list.into_iter().for_each(|mut e| {
-                    // A TCP connection's end: what it carried is read from its entry,
-                    // which lasts until TIME_WAIT is over.
-                    if e.kind == EventKind::Closed {
-                        e.counters =
-                            podnet_kernel::conntrack::counters_of(Some(&counting), &e.entry)
-                                .ok()
-                                .flatten();
-                    }
+            match reader.next() {
+                Ok(list) => list.into_iter().for_each(|e| {
                     let _ = tx1.send(Seen::Conn(n1.clone(), e));
                 }),
                 Err(e) => {
-                    let _ = tx1.send(Seen::Failed(format!("{n1}: conntrack events: {e}")));
+                    let _ = tx1.send(Seen::Failed(format!("{n1}: {e}")));
                     return;
                 }
             }
@@ -403,7 +454,12 @@ async fn observe(g: &GlobalArgs, args: &ObserveArgs) -> Result<(), CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::unbounded_channel();
     for node in nodes {
-        listen(node, args.log_group, tx.clone(), stop.clone())?;
+        let source = if args.events {
+            Source::Events
+        } else {
+            Source::Poll
+        };
+        listen(node, args.log_group, source, tx.clone(), stop.clone())?;
     }
     drop(tx);
     let deadline = tokio::time::sleep(Duration::from_secs(args.timeout.unwrap_or(u64::MAX / 4)));

@@ -43,6 +43,7 @@ impl Listeners {
             match observe::listen(
                 node.name.clone(),
                 self.group,
+                observe::Source::Poll,
                 self.tx.clone(),
                 self.stop.clone(),
             ) {
