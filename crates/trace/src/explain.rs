@@ -277,7 +277,14 @@ impl<'a> Walk<'a> {
         hook: Hook,
         name: &str,
     ) -> Result<podnet_kernel::ruleset::trace::Trace, ()> {
-        let t = trace(&node.state.tables, hook, &self.packet(node));
+        let tables = match node.state.tables() {
+            Ok(t) => t,
+            Err(e) => {
+                self.hop(&node.name, format!("{name}: unknown, {e}"), Vec::new());
+                return Err(());
+            }
+        };
+        let t = trace(tables, hook, &self.packet(node));
         // The rules that decided: what the packet's fate or addresses came from.
         let rules: Vec<String> = t
             .steps

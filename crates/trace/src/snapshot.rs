@@ -1,9 +1,12 @@
 //! The kernel state a trace reads, taken once per namespace over netlink: links, addresses,
 //! the main route table, the overlay device's neighbours and FDB, and the nftables tables
-//! podnet owns (as [`podnet_kernel::ruleset`] data, which the tracer walks).
+//! podnet owns (as [`podnet_kernel::ruleset`] data, which the tracer walks). The tables are
+//! read when first asked for: a ruleset costs one dump per set (two per Service), and a trace
+//! walks the rules of the nodes it crosses only, not of every node of the cluster.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use ipnet::{IpNet, Ipv4Net};
 use podnet_kernel::neigh::Neighbour;
@@ -20,8 +23,15 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// Per VXLAN device: its settings, neighbours and FDB entries.
     pub vxlan: Vec<VxlanState>,
-    /// The nftables tables whose names start with `podnet`.
-    pub tables: Vec<Table>,
+    tables: Tables,
+}
+
+/// The nftables tables whose names start with `podnet`, read once, on first use.
+#[derive(Debug, Clone, Default)]
+struct Tables {
+    ns: Option<Arc<NetNs>>,
+    what: String,
+    read: Arc<OnceLock<Result<Vec<Table>, String>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +85,11 @@ impl Snapshot {
                 fdb: nl.fdb_entries(link.index).map_err(err)?,
             });
         }
-        let tables = ruleset::list(Some(ns), None, |n| n.starts_with("podnet")).map_err(err)?;
+        let tables = Tables {
+            ns: Some(Arc::new(ns.try_clone().map_err(err)?)),
+            what: what.to_string(),
+            read: Arc::default(),
+        };
         Ok(Snapshot {
             links,
             addresses,
@@ -83,6 +97,19 @@ impl Snapshot {
             vxlan,
             tables,
         })
+    }
+
+    /// The nftables tables whose names start with `podnet` (read now, the first time).
+    pub fn tables(&self) -> Result<&[Table], String> {
+        let t = &self.tables;
+        let read = t.read.get_or_init(|| {
+            let Some(ns) = &t.ns else {
+                return Ok(Vec::new());
+            };
+            ruleset::list(Some(ns), None, |n| n.starts_with("podnet"))
+                .map_err(|e| format!("reading the nftables rules of {}: {e}", t.what))
+        });
+        read.as_deref().map_err(Clone::clone)
     }
 
     /// Reads the namespace mounted at `path`.
