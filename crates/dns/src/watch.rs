@@ -10,7 +10,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
@@ -108,39 +107,42 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let cfg = watcher::Config::default;
-    let ns = watcher::watcher(Api::<Namespace>::all(client.clone()), cfg())
-        .default_backoff()
-        .map(|e| {
-            e.map_or_else(
-                |e| Change::Failed("Namespaces", e.to_string()),
-                |e| Change::Namespace(Box::new(e)),
-            )
-        })
-        .boxed();
-    let svc = watcher::watcher(Api::<Service>::all(client.clone()), cfg())
-        .default_backoff()
-        .map(|e| {
-            e.map_or_else(
-                |e| Change::Failed("Services", e.to_string()),
-                |e| Change::Service(Box::new(e)),
-            )
-        })
-        .boxed();
-    let eps = watcher::watcher(Api::<EndpointSlice>::all(client.clone()), cfg())
-        .default_backoff()
-        .map(|e| {
-            e.map_or_else(
-                |e| Change::Failed("EndpointSlices", e.to_string()),
-                |e| Change::Slice(Box::new(e)),
-            )
-        })
-        .boxed();
+    let ns = podnet_watch::backed_off(watcher::watcher(
+        Api::<Namespace>::all(client.clone()),
+        cfg(),
+    ))
+    .map(|e| {
+        e.map_or_else(
+            |e| Change::Failed("Namespaces", e.to_string()),
+            |e| Change::Namespace(Box::new(e)),
+        )
+    })
+    .boxed();
+    let svc =
+        podnet_watch::backed_off(watcher::watcher(Api::<Service>::all(client.clone()), cfg()))
+            .map(|e| {
+                e.map_or_else(
+                    |e| Change::Failed("Services", e.to_string()),
+                    |e| Change::Service(Box::new(e)),
+                )
+            })
+            .boxed();
+    let eps = podnet_watch::backed_off(watcher::watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        cfg(),
+    ))
+    .map(|e| {
+        e.map_or_else(
+            |e| Change::Failed("EndpointSlices", e.to_string()),
+            |e| Change::Slice(Box::new(e)),
+        )
+    })
+    .boxed();
     let mut streams = vec![ns, svc, eps];
     let mut listed = [false, false, false, !watch_pods];
     if watch_pods {
         streams.push(
-            watcher::watcher(Api::<Pod>::all(client), cfg())
-                .default_backoff()
+            podnet_watch::backed_off(watcher::watcher(Api::<Pod>::all(client), cfg()))
                 .map(|e| {
                     e.map_or_else(
                         |e| Change::Failed("Pods", e.to_string()),

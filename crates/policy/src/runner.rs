@@ -13,7 +13,6 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use podnet_api::k8s::policy_api::ClusterNetworkPolicy;
@@ -269,17 +268,19 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .map(move |e| match e {
-            Ok(Event::InitDone) => Signal::Listed(index),
-            Ok(_) => Signal::Changed,
-            Err(e) if index == OPTIONAL && not_served(&e) => Signal::NotServed(index),
-            Err(e) => Signal::Failed(PolicyError::Watch {
-                what: WATCHED[index],
-                error: e.to_string(),
-            }),
-        })
+    podnet_watch::backed_off(reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default()),
+    ))
+    .map(move |e| match e {
+        Ok(Event::InitDone) => Signal::Listed(index),
+        Ok(_) => Signal::Changed,
+        Err(e) if index == OPTIONAL && not_served(&e) => Signal::NotServed(index),
+        Err(e) => Signal::Failed(PolicyError::Watch {
+            what: WATCHED[index],
+            error: e.to_string(),
+        }),
+    })
 }
 
 /// What the loop reports after each sync attempt (to the node's health).

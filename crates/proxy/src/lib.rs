@@ -13,6 +13,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod apis;
 pub mod fastpath;
 pub mod fullsync;
 pub mod healthcheck;

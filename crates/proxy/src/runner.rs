@@ -13,13 +13,13 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use podnet_kernel::NetNs;
 use podnet_kernel::conntrack;
 use podnet_kernel::nftnl;
 use tokio::sync::watch;
 
+use crate::apis;
 use crate::healthcheck::{HealthServers, HealthStatus};
 use crate::model::{self, NodeContext, Protocol, ServicePortName, ServiceState, categorize};
 use crate::nftables::{self, Installed, TableConfig};
@@ -27,6 +27,7 @@ use crate::tracker::{ChangeTracker, PortChange};
 use crate::userspace::{self, UserspaceConfig, UserspaceProxy};
 use crate::{Changes, ProxyConfig, ProxyError, ProxyEvent, ProxyMode, SyncObserver};
 use crate::{fastpath, fullsync};
+use podnet_watch::{Trouble, backed_off};
 
 /// How long to wait before retrying a failed sync (doubling up to the maximum).
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -352,6 +353,8 @@ struct Watches {
     services_buf: Vec<Service>,
     slices_buf: Vec<EndpointSlice>,
     logged_synced: bool,
+    services_trouble: Trouble,
+    slices_trouble: Trouble,
 }
 
 /// Notes a Service watch event; how many Service changes it brought.
@@ -368,6 +371,7 @@ fn on_service(
             let listed = w.services_buf.len();
             t.reset_services(std::mem::take(&mut w.services_buf));
             w.services_synced = true;
+            w.services_trouble.listed(&apis::SERVICES);
             return Ok(listed);
         }
         Some(Ok(Event::Apply(s))) => {
@@ -378,7 +382,9 @@ fn on_service(
             t.service_deleted(&s);
             return Ok(1);
         }
-        Some(Err(e)) => tracing::warn!(error = %e, "watching Services failed; retrying"),
+        Some(Err(e)) => {
+            w.services_trouble.failed(&apis::SERVICES, &e);
+        }
     }
     Ok(0)
 }
@@ -401,6 +407,7 @@ fn on_slice(
             let listed = w.slices_buf.len();
             t.reset_slices(std::mem::take(&mut w.slices_buf));
             w.slices_synced = true;
+            w.slices_trouble.listed(&apis::ENDPOINT_SLICES);
             return Ok(listed);
         }
         Some(Ok(Event::Apply(s))) => {
@@ -411,7 +418,15 @@ fn on_slice(
             t.slice_deleted(&s);
             return Ok(1);
         }
-        Some(Err(e)) => tracing::warn!(error = %e, "watching EndpointSlices failed; retrying"),
+        Some(Err(e)) => {
+            let lasting = w.slices_trouble.failed(&apis::ENDPOINT_SLICES, &e);
+            // Slices that cannot come for now (not served, forbidden) must not hold back the
+            // Services: they get their rules without endpoints, and the slices when they come.
+            if lasting.is_some() && !w.slices_synced {
+                t.reset_slices(Vec::new());
+                w.slices_synced = true;
+            }
+        }
     }
     Ok(0)
 }
@@ -518,16 +533,14 @@ pub(crate) async fn run(
     let mut tracker = ChangeTracker::new();
     let mut watches = Watches::default();
 
-    let services = watcher::watcher(
+    let services = backed_off(watcher::watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff();
-    let slices = watcher::watcher(
+    ));
+    let slices = backed_off(watcher::watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
-    )
-    .default_backoff();
+    ));
     let mut services = pin!(services);
     let mut slices = pin!(slices);
 

@@ -431,9 +431,9 @@ pub async fn run(
     );
     let (reader, writer) = reflector::store::<Node>();
     let api: Api<Node> = Api::all(client);
-    let stream = watcher::watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let stream =
+        podnet_watch::backed_off(watcher::watcher(api.clone(), watcher::Config::default()))
+            .reflect(writer);
     let mut stream = pin!(stream);
     let mut resync_timer = tokio::time::interval(resync.max(Duration::from_millis(100)));
     resync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

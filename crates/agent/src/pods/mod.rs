@@ -62,7 +62,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use podnet_api::cni::NetConfList;
 use podnet_kernel::NetNs;
@@ -303,8 +302,10 @@ pub async fn run(
 
     let api: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={node}");
-    let stream =
-        watcher::watcher(api, watcher::Config::default().fields(&selector)).default_backoff();
+    let stream = podnet_watch::backed_off(watcher::watcher(
+        api,
+        watcher::Config::default().fields(&selector),
+    ));
     let mut stream = std::pin::pin!(stream);
     loop {
         if *shutdown.borrow() {
@@ -382,11 +383,10 @@ async fn watch_services(
     writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
 ) {
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
-    let stream = kube::runtime::reflector::reflector(
+    let stream = podnet_watch::backed_off(kube::runtime::reflector::reflector(
         writer,
         watcher::watcher(api, watcher::Config::default()),
-    )
-    .default_backoff();
+    ));
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
         if let Err(e) = event {

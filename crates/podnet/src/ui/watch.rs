@@ -86,9 +86,8 @@ async fn reflect<K>(
         + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone + Default,
 {
-    let stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+    let stream =
+        podnet_watch::backed_off(watcher::watcher(api, watcher::Config::default())).reflect(writer);
     let mut stream = pin!(stream);
     let prefix = format!("watching {what}");
     while let Some(event) = stream.next().await {

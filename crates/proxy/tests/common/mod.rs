@@ -23,6 +23,7 @@ use kube::api::{DeleteParams, PostParams};
 use podnet_apiserver::alloc::AllocatorConfig;
 use podnet_apiserver::controllers::ControllerConfig;
 use podnet_apiserver::server::{ApiServer, Config, StoreConfig};
+use podnet_apiserver::versions::ServedVersions;
 use podnet_kernel::{NetNs, OwnedNetNs};
 use podnet_proxy::{ProxyConfig, ProxyMode};
 use serde_json::{Value, json};
@@ -253,11 +254,25 @@ impl Drop for Cluster {
     }
 }
 
-fn apiserver_config(dir: &std::path::Path) -> Config {
+/// How the fixture's apiserver runs.
+#[derive(Clone, Default)]
+pub struct ApiSettings {
+    /// Kept in the fixture's directory (embedded), so a restarted apiserver has it; in
+    /// memory otherwise.
+    pub persistent: bool,
+    /// The API versions served (`--runtime-config`).
+    pub versions: ServedVersions,
+}
+
+fn apiserver_config(dir: &std::path::Path, bind: SocketAddr, api: &ApiSettings) -> Config {
     Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
+        bind,
         data_dir: dir.to_path_buf(),
-        store: StoreConfig::Memory,
+        store: if api.persistent {
+            StoreConfig::Embedded
+        } else {
+            StoreConfig::Memory
+        },
         allocators: AllocatorConfig {
             service_cidr: "10.96.0.0/12".parse().unwrap(),
             nodeport_range: 30000..=32767,
@@ -269,7 +284,7 @@ fn apiserver_config(dir: &std::path::Path) -> Config {
         bookmark_interval: Duration::from_secs(1),
         tls: Default::default(),
         extra_listeners: Vec::new(),
-        versions: Default::default(),
+        versions: api.versions.clone(),
     }
 }
 
@@ -280,6 +295,11 @@ impl Cluster {
 
     /// A cluster whose proxy runs in `mode`.
     pub async fn start_in(mode: ProxyMode) -> Cluster {
+        Cluster::start_with(mode, ApiSettings::default()).await
+    }
+
+    /// A cluster whose apiserver runs with `api`.
+    pub async fn start_with(mode: ProxyMode, api: ApiSettings) -> Cluster {
         // The proxy's warnings and errors show in a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -290,7 +310,8 @@ impl Cluster {
             .try_init();
         let ns = Namespaces::create();
         let dir = tempfile::tempdir().unwrap();
-        let apiserver = ApiServer::start(apiserver_config(dir.path()))
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let apiserver = ApiServer::start(apiserver_config(dir.path(), any_port, &api))
             .await
             .expect("apiserver starts");
         let url = format!("http://{}", apiserver.local_addr());
@@ -353,6 +374,15 @@ impl Cluster {
         if let Some(s) = self.apiserver.take() {
             s.stop().await;
         }
+    }
+
+    /// Stops the apiserver and starts another on the same address and store, with `api`.
+    pub async fn restart_apiserver(&mut self, api: ApiSettings) {
+        let old = self.apiserver.take().expect("an apiserver runs");
+        let addr = old.local_addr();
+        old.stop().await;
+        let config = apiserver_config(self._dir.path(), addr, &api);
+        self.apiserver = Some(ApiServer::start(config).await.expect("apiserver restarts"));
     }
 
     pub fn services(&self) -> Api<Service> {
