@@ -626,6 +626,10 @@ async fn node_network_writes_files_and_keeps_peer_routes() {
       "isDefaultGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
+      "capabilities": {{
+        "ips": true,
+        "mac": true
+      }},
       "ipam": {{
         "type": "podnet-cni",
         "subnetFile": "{}",

@@ -75,7 +75,16 @@ struct Plugin<'a> {
     is_default_gateway: bool,
     ip_masq: bool,
     hairpin_mode: bool,
+    /// What the runtime may pass in `runtimeConfig`: a pod's static address and MAC
+    /// (`podman run --ip`, `--mac-address`, a CRI's `ips` annotations), which podnet-cni honours.
+    capabilities: Capabilities,
     ipam: Ipam<'a>,
+}
+
+#[derive(Serialize)]
+struct Capabilities {
+    ips: bool,
+    mac: bool,
 }
 
 #[derive(Serialize)]
@@ -111,6 +120,10 @@ pub fn conflist(subnet_file: &Path, ipam_data_dir: &Path) -> Result<String, Node
             is_default_gateway: true,
             ip_masq: false,
             hairpin_mode: true,
+            capabilities: Capabilities {
+                ips: true,
+                mac: true,
+            },
             ipam: Ipam {
                 ipam_type: PLUGIN_TYPE,
                 subnet_file: utf8("--subnet-file", subnet_file)?,
@@ -228,7 +241,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             value,
-            serde_json::json!({"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"podnet-cni","bridge":"cni0","isGateway":true,"isDefaultGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"podnet-cni","subnetFile":"/run/flannel/subnet.env","dataDir":"/run/podnet/agent/n1/ipam"}}]})
+            serde_json::json!({"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"podnet-cni","bridge":"cni0","isGateway":true,"isDefaultGateway":true,"ipMasq":false,"hairpinMode":true,"capabilities":{"ips":true,"mac":true},"ipam":{"type":"podnet-cni","subnetFile":"/run/flannel/subnet.env","dataDir":"/run/podnet/agent/n1/ipam"}}]})
         );
         // The plugin's own parser accepts it, as a runtime hands it over (the list's name
         // and version copied into the plugin's config); the result will be a 1.0.0 one.
