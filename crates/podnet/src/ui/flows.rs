@@ -1,7 +1,8 @@
 //! The page's flows, from the same sources as `podnet observe` and through its code: each
-//! node's conntrack events and NetworkPolicy's NFLOG drops ([`observe::listen`]), named
-//! after pods, Services and nodes ([`observe::names`]) and made into observe's flows
-//! ([`observe::conn_flow`], [`observe::drop_flow`]).
+//! node's tracked connections (its conntrack table, dumped and compared) and NetworkPolicy's
+//! NFLOG drops ([`observe::listen`]), named after pods, Services and nodes
+//! ([`observe::names`]) and made into observe's flows ([`observe::conn_flow`],
+//! [`observe::drop_flow`]).
 //!
 //! Unlike `observe`, the UI runs for long: a node that joins later gets its listeners when
 //! it appears in the topology, and a node whose namespace is not on this machine (a
