@@ -27,8 +27,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/connects.rs"]
+mod connects;
 
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -194,25 +196,12 @@ impl Collector {
     }
 }
 
-/// Connect latencies (µs) from `client` to `addr`, after a warm-up.
+/// Connect latencies (µs) from `client` to `addr`.
 fn connects(client: &NetNs, addr: SocketAddrV4, n: usize) -> Vec<f64> {
-    client
-        .run(|| {
-            for _ in 0..20 {
-                let _ = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2));
-            }
-            (0..n)
-                .map(|_| {
-                    let t = Instant::now();
-                    let s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))
-                        .expect("connect to the server pod");
-                    let us = t.elapsed().as_secs_f64() * 1e6;
-                    drop(s);
-                    us
-                })
-                .collect()
-        })
-        .unwrap()
+    connects::connect_latencies(client, addr, n)
+        .into_iter()
+        .map(|d| d.as_secs_f64() * 1e6)
+        .collect()
 }
 
 /// One iperf3 run from `client` (a namespace path): Gbit/s received.

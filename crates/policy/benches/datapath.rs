@@ -22,6 +22,8 @@
 //! table, dropped with it). Needs root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../podnet/benches/support/connects.rs"]
+mod connects;
 mod shape;
 
 use std::io::ErrorKind;
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use connects::connect_latencies;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use podnet_kernel::nftnl::{Family, Hook, NftSocket};
 use podnet_kernel::ruleset::trace::{Outcome, Packet, trace};
@@ -171,27 +174,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Connect latencies (ms) from the client to `addr`.
-fn connects(client: &NetNs, addr: SocketAddrV4, n: usize) -> Vec<f64> {
-    client
-        .run(|| {
-            for _ in 0..20 {
-                let _ = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2));
-            }
-            (0..n)
-                .map(|_| {
-                    let t = Instant::now();
-                    let s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))
-                        .expect("connect to the server pod");
-                    let ms = t.elapsed().as_secs_f64() * 1000.0;
-                    drop(s);
-                    ms
-                })
-                .collect()
-        })
-        .unwrap()
 }
 
 /// What a connect to a port nobody listens on meets: "reset" (no policy in the way) or
@@ -409,9 +391,9 @@ fn latency(bench: &mut States<'_>, slices: usize, n: usize) {
         let mut medians = [0.0; 2];
         for state in 0..2 {
             bench.enter(state);
-            let l: Vec<f64> = connects(&bench.topo.client, addr, n)
+            let l: Vec<f64> = connect_latencies(&bench.topo.client, addr, n)
                 .into_iter()
-                .map(|ms| ms * 1000.0)
+                .map(|d| d.as_secs_f64() * 1e6)
                 .collect();
             medians[state] = median(l.clone());
             all[state].extend(l);

@@ -9,10 +9,12 @@
 //!     the ClusterIP vs straight to the pod IP. Skipped when `iperf3` is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../podnet/benches/support/connects.rs"]
+mod connects;
 mod lab;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,28 +114,6 @@ fn install(node: &podnet_kernel::NetNs, ctx: &NodeContext, services: usize) -> f
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-/// Connect latencies (ms) from pod-1 to `addr`.
-fn connects(client: &podnet_kernel::NetNs, addr: SocketAddrV4, n: usize) -> Vec<f64> {
-    client
-        .run(|| {
-            // Warm-up: ARP, route caches.
-            for _ in 0..20 {
-                let _ = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2));
-            }
-            (0..n)
-                .map(|_| {
-                    let t = Instant::now();
-                    let s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))
-                        .expect("connect through the service");
-                    let ms = t.elapsed().as_secs_f64() * 1000.0;
-                    drop(s);
-                    ms
-                })
-                .collect()
-        })
-        .unwrap()
-}
-
 fn iperf(ns_name: &str, target: Ipv4Addr, seconds: usize) -> Option<f64> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns_name, "iperf3", "-c"])
@@ -145,6 +125,14 @@ fn iperf(ns_name: &str, target: Ipv4Addr, seconds: usize) -> Option<f64> {
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9)
+}
+
+/// Connect latencies (ms) from `client` to `addr`.
+fn connects_ms(client: &podnet_kernel::NetNs, addr: SocketAddrV4, n: usize) -> Vec<f64> {
+    connects::connect_latencies(client, addr, n)
+        .into_iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect()
 }
 
 fn main() {
@@ -166,7 +154,7 @@ fn main() {
         ctx.layout
     );
 
-    let direct = connects(client, SocketAddrV4::new(lab::pod_ip(0), 8080), n);
+    let direct = connects_ms(client, SocketAddrV4::new(lab::pod_ip(0), 8080), n);
     println!(
         "connect straight to the pod IP: median {:.3} ms, p99 {:.3} ms ({n} connects)",
         lab::median_ms(direct.clone()),
@@ -175,7 +163,7 @@ fn main() {
     let mut medians = Vec::new();
     for &services in &sizes {
         let apply_ms = install(node, &ctx, services);
-        let lat = connects(client, SocketAddrV4::new(CIP, 80), n);
+        let lat = connects_ms(client, SocketAddrV4::new(CIP, 80), n);
         let median = lab::median_ms(lat.clone());
         println!(
             "connect to a ClusterIP with {services:>6} services installed: median {median:.3} ms, p99 {:.3} ms ({n} connects; rules applied in {apply_ms:.0} ms)",

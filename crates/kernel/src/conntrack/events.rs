@@ -84,26 +84,15 @@ impl Events {
         Ok(Events { listener })
     }
 
-    /// Every event already queued, without waiting. A reader blocked in [`Events::receive`]
-    /// is woken by each event, in the path of the packet that made it; one that drains on a
-    /// timer of its own leaves no waiter on the socket, so the kernel wakes nobody (the
-    /// message itself is still built: see [`super::Poller`] for what costs nothing).
+    /// Every event already queued, without waiting. A reader blocked on the socket is woken
+    /// by each event, in the path of the packet that made it; one that drains on a timer of
+    /// its own leaves no waiter on the socket, so the kernel wakes nobody (the message
+    /// itself is still built: see [`super::Poller`] for what costs nothing).
     pub fn pending(&mut self) -> io::Result<Vec<Event>> {
         let mut out = Vec::new();
         self.listener
             .drain(|datagram| out.extend(parse_datagram(datagram)))?;
         Ok(out)
-    }
-
-    /// The events of the next datagram; empty after half a second without one (so the
-    /// caller can check whether to stop). A full receive buffer (`ENOBUFS`: events were
-    /// lost) is not an error: what comes next is read.
-    pub fn receive(&mut self) -> io::Result<Vec<Event>> {
-        Ok(self
-            .listener
-            .datagram()?
-            .map(parse_datagram)
-            .unwrap_or_default())
     }
 }
 
